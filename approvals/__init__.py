@@ -1,0 +1,1 @@
+"""Signoff approval service: FastAPI app, models, decisions, CLI."""

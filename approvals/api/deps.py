@@ -1,0 +1,93 @@
+"""FastAPI dependencies: database sessions and bearer-token principals by role."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
+from approvals.api.errors import ApiError
+from approvals.db import session_scope
+from approvals.events import EventHub, attach_hub
+from approvals.models import Role
+from approvals.settings import Settings
+from approvals.tokens import authenticate
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: the token's name is the identity shown everywhere."""
+
+    name: str
+    role: str
+
+
+def get_engine(request: Request) -> Engine:
+    engine: Engine = request.app.state.engine
+    return engine
+
+
+def get_hub(request: Request) -> EventHub:
+    hub: EventHub = request.app.state.hub
+    return hub
+
+
+def get_app_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+EngineDep = Annotated[Engine, Depends(get_engine)]
+HubDep = Annotated[EventHub, Depends(get_hub)]
+SettingsDep = Annotated[Settings, Depends(get_app_settings)]
+
+
+def get_session(engine: EngineDep, hub: HubDep) -> Iterator[Session]:
+    with session_scope(engine) as session:
+        attach_hub(session, hub)
+        yield session
+
+
+SessionDep = Annotated[Session, Depends(get_session)]
+
+_UNAUTHENTICATED = {"WWW-Authenticate": "Bearer"}
+
+
+def get_principal(request: Request, engine: EngineDep) -> Principal:
+    """The caller named by the bearer token; 401 without a valid one."""
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise ApiError(401, "unauthenticated", "a bearer token is required", _UNAUTHENTICATED)
+    # A short session of its own: a long-poll must not hold a transaction open.
+    with session_scope(engine) as session:
+        row = authenticate(session, token.strip())
+    if row is None:
+        raise ApiError(401, "invalid_token", "the bearer token is not valid", _UNAUTHENTICATED)
+    return Principal(name=row.name, role=row.role)
+
+
+def require_role(*roles: Role) -> Callable[..., Principal]:
+    """A dependency admitting tokens of `roles` (admins are always admitted)."""
+    allowed = {r.value for r in roles} | {Role.ADMIN.value}
+
+    def dependency(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
+        if principal.role not in allowed:
+            needed = ", ".join(sorted(allowed - {Role.ADMIN.value})) + " or admin"
+            raise ApiError(
+                403, "forbidden", f"this needs a token with role {needed}; yours is {principal.role}"
+            )
+        return principal
+
+    return dependency
+
+
+GatewayDep = Annotated[Principal, Depends(require_role(Role.GATEWAY))]
+ApproverDep = Annotated[Principal, Depends(require_role(Role.APPROVER))]
+ReaderDep = Annotated[Principal, Depends(require_role(Role.GATEWAY, Role.APPROVER, Role.AUDITOR))]
+ListerDep = Annotated[Principal, Depends(require_role(Role.APPROVER, Role.AUDITOR))]
+AnyPrincipalDep = Annotated[Principal, Depends(get_principal)]

@@ -1,0 +1,152 @@
+"""REST routes for approval requests (prefix /api/v1)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Header, Query, Response
+from fastapi.concurrency import run_in_threadpool
+
+from approvals import lifecycle, queries
+from approvals.api.deps import (
+    AnyPrincipalDep,
+    ApproverDep,
+    EngineDep,
+    GatewayDep,
+    HubDep,
+    ListerDep,
+    ReaderDep,
+    SessionDep,
+    SettingsDep,
+)
+from approvals.db import session_scope
+from approvals.models import RequestStatus
+from approvals.schemas import (
+    DecisionCreate,
+    OutcomeCreate,
+    RequestCreate,
+    RequestPage,
+    RequestPublic,
+    TokenIdentity,
+)
+
+router = APIRouter(prefix="/api/v1")
+
+# How often a long-poll re-reads the database even without an event: another
+# process (a second replica, a direct CLI write) may have decided meanwhile.
+_RECHECK_SECONDS = 2.0
+
+
+@router.get("/whoami")
+def whoami(principal: AnyPrincipalDep) -> TokenIdentity:
+    """The name and role of the presented token."""
+    return TokenIdentity(name=principal.name, role=principal.role)
+
+
+@router.post("/requests", status_code=201)
+def create_request(
+    body: RequestCreate,
+    response: Response,
+    session: SessionDep,
+    principal: GatewayDep,
+    idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
+) -> RequestPublic:
+    """Queue a suspended tool call (or return the open one for the identical call)."""
+    result = lifecycle.create_request(
+        session, body, created_by=principal.name, idempotency_key=idempotency_key
+    )
+    if not result.created:
+        response.status_code = 200
+    return lifecycle.public(session, result.request)
+
+
+@router.get("/requests")
+def list_requests(
+    session: SessionDep,
+    _: ListerDep,
+    status: RequestStatus | None = None,
+    tool: Annotated[str | None, Query(max_length=255)] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: Annotated[str | None, Query(max_length=512)] = None,
+) -> RequestPage:
+    """Requests newest first, filtered by status and tool, one page at a time."""
+    rows, next_cursor = queries.list_requests(
+        session, status=status, tool=tool, limit=limit, cursor=cursor
+    )
+    return RequestPage(items=[lifecycle.public(session, r) for r in rows], next_cursor=next_cursor)
+
+
+@router.get("/requests/{request_id}")
+def get_request(request_id: str, session: SessionDep, _: ReaderDep) -> RequestPublic:
+    """One request with its decisions."""
+    return lifecycle.public(session, lifecycle.get_request(session, request_id))
+
+
+@router.get("/requests/{request_id}/wait")
+async def wait_for_decision(
+    request_id: str,
+    engine: EngineDep,
+    hub: HubDep,
+    settings: SettingsDep,
+    _: ReaderDep,
+    timeout: Annotated[float, Query(ge=0)] = 30.0,
+) -> RequestPublic:
+    """Long-poll: answer as soon as the request leaves `pending`, or after `timeout` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + min(timeout, settings.max_wait_seconds)
+
+    def load() -> RequestPublic:
+        with session_scope(engine) as session:
+            return lifecycle.public(session, lifecycle.get_request(session, request_id))
+
+    while True:
+        view = await run_in_threadpool(load)
+        remaining = deadline - loop.time()
+        if view.status != RequestStatus.PENDING or remaining <= 0:
+            return view
+        await hub.wait_for(request_id, min(remaining, _RECHECK_SECONDS))
+
+
+@router.post("/requests/{request_id}/decisions")
+def decide(
+    request_id: str,
+    body: DecisionCreate,
+    session: SessionDep,
+    principal: ApproverDep,
+    x_signoff_channel: Annotated[Literal["api", "cli"], Header()] = "api",
+) -> RequestPublic:
+    """Approve or reject; the first settling decision wins, later ones get 409."""
+    result = lifecycle.decide(
+        session,
+        request_id,
+        approver=principal.name,
+        decision=body.decision,
+        comment=body.comment,
+        channel=x_signoff_channel,
+    )
+    return lifecycle.public(session, result.request)
+
+
+@router.post("/requests/{request_id}/cancel")
+def cancel(request_id: str, session: SessionDep, principal: GatewayDep) -> RequestPublic:
+    """The agent went away before a decision."""
+    request = lifecycle.cancel(session, request_id, by=principal.name)
+    return lifecycle.public(session, request)
+
+
+@router.post("/requests/{request_id}/claim")
+def claim(request_id: str, session: SessionDep, _: GatewayDep) -> RequestPublic:
+    """Use the approval for its one execution; 409 if it was already used or is not approved."""
+    return lifecycle.public(session, lifecycle.claim(session, request_id))
+
+
+@router.post("/requests/{request_id}/outcome")
+def record_outcome(
+    request_id: str, body: OutcomeCreate, session: SessionDep, _: GatewayDep
+) -> RequestPublic:
+    """Store the result of the forwarded call."""
+    request = lifecycle.record_outcome(
+        session, request_id, is_error=body.is_error, summary=body.summary
+    )
+    return lifecycle.public(session, request)

@@ -1,0 +1,56 @@
+"""The FastAPI application: routes, error handlers, the event hub and the sweeper."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from sqlalchemy import text
+
+from approvals.api import requests as requests_api
+from approvals.api.deps import EngineDep
+from approvals.api.errors import install_error_handlers
+from approvals.db import make_engine
+from approvals.events import EventHub
+from approvals.settings import Settings, get_settings
+from approvals.sweeper import run_sweeper
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the service for `settings` (default: from the environment)."""
+    settings = settings or get_settings()
+    engine = make_engine(settings.database_url)
+    hub = EventHub()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        hub.bind(asyncio.get_running_loop())
+        sweeper = asyncio.create_task(
+            run_sweeper(engine, hub, settings.sweep_interval_seconds), name="signoff-sweeper"
+        )
+        try:
+            yield
+        finally:
+            sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweeper
+            engine.dispose()
+
+    app = FastAPI(title="Signoff", version="0.1.0", lifespan=lifespan)
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.hub = hub
+    install_error_handlers(app)
+    app.include_router(requests_api.router)
+
+    @app.get("/healthz")
+    def healthz(engine: EngineDep) -> dict[str, str]:
+        """Liveness: the process answers and the database is reachable."""
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        return {"status": "ok"}
+
+    return app

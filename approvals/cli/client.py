@@ -1,0 +1,61 @@
+"""A small HTTP client for CLI commands that talk to a running service."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Any
+
+import httpx
+
+from approvals.cli.errors import CliError
+
+DEFAULT_SERVICE_URL = "http://127.0.0.1:8000"
+
+
+def add_service_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add --service and --token, defaulting to SIGNOFF_SERVICE_URL and SIGNOFF_TOKEN."""
+    parser.add_argument(
+        "--service",
+        default=os.environ.get("SIGNOFF_SERVICE_URL", DEFAULT_SERVICE_URL),
+        help="service URL (SIGNOFF_SERVICE_URL, default %(default)s)",
+    )
+    parser.add_argument(
+        "--token",
+        default=os.environ.get("SIGNOFF_TOKEN"),
+        help="your API token (SIGNOFF_TOKEN)",
+    )
+
+
+class ServiceClient:
+    """Calls the service's REST API, turning every failure into a CliError."""
+
+    def __init__(self, base_url: str, token: str | None) -> None:
+        if not token:
+            raise CliError("an API token is required: pass --token or set SIGNOFF_TOKEN")
+        self.base_url = base_url.rstrip("/")
+        self._http = httpx.Client(
+            base_url=self.base_url,
+            headers={"Authorization": f"Bearer {token}", "X-Signoff-Channel": "cli"},
+            timeout=30,
+        )
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> ServiceClient:
+        return cls(args.service, args.token)
+
+    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        """Send a request to /api/v1`path` and return the decoded JSON body."""
+        try:
+            response = self._http.request(method, f"/api/v1{path}", **kwargs)
+        except httpx.HTTPError as exc:
+            raise CliError(
+                f"could not reach the approval service at {self.base_url}: {exc}"
+            ) from exc
+        if response.is_success:
+            return response.json()
+        try:
+            message = response.json()["error"]["message"]
+        except (ValueError, KeyError, TypeError):
+            message = response.text[:200] or response.reason_phrase
+        raise CliError(f"{message} (HTTP {response.status_code})")

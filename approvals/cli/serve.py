@@ -1,0 +1,69 @@
+"""`signoff serve` and `signoff db upgrade`."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from approvals import migrate
+from approvals.settings import Settings, get_settings
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    settings = get_settings()
+    serve = sub.add_parser("serve", help="run the approval service (migrates the database first)")
+    serve.add_argument(
+        "--host", default=settings.host, help="address to bind (default %(default)s)"
+    )
+    serve.add_argument("--port", type=int, default=settings.port, help="port (default %(default)s)")
+    serve.add_argument(
+        "--db", default=settings.database_url, help="database URL (SIGNOFF_DATABASE_URL)"
+    )
+    serve.add_argument("--policy", default=settings.policy, help="policy file (SIGNOFF_POLICY)")
+    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    serve.set_defaults(handler=_serve)
+
+    db = sub.add_parser("db", help="database maintenance")
+    db_sub = db.add_subparsers(dest="db_command", metavar="COMMAND", required=True)
+    upgrade = db_sub.add_parser("upgrade", help="apply all migrations")
+    upgrade.add_argument(
+        "--db", default=settings.database_url, help="database URL (SIGNOFF_DATABASE_URL)"
+    )
+    upgrade.set_defaults(handler=_upgrade)
+
+
+def _upgrade(args: argparse.Namespace) -> int:
+    migrate.upgrade(args.db)
+    print(f"database at {args.db} is up to date")
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from approvals.app import create_app
+
+    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    settings = get_settings().model_copy(
+        update={
+            "host": args.host,
+            "port": args.port,
+            "database_url": args.db,
+            "policy": args.policy,
+        }
+    )
+    _check_policy(settings)
+    migrate.upgrade(settings.database_url)
+    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level=args.log_level)
+    return 0
+
+
+def _check_policy(settings: Settings) -> None:
+    if settings.policy:
+        from approvals.cli.errors import CliError
+        from gateway_plugin.policy import PolicyError, load_policy
+
+        try:
+            load_policy(settings.policy)
+        except PolicyError as exc:
+            raise CliError(str(exc)) from exc

@@ -1,0 +1,119 @@
+"""In-process event hub: state changes are published once their transaction commits.
+
+Lifecycle functions call `emit(session, ...)`; the events are held on the session
+and handed to the hub bound to it only after a successful commit, so no client
+ever hears about a change that was rolled back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.orm import Session as OrmSession
+
+from approvals.models import utcnow
+
+_PENDING_KEY = "signoff_pending_events"
+_HUB_KEY = "signoff_hub"
+
+EVENT_TYPES = ("request.created", "request.decided", "request.expired", "request.cancelled")
+
+
+@dataclass(frozen=True)
+class Event:
+    """One fact about a request, as streamed to clients."""
+
+    type: str
+    request_id: str
+    request: dict[str, Any]
+    at: datetime = field(default_factory=utcnow)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "type": self.type,
+            "request_id": self.request_id,
+            "at": self.at.isoformat(),
+            "request": self.request,
+        }
+
+
+class EventHub:
+    """Fans events out to coroutines waiting in this process; safe to publish from any thread."""
+
+    def __init__(self) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._waiters: dict[str, set[asyncio.Future[Event]]] = defaultdict(set)
+        self._lock = threading.Lock()
+
+    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Attach the hub to the event loop its subscribers run on."""
+        self._loop = loop
+
+    def publish(self, evt: Event) -> None:
+        """Deliver `evt` to every waiter for its request."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            self._deliver(evt)
+        else:
+            loop.call_soon_threadsafe(self._deliver, evt)
+
+    def _deliver(self, evt: Event) -> None:
+        with self._lock:
+            waiters = self._waiters.pop(evt.request_id, set())
+        for fut in waiters:
+            if not fut.done():
+                fut.set_result(evt)
+
+    async def wait_for(self, request_id: str, timeout: float) -> Event | None:
+        """Wait up to `timeout` seconds for the next event about `request_id`."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Event] = loop.create_future()
+        with self._lock:
+            self._waiters[request_id].add(fut)
+        try:
+            return await asyncio.wait_for(fut, timeout)
+        except TimeoutError:
+            return None
+        finally:
+            with self._lock:
+                waiters = self._waiters.get(request_id)
+                if waiters is not None:
+                    waiters.discard(fut)
+                    if not waiters:
+                        del self._waiters[request_id]
+
+
+def attach_hub(session: OrmSession, hub: EventHub | None) -> None:
+    """Make `session` publish its committed events to `hub`."""
+    session.info[_HUB_KEY] = hub
+
+
+def emit(session: OrmSession, evt: Event) -> None:
+    """Queue `evt` for publication when `session` commits."""
+    session.info.setdefault(_PENDING_KEY, []).append(evt)
+
+
+@event.listens_for(OrmSession, "after_commit")
+def _publish_committed(session: OrmSession) -> None:
+    pending: list[Event] = session.info.pop(_PENDING_KEY, [])
+    hub: EventHub | None = session.info.get(_HUB_KEY)
+    if hub is not None:
+        for evt in pending:
+            hub.publish(evt)
+
+
+@event.listens_for(OrmSession, "after_rollback")
+def _drop_rolled_back(session: OrmSession) -> None:
+    session.info.pop(_PENDING_KEY, None)

@@ -1,0 +1,382 @@
+"""The business rules of an approval request, in one place.
+
+Every channel (REST API, CLI, dashboard, Slack, the sweeper) goes through these
+functions. Each takes a session, does its work in one transaction, commits, and
+returns the result; events are published by the session once the commit lands.
+State changes are compare-and-set on `version`, so exactly one writer wins a race.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import and_, update
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, select
+
+from approvals.events import Event, emit
+from approvals.models import ApprovalRequest, Decision, RequestStatus, utcnow
+from approvals.schemas import RequestCreate, RequestPublic
+
+
+class LifecycleError(Exception):
+    """A rule refused the operation; `status` is the HTTP status that says so."""
+
+    status = 400
+    code = "bad_request"
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+
+
+class NotFound(LifecycleError):
+    status = 404
+    code = "not_found"
+
+
+class Forbidden(LifecycleError):
+    status = 403
+    code = "forbidden"
+
+
+class Conflict(LifecycleError):
+    status = 409
+    code = "conflict"
+
+
+def new_request_id() -> str:
+    """A short random id that is safe in URLs and easy to paste into a CLI."""
+    return secrets.token_hex(8)
+
+
+def binding_hash(caller: str, server: str, tool: str, arguments_hash: str) -> str:
+    """Identify one exact call: an approval is bound to it and to nothing else."""
+    material = json.dumps([caller, server, tool, arguments_hash], separators=(",", ":"))
+    return hashlib.sha256(material.encode()).hexdigest()
+
+
+def public(session: Session, request: ApprovalRequest) -> RequestPublic:
+    """The public view of `request` with its decisions."""
+    decisions = session.exec(
+        select(Decision).where(Decision.request_id == request.id).order_by(col(Decision.id))
+    ).all()
+    return RequestPublic.build(request, list(decisions))
+
+
+def _emit(session: Session, event_type: str, request: ApprovalRequest) -> None:
+    session.flush()
+    payload = public(session, request).model_dump(mode="json")
+    emit(session, Event(type=event_type, request_id=request.id, request=payload))
+
+
+def get_request(session: Session, request_id: str) -> ApprovalRequest:
+    """The request with this id, or NotFound."""
+    request = session.get(ApprovalRequest, request_id)
+    if request is None:
+        raise NotFound(f"no request with id {request_id!r}")
+    return request
+
+
+@dataclass(frozen=True)
+class Created:
+    request: ApprovalRequest
+    # False when an identical open request (or the same Idempotency-Key) was reused.
+    created: bool
+
+
+def create_request(
+    session: Session,
+    data: RequestCreate,
+    *,
+    created_by: str,
+    idempotency_key: str | None = None,
+    now: datetime | None = None,
+) -> Created:
+    """Queue a suspended call, or attach to the open request for the identical call."""
+    now = now or utcnow()
+    binding = binding_hash(data.caller, data.server, data.tool, data.arguments_hash)
+    if idempotency_key is not None:
+        existing = session.exec(
+            select(ApprovalRequest).where(
+                ApprovalRequest.created_by == created_by,
+                ApprovalRequest.idempotency_key == idempotency_key,
+            )
+        ).first()
+        if existing is not None:
+            if existing.binding_hash != binding:
+                raise Conflict(
+                    "Idempotency-Key was already used for a different call",
+                    code="idempotency_conflict",
+                )
+            return Created(existing, created=False)
+
+    open_request = _open_request_for(session, binding, now)
+    if open_request is not None:
+        return Created(open_request, created=False)
+
+    request = ApprovalRequest(
+        id=new_request_id(),
+        tool=data.tool,
+        server=data.server,
+        caller=data.caller,
+        session_id=data.session_id,
+        arguments=data.arguments,
+        arguments_hash=data.arguments_hash,
+        binding_hash=binding,
+        policy_key=data.policy_key,
+        reason=data.reason,
+        approver_group=data.approver_group,
+        approvers=sorted(set(data.approvers)),
+        quorum=data.quorum,
+        on_timeout=data.on_timeout,
+        created_by=created_by,
+        idempotency_key=idempotency_key,
+        created_at=now,
+        expires_at=now + timedelta(seconds=data.timeout_seconds),
+    )
+    session.add(request)
+    try:
+        _emit(session, "request.created", request)
+        session.commit()
+    except IntegrityError:
+        # A concurrent retry with the same Idempotency-Key won; hand back its request.
+        session.rollback()
+        return create_request(
+            session, data, created_by=created_by, idempotency_key=idempotency_key, now=now
+        )
+    return Created(request, created=True)
+
+
+def _open_request_for(session: Session, binding: str, now: datetime) -> ApprovalRequest | None:
+    """The request a retry of the identical call should continue, if any."""
+    candidates = session.exec(
+        select(ApprovalRequest)
+        .where(
+            ApprovalRequest.binding_hash == binding,
+            col(ApprovalRequest.claimed_at).is_(None),
+            col(ApprovalRequest.status).in_(
+                [RequestStatus.PENDING, RequestStatus.APPROVED, RequestStatus.EXPIRED]
+            ),
+        )
+        .order_by(col(ApprovalRequest.created_at).desc())
+    ).all()
+    for request in candidates:
+        if request.status == RequestStatus.PENDING and request.expires_at <= now:
+            try:
+                _expire(session, request, now)
+                session.commit()
+            except Conflict:
+                session.refresh(request)
+        if request.status == RequestStatus.PENDING or request.allows_call():
+            return request
+    return None
+
+
+def _transition(session: Session, request: ApprovalRequest, **changes: object) -> None:
+    """Compare-and-set: apply `changes` only if nobody changed the request since we read it."""
+    result = session.execute(
+        update(ApprovalRequest)
+        .where(
+            and_(
+                col(ApprovalRequest.id) == request.id,
+                col(ApprovalRequest.version) == request.version,
+            )
+        )
+        .values(version=request.version + 1, **changes)
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        session.rollback()
+        raise Conflict("the request was changed by someone else at the same time; reload it")
+    session.refresh(request)
+
+
+def _require_pending(request: ApprovalRequest) -> None:
+    if request.status != RequestStatus.PENDING:
+        who = f" by {request.decided_by}" if request.decided_by else ""
+        raise Conflict(
+            f"request {request.id} is already {request.status}{who}", code="already_decided"
+        )
+
+
+def may_decide(request: ApprovalRequest, approver: str) -> str | None:
+    """Why `approver` may not decide `request`, or None when they may."""
+    if approver == request.caller:
+        return f"{approver} made this call and cannot approve it"
+    if request.approvers and approver not in request.approvers:
+        group = request.approver_group or "the listed approvers"
+        return f"{approver} is not a member of {group}"
+    return None
+
+
+@dataclass(frozen=True)
+class Decided:
+    request: ApprovalRequest
+    decision: Decision
+    # True when this vote settled the request (quorum reached, or a rejection).
+    final: bool
+
+
+def decide(
+    session: Session,
+    request_id: str,
+    *,
+    approver: str,
+    decision: str,
+    comment: str | None = None,
+    channel: str = "api",
+    now: datetime | None = None,
+) -> Decided:
+    """Record an approver's vote; quorum approvals approve, one rejection rejects."""
+    if decision not in ("approve", "reject"):
+        raise LifecycleError("decision must be 'approve' or 'reject'", code="invalid_decision")
+    now = now or utcnow()
+    request = get_request(session, request_id)
+    if request.status == RequestStatus.PENDING and request.expires_at <= now:
+        _expire(session, request, now)
+        session.commit()
+    _require_pending(request)
+    refusal = may_decide(request, approver)
+    if refusal is not None:
+        raise Forbidden(refusal, code="not_allowed_to_decide")
+    already = session.exec(
+        select(Decision).where(Decision.request_id == request.id, Decision.approver == approver)
+    ).first()
+    if already is not None:
+        raise Conflict(
+            f"{approver} has already voted on request {request.id}", code="duplicate_vote"
+        )
+
+    vote = Decision(
+        request_id=request.id,
+        approver=approver,
+        decision=decision,
+        comment=comment,
+        channel=channel,
+        created_at=now,
+    )
+    session.add(vote)
+    approvals = request.approvals_count + (1 if decision == "approve" else 0)
+    final = decision == "reject" or approvals >= request.quorum
+    changes: dict[str, object] = {"approvals_count": approvals}
+    if final:
+        changes.update(
+            status=RequestStatus.APPROVED if decision == "approve" else RequestStatus.REJECTED,
+            decided_at=now,
+            decided_by=approver,
+            decision_comment=comment,
+            decision_channel=channel,
+        )
+    try:
+        session.flush()
+    except IntegrityError:
+        session.rollback()
+        raise Conflict(
+            f"{approver} has already voted on request {request.id}", code="duplicate_vote"
+        ) from None
+    _transition(session, request, **changes)
+    _emit(session, "request.decided", request)
+    session.commit()
+    return Decided(request, vote, final)
+
+
+def _expire(session: Session, request: ApprovalRequest, now: datetime) -> None:
+    outcome = "allowed" if request.on_timeout == "allow" else "denied"
+    _transition(
+        session,
+        request,
+        status=RequestStatus.EXPIRED,
+        decided_at=now,
+        decided_by="system",
+        decision_comment=f"no decision before the timeout; {outcome} per on_timeout",
+        decision_channel="sweeper",
+    )
+    _emit(session, "request.expired", request)
+
+
+def expire_due(session: Session, *, now: datetime | None = None, batch: int = 200) -> list[str]:
+    """Expire pending requests past their timeout, applying on_timeout; returns their ids."""
+    now = now or utcnow()
+    due = session.exec(
+        select(ApprovalRequest)
+        .where(ApprovalRequest.status == RequestStatus.PENDING, ApprovalRequest.expires_at <= now)
+        .limit(batch)
+    ).all()
+    expired: list[str] = []
+    for request in due:
+        try:
+            _expire(session, request, now)
+            session.commit()
+        except Conflict:
+            continue  # decided or expired elsewhere in the meantime
+        expired.append(request.id)
+    return expired
+
+
+def cancel(
+    session: Session, request_id: str, *, by: str, now: datetime | None = None
+) -> ApprovalRequest:
+    """The agent went away: a pending request ends as cancelled."""
+    now = now or utcnow()
+    request = get_request(session, request_id)
+    _require_pending(request)
+    _transition(
+        session,
+        request,
+        status=RequestStatus.CANCELLED,
+        decided_at=now,
+        decided_by=by,
+        decision_comment="the caller cancelled the call",
+        decision_channel="gateway",
+    )
+    _emit(session, "request.cancelled", request)
+    session.commit()
+    return request
+
+
+def claim(session: Session, request_id: str, *, now: datetime | None = None) -> ApprovalRequest:
+    """Use an approval for its one execution; a second claim is refused."""
+    now = now or utcnow()
+    request = get_request(session, request_id)
+    if not request.allows_call():
+        raise Conflict(
+            f"request {request.id} is {request.status}; the call may not run", code="not_approved"
+        )
+    if request.claimed_at is not None:
+        raise Conflict(
+            f"the approval of request {request.id} was already used", code="already_claimed"
+        )
+    _transition(session, request, claimed_at=now)
+    session.commit()
+    return request
+
+
+def record_outcome(
+    session: Session,
+    request_id: str,
+    *,
+    is_error: bool,
+    summary: str | None,
+    now: datetime | None = None,
+) -> ApprovalRequest:
+    """Store what happened when the approved call ran."""
+    now = now or utcnow()
+    request = get_request(session, request_id)
+    if request.claimed_at is None:
+        raise Conflict(f"request {request.id} has not been run", code="not_claimed")
+    if request.outcome_at is not None:
+        raise Conflict(
+            f"the outcome of request {request.id} is already recorded", code="outcome_recorded"
+        )
+    _transition(
+        session, request, outcome_is_error=is_error, outcome_summary=summary, outcome_at=now
+    )
+    session.commit()
+    return request

@@ -1,0 +1,152 @@
+"""Shapes of the JSON that crosses the HTTP API."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from approvals.models import ApprovalRequest, Decision, RequestStatus
+
+Channel = Literal["api", "cli", "dashboard", "slack", "gateway", "sweeper"]
+
+
+class RequestCreate(BaseModel):
+    """What a gateway sends when it suspends a tool call."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tool: str = Field(min_length=1, max_length=255)
+    server: str = Field(default="", max_length=255)
+    caller: str = Field(min_length=1, max_length=255)
+    session_id: str | None = Field(default=None, max_length=255)
+    arguments: dict[str, Any] = Field(default_factory=dict)
+    arguments_hash: str = Field(pattern=r"^[0-9a-f]{64}$")
+    policy_key: str | None = Field(default=None, max_length=255)
+    reason: str | None = Field(default=None, max_length=2000)
+    approver_group: str | None = Field(default=None, max_length=255)
+    approvers: list[str] = Field(default_factory=list, max_length=1000)
+    quorum: int = Field(default=1, ge=1, le=100)
+    timeout_seconds: float = Field(default=900, gt=0, le=30 * 86400)
+    on_timeout: Literal["deny", "allow"] = "deny"
+
+
+class DecisionCreate(BaseModel):
+    """An approver's decision on a request."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    decision: Literal["approve", "reject"]
+    comment: str | None = Field(default=None, max_length=4000)
+
+
+class OutcomeCreate(BaseModel):
+    """The result of the forwarded call, reported by the gateway."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    is_error: bool
+    summary: str | None = Field(default=None, max_length=4000)
+
+
+class DecisionPublic(BaseModel):
+    approver: str
+    decision: str
+    comment: str | None
+    channel: str
+    created_at: datetime
+
+
+class OutcomePublic(BaseModel):
+    is_error: bool
+    summary: str | None
+    at: datetime | None
+
+
+class RequestPublic(BaseModel):
+    """A request as every client sees it."""
+
+    id: str
+    status: RequestStatus
+    # True when the call may run: approved, or expired with on_timeout "allow".
+    allowed: bool
+    tool: str
+    server: str
+    caller: str
+    session_id: str | None
+    arguments: dict[str, Any]
+    arguments_hash: str
+    policy_key: str | None
+    reason: str | None
+    approver_group: str | None
+    approvers: list[str]
+    quorum: int
+    approvals: int
+    on_timeout: str
+    created_at: datetime
+    expires_at: datetime
+    decided_at: datetime | None
+    decided_by: str | None
+    comment: str | None
+    channel: str | None
+    claimed_at: datetime | None
+    outcome: OutcomePublic | None
+    decisions: list[DecisionPublic]
+
+    @classmethod
+    def build(cls, request: ApprovalRequest, decisions: list[Decision]) -> RequestPublic:
+        """Assemble the public view of a stored request."""
+        outcome = None
+        if request.outcome_is_error is not None:
+            outcome = OutcomePublic(
+                is_error=request.outcome_is_error,
+                summary=request.outcome_summary,
+                at=request.outcome_at,
+            )
+        return cls(
+            id=request.id,
+            status=RequestStatus(request.status),
+            allowed=request.allows_call(),
+            tool=request.tool,
+            server=request.server,
+            caller=request.caller,
+            session_id=request.session_id,
+            arguments=request.arguments,
+            arguments_hash=request.arguments_hash,
+            policy_key=request.policy_key,
+            reason=request.reason,
+            approver_group=request.approver_group,
+            approvers=list(request.approvers),
+            quorum=request.quorum,
+            approvals=request.approvals_count,
+            on_timeout=request.on_timeout,
+            created_at=request.created_at,
+            expires_at=request.expires_at,
+            decided_at=request.decided_at,
+            decided_by=request.decided_by,
+            comment=request.decision_comment,
+            channel=request.decision_channel,
+            claimed_at=request.claimed_at,
+            outcome=outcome,
+            decisions=[
+                DecisionPublic(
+                    approver=d.approver,
+                    decision=d.decision,
+                    comment=d.comment,
+                    channel=d.channel,
+                    created_at=d.created_at,
+                )
+                for d in decisions
+            ],
+        )
+
+
+class RequestPage(BaseModel):
+    items: list[RequestPublic]
+    next_cursor: str | None
+
+
+class TokenIdentity(BaseModel):
+    name: str
+    role: str

@@ -1,0 +1,38 @@
+"""Service configuration: command-line flags override `SIGNOFF_*` environment variables."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Everything the service reads from its environment."""
+
+    model_config = SettingsConfigDict(env_prefix="SIGNOFF_", extra="ignore")
+
+    database_url: str = "sqlite:///./signoff.db"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    policy: str | None = None
+    # Base URL approvers use to reach this service; used in links shown to people.
+    public_url: str | None = None
+    secret_key: str | None = None
+    sweep_interval_seconds: float = 1.0
+    # Upper bound for `GET /requests/{id}/wait?timeout=`; keeps proxies from cutting us off.
+    max_wait_seconds: float = 60.0
+    slack_bot_token: str | None = None
+    slack_signing_secret: str | None = None
+    slack_app_token: str | None = None
+    slack_api_url: str | None = None
+
+    def base_url(self) -> str:
+        """The URL people use to reach this service."""
+        return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """Settings from the environment, read once per process."""
+    return Settings()

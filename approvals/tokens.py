@@ -1,0 +1,54 @@
+"""API tokens: created once, shown once, stored only as a SHA-256 hash."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+
+from sqlmodel import Session, col, select
+
+from approvals.lifecycle import LifecycleError
+from approvals.models import ApiToken, Role, utcnow
+
+TOKEN_PREFIX = "so_"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,127}$")
+
+
+def hash_token(token: str) -> str:
+    """The stored form of a token; tokens are random, so a plain SHA-256 is enough."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def create_token(session: Session, *, name: str, role: str) -> tuple[ApiToken, str]:
+    """Store a new token for `name` with `role`; returns the row and the secret (shown once)."""
+    if role not in {r.value for r in Role}:
+        allowed = ", ".join(r.value for r in Role)
+        raise LifecycleError(f"role must be one of {allowed}", code="invalid_role")
+    if not _NAME.match(name):
+        raise LifecycleError(
+            "name must be 1-128 characters: letters, digits, and . _ @ - (not first)",
+            code="invalid_name",
+        )
+    secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    row = ApiToken(
+        name=name,
+        role=role,
+        token_hash=hash_token(secret),
+        prefix=secret[:10],
+        created_at=utcnow(),
+    )
+    session.add(row)
+    session.commit()
+    return row, secret
+
+
+def authenticate(session: Session, token: str) -> ApiToken | None:
+    """The live token row for a presented secret, or None."""
+    if not token.startswith(TOKEN_PREFIX):
+        return None
+    return session.exec(
+        select(ApiToken).where(
+            ApiToken.token_hash == hash_token(token), col(ApiToken.revoked_at).is_(None)
+        )
+    ).first()
