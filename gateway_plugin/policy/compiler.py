@@ -1,0 +1,243 @@
+"""Turns a parsed policy file into a `Policy`, checking what spans sections.
+
+Checks here: group members are declared approvers, no name is both an
+approver and a group, every `approvers` reference resolves, `quorum` does not
+exceed the eligible approvers, server/tool keys are well formed, and limits
+that share a counter agree on window, max and scope (they share one bucket).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NoReturn
+
+from gateway_plugin.policy.conditions import compile_conditions
+from gateway_plugin.policy.engine import CompiledEntry, CompiledRule, Policy
+from gateway_plugin.policy.errors import PolicyError, json_path
+from gateway_plugin.policy.matching import parse_key
+from gateway_plugin.policy.results import (
+    DEFAULT_TIMEOUT_SECONDS,
+    ApprovalSpec,
+    Approver,
+    ApproverGroup,
+    LimitSpec,
+)
+from gateway_plugin.policy.schema import (
+    ApprovalFields,
+    LimitModel,
+    PolicyFileModel,
+    RuleModel,
+    ToolEntryModel,
+)
+
+Path = tuple[str | int, ...]
+
+
+def compile_policy(model: PolicyFileModel, source: str = "<string>") -> Policy:
+    """Check cross-references and compile; raise PolicyError at the first problem."""
+    return _Compiler(model, source).build()
+
+
+def _unique(items: Sequence[str]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(items))
+
+
+class _Compiler:
+    def __init__(self, model: PolicyFileModel, source: str) -> None:
+        self.model = model
+        self.source = source
+        self.approvers = {
+            name: Approver(name=name, slack_user=item.slack_user)
+            for name, item in model.approvers.items()
+        }
+        self.groups: dict[str, ApproverGroup] = {}
+        self.counters: dict[str, tuple[LimitSpec, Path]] = {}
+
+    def fail(self, path: Path, reason: str) -> NoReturn:
+        raise PolicyError(self.source, json_path(path), reason)
+
+    def build(self) -> Policy:
+        model = self.model
+        self._check_groups()
+        for index, hidden in enumerate(model.hide):
+            self._check_key(("hide", index), hidden)
+        all_tools = self._limits(("all_tools", "limits"), model.all_tools.limits)
+        top_redact = _unique(model.redact)
+        entries = [
+            self._entry(key, entry, all_tools, top_redact) for key, entry in model.tools.items()
+        ]
+        return Policy(
+            source=self.source,
+            name=model.name,
+            description=model.description,
+            default_action=model.default,
+            approvers=self.approvers,
+            groups=self.groups,
+            hide=model.hide,
+            all_tools_limits=all_tools,
+            entries=entries,
+            redact=top_redact,
+        )
+
+    def _check_groups(self) -> None:
+        declared = ", ".join(self.approvers) or "none"
+        for name, group in self.model.approver_groups.items():
+            if name in self.approvers:
+                self.fail(
+                    ("approver_groups", name),
+                    f"{name!r} is both an approver and a group; "
+                    "approvers references would be ambiguous",
+                )
+            seen: set[str] = set()
+            for index, member in enumerate(group.members):
+                path: Path = ("approver_groups", name, "members", index)
+                if member not in self.approvers:
+                    self.fail(
+                        path,
+                        f"member {member!r} is not declared in approvers (declared: {declared})",
+                    )
+                if member in seen:
+                    self.fail(path, f"member {member!r} is listed twice")
+                seen.add(member)
+            self.groups[name] = ApproverGroup(
+                name=name, members=list(group.members), slack_channel=group.slack_channel
+            )
+
+    def _check_key(self, path: Path, key: str) -> None:
+        try:
+            parse_key(key, 0)
+        except ValueError as exc:
+            self.fail(path, str(exc))
+
+    def _limits(self, path: Path, limits: Sequence[LimitModel]) -> tuple[LimitSpec, ...]:
+        specs = []
+        for index, item in enumerate(limits):
+            spec = LimitSpec(
+                counter=item.counter, window=item.window, max=item.max, scope=item.scope
+            )
+            here = (*path, index)
+            known = self.counters.get(spec.counter)
+            if known is None:
+                self.counters[spec.counter] = (spec, here)
+            elif known[0] != spec:
+                first, where = known
+                self.fail(
+                    here,
+                    f"counter {spec.counter!r} is already defined at {json_path(where)} as "
+                    f"{first.describe()}; limits sharing a counter share one bucket and must "
+                    "agree on window, max and scope",
+                )
+            specs.append(spec)
+        return tuple(specs)
+
+    def _entry(
+        self,
+        key: str,
+        entry: ToolEntryModel,
+        all_tools: tuple[LimitSpec, ...],
+        top_redact: tuple[str, ...],
+    ) -> CompiledEntry:
+        path: Path = ("tools", key)
+        self._check_key(path, key)
+        action = entry.action or "allow"
+        approval = None
+        if action == "require_approval" or entry.approvers is not None or entry.quorum:
+            # Checked even for an entry that allows, since its rules inherit these fields.
+            approval = self._approval(path, entry, None)
+        rules = tuple(
+            self._rule((*path, "rules", index), index, entry, rule)
+            for index, rule in enumerate(entry.rules)
+        )
+        return CompiledEntry(
+            key=key,
+            action=action,
+            action_given=entry.action is not None,
+            reason=entry.reason,
+            approval=approval if action == "require_approval" else None,
+            rules=rules,
+            # An entry may repeat an all_tools limit; listing it once keeps the trace honest.
+            limits=tuple(dict.fromkeys(self._limits((*path, "limits"), entry.limits) + all_tools)),
+            redact=_unique([*entry.redact, *top_redact]),
+        )
+
+    def _rule(self, path: Path, index: int, entry: ToolEntryModel, rule: RuleModel) -> CompiledRule:
+        approval = None
+        if rule.action == "require_approval" or rule.approvers is not None or rule.quorum:
+            approval = self._approval(path, entry, rule)
+        return CompiledRule(
+            index=index,
+            conditions=compile_conditions(rule.if_),
+            action=rule.action,
+            reason=rule.reason,
+            approval=approval if rule.action == "require_approval" else None,
+        )
+
+    def _approval(self, path: Path, entry: ToolEntryModel, rule: RuleModel | None) -> ApprovalSpec:
+        """Merge the entry's approval fields with the rule's (the rule wins field by field)."""
+
+        def pick(name: str) -> tuple[object, Path]:
+            if rule is not None and getattr(rule, name) is not None:
+                return getattr(rule, name), (*path, name)
+            return getattr(entry, name), (*path[:2], name)
+
+        reference, ref_path = pick("approvers")
+        group, names, channel = self._resolve_approvers(ref_path, reference)
+        quorum_value, quorum_path = pick("quorum")
+        quorum = quorum_value if isinstance(quorum_value, int) else 1
+        if names and quorum > len(names):
+            # Report where the combination became impossible: the rule, if it set either side.
+            blame = quorum_path if quorum_value is not None else ref_path
+            eligible = f"group {group!r}" if group else "the approvers named"
+            self.fail(
+                blame,
+                f"quorum {quorum} is more than the {len(names)} eligible approvers "
+                f"({eligible}: {', '.join(names)})",
+            )
+        fields: ApprovalFields = rule if rule is not None else entry
+
+        def field(name: str) -> object:
+            value = getattr(fields, name)
+            return getattr(entry, name) if value is None else value
+
+        timeout = field("timeout")
+        hold = field("hold")
+        on_timeout = field("on_timeout")
+        reason = field("reason")
+        return ApprovalSpec(
+            group=group,
+            approvers=names,
+            quorum=quorum,
+            timeout_seconds=timeout if isinstance(timeout, float) else DEFAULT_TIMEOUT_SECONDS,
+            on_timeout="allow" if on_timeout == "allow" else "deny",
+            hold_seconds=hold if isinstance(hold, float) else None,
+            slack_channel=channel,
+            reason=reason if isinstance(reason, str) else None,
+        )
+
+    def _resolve_approvers(
+        self, path: Path, reference: object
+    ) -> tuple[str | None, tuple[str, ...], str | None]:
+        if reference is None:
+            return None, (), None
+        if isinstance(reference, str):
+            group = self.groups.get(reference)
+            if group is not None:
+                return group.name, tuple(group.members), group.slack_channel
+            if reference in self.approvers:
+                return None, (reference,), None
+            self.fail(path, f"unknown approver or group {reference!r} ({self._known()})")
+        assert isinstance(reference, tuple)
+        for index, name in enumerate(reference):
+            if name in self.groups:
+                self.fail(
+                    (*path, index),
+                    f"{name!r} is a group; name a group on its own, not inside a list",
+                )
+            if name not in self.approvers:
+                self.fail((*path, index), f"unknown approver {name!r} ({self._known()})")
+        return None, _unique(reference), None
+
+    def _known(self) -> str:
+        groups = ", ".join(self.groups) or "none"
+        approvers = ", ".join(self.approvers) or "none"
+        return f"groups: {groups}; approvers: {approvers}"

@@ -1,0 +1,85 @@
+"""Immutable value objects the engine hands out: approvers, limits, approval specs, evaluations."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+Action = Literal["allow", "deny", "require_approval"]
+Window = Literal["second", "minute", "hour", "day"]
+Scope = Literal["grant", "session", "global"]
+OnTimeout = Literal["deny", "allow"]
+
+WINDOW_SECONDS: dict[str, float] = {"second": 1.0, "minute": 60.0, "hour": 3600.0, "day": 86400.0}
+
+DEFAULT_TIMEOUT_SECONDS = 900.0
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Approver(_Frozen):
+    """A person who may decide; `name` is the name of their API token."""
+
+    name: str
+    slack_user: str | None = None
+
+
+class ApproverGroup(_Frozen):
+    """A named set of approvers, optionally notified in one Slack channel."""
+
+    name: str
+    members: list[str]
+    slack_channel: str | None = None
+
+
+class LimitSpec(_Frozen):
+    """At most `max` calls per `window`, counted in bucket `counter` per `scope` key."""
+
+    counter: str
+    window: Window
+    max: int
+    scope: Scope = "grant"
+
+    @property
+    def window_seconds(self) -> float:
+        """The window length in seconds."""
+        return WINDOW_SECONDS[self.window]
+
+    def describe(self) -> str:
+        """Human form, e.g. `30 per minute per grant (counter end_codegen_session_rate)`."""
+        per = "in total" if self.scope == "global" else f"per {self.scope}"
+        return f"{self.max} per {self.window} {per} (counter {self.counter})"
+
+
+class ApprovalSpec(_Frozen):
+    """Who must approve a suspended call, how many of them, and for how long to wait."""
+
+    group: str | None = None
+    # Empty means any approver may decide.
+    approvers: tuple[str, ...] = ()
+    quorum: int = 1
+    timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS
+    on_timeout: OnTimeout = "deny"
+    # None lets the gateway use its own default hold.
+    hold_seconds: float | None = None
+    slack_channel: str | None = None
+    reason: str | None = None
+
+
+class Evaluation(_Frozen):
+    """The policy's verdict on one tool call, with everything the gateway needs to enforce it."""
+
+    action: Action
+    tool: str
+    server: str | None = None
+    matched_key: str | None = None
+    rule_index: int | None = None
+    reason: str | None = None
+    hidden: bool = False
+    approval: ApprovalSpec | None = None
+    limits: tuple[LimitSpec, ...] = ()
+    redact: tuple[str, ...] = ()
+    trace: tuple[str, ...] = ()
