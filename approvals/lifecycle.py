@@ -21,6 +21,7 @@ from sqlmodel import Session, col, select
 from approvals.events import Event, emit
 from approvals.models import ApprovalRequest, Decision, RequestStatus, utcnow
 from approvals.schemas import RequestCreate, RequestPublic
+from gateway_plugin.policy import redact_arguments
 
 
 class LifecycleError(Exception):
@@ -127,7 +128,9 @@ def create_request(
         server=data.server,
         caller=data.caller,
         session_id=data.session_id,
-        arguments=data.arguments,
+        # Gateways mask before sending; masking again here keeps secrets out of
+        # the database even when a gateway forgot to.
+        arguments=redact_arguments(data.arguments),
         arguments_hash=data.arguments_hash,
         binding_hash=binding,
         policy_key=data.policy_key,

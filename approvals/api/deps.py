@@ -79,7 +79,9 @@ def require_role(*roles: Role) -> Callable[..., Principal]:
         if principal.role not in allowed:
             needed = ", ".join(sorted(allowed - {Role.ADMIN.value})) + " or admin"
             raise ApiError(
-                403, "forbidden", f"this needs a token with role {needed}; yours is {principal.role}"
+                403,
+                "forbidden",
+                f"this needs a token with role {needed}; yours is {principal.role}",
             )
         return principal
 

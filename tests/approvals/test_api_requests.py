@@ -29,6 +29,13 @@ def test_gateway_queues_a_call_and_alice_approves_it(team: Any, new_call: Any) -
     assert seen["status"] == "approved"
 
 
+def test_secret_looking_arguments_never_reach_the_database(team: Any, new_call: Any) -> None:
+    body = new_call(arguments={"url": "https://db.internal", "auth": {"password": "hunter2"}})
+    stored = team.gateway.post("/requests", json=body).json()
+    assert stored["arguments"] == {"url": "https://db.internal", "auth": {"password": "***"}}
+    assert stored["arguments_hash"] == body["arguments_hash"]
+
+
 def test_an_approval_runs_its_call_once(team: Any, new_call: Any) -> None:
     request = team.gateway.post("/requests", json=new_call()).json()
     team.bob.post(f"/requests/{request['id']}/decisions", json={"decision": "approve"})
