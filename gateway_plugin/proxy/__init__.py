@@ -1,0 +1,1 @@
+"""MCP proxy hosts for the Signoff interceptor."""

@@ -1,0 +1,68 @@
+"""Helpers for code running inside a tool-call interceptor (`Extension.intercept_tool_call`).
+
+They only read the public surface of `ServerRequestContext`, so they work under
+any host that serves the interceptor through the SDK's lowlevel server, not
+just the built-in proxy.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from mcp.server.context import ServerRequestContext
+from mcp.server.streamable_http import MCP_SESSION_ID_HEADER
+from mcp.shared.jsonrpc_dispatcher import progress_token_from_params
+
+__all__ = ["ProgressReporter", "ProxyRunState", "progress_reporter", "session_key"]
+
+ProgressReporter = Callable[[float, float | None, str | None], Awaitable[None]]
+"""`await report(progress, total, message)` sends one `notifications/progress` to the agent."""
+
+# Identifies this process when nothing narrower is known; see `session_key`.
+_PROCESS_KEY = f"process:{uuid.uuid4().hex}"
+
+
+@dataclass(frozen=True)
+class ProxyRunState:
+    """Lifespan state of a proxy `Server`: one instance per `Server.run`.
+
+    On stdio a run serves exactly one agent connection, so `run_id` doubles as
+    a connection id there. Under streamable HTTP the lifespan is shared by all
+    sessions, which is why `session_key` prefers the transport session id.
+    """
+
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+
+def progress_reporter(ctx: ServerRequestContext[Any, Any]) -> ProgressReporter | None:
+    """Return a `notifications/progress` sender for this request; None without a progressToken."""
+    if progress_token_from_params(ctx.params) is None:
+        return None
+    session = ctx.session
+
+    async def report(
+        progress: float, total: float | None = None, message: str | None = None
+    ) -> None:
+        # The request-scoped channel stamps the agent's own token and routes
+        # onto the request's stream (the originating POST under streamable HTTP).
+        await session.report_progress(progress, total, message)
+
+    return report
+
+
+def session_key(ctx: ServerRequestContext[Any, Any]) -> str:
+    """Return a stable id for the agent's MCP session: transport session id, else connection."""
+    headers = getattr(ctx.request, "headers", None)
+    if isinstance(headers, Mapping):
+        session_id = headers.get(MCP_SESSION_ID_HEADER)
+        if isinstance(session_id, str) and session_id:
+            return f"mcp-session:{session_id}"
+    state = ctx.lifespan_context
+    if isinstance(state, ProxyRunState):
+        return f"connection:{state.run_id}"
+    # A host we do not know: stdio serves one connection per process, and
+    # stateless HTTP has no session to tell callers apart anyway.
+    return _PROCESS_KEY

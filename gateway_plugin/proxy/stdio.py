@@ -1,0 +1,153 @@
+"""Stdio host of the MCP proxy: the agent talks MCP over this process's stdin/stdout.
+
+The upstream server is spawned as a child process and reached over its own
+stdio. Everything between the two sessions is `forwarding`'s job; see its
+docstring for what passes through in SDK 2.3.0 and what does not.
+
+When the upstream exits, the proxy answers the requests in flight (JSON-RPC
+error "Connection closed") and then ends this process with status 1, so the
+agent sees its server go away rather than a gateway that fails every call.
+
+Debug or test pass-through (no extensions)::
+
+    python -m gateway_plugin.proxy.stdio [--name NAME] -- CMD ARGS...
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from functools import partial
+from typing import TYPE_CHECKING
+
+import anyio
+import mcp_types
+from mcp.client.stdio import StdioServerParameters, stdio_client
+from mcp.server.extension import Extension
+from mcp.server.stdio import stdio_server
+from mcp.shared.message import SessionMessage
+
+from gateway_plugin.proxy.forwarding import build_proxy_server, gateway_version
+from gateway_plugin.proxy.relay import UpstreamRelay, open_upstream_session
+
+if TYPE_CHECKING:
+    from mcp.client._transport import ReadStream
+
+__all__ = ["main", "run_stdio_proxy"]
+
+logger = logging.getLogger(__name__)
+
+_UPSTREAM_GONE_GRACE_SECONDS = 0.25
+_UPSTREAM_GONE_EXIT_CODE = 1
+
+
+async def run_stdio_proxy(
+    upstream: StdioServerParameters,
+    extensions: Sequence[Extension],
+    *,
+    name: str = "signoff-gateway",
+    visible_tool_filter: Callable[[list[mcp_types.Tool]], list[mcp_types.Tool]] | None = None,
+    forward_roots: bool = False,
+) -> None:
+    """Serve MCP over this process's stdin/stdout, forwarding to the upstream server."""
+    relay = UpstreamRelay(forward_roots=forward_roots)
+    async with (
+        stdio_client(upstream) as (upstream_read, upstream_write),
+        _watch_eof(upstream_read) as (watched_read, upstream_gone),
+        open_upstream_session(
+            watched_read, upstream_write, relay, client_name=name, client_version=gateway_version()
+        ) as session,
+    ):
+        server = build_proxy_server(
+            session, extensions, name=name, visible_tool_filter=visible_tool_filter, relay=relay
+        )
+        upstream_died = False
+        async with stdio_server() as (agent_read, agent_write):
+            async with anyio.create_task_group() as tg:
+
+                async def serve() -> None:
+                    await server.run(
+                        agent_read, agent_write, server.create_initialization_options()
+                    )
+                    tg.cancel_scope.cancel()
+
+                tg.start_soon(serve)
+                await upstream_gone.wait()
+                upstream_died = True
+                # Requests in flight are failing with CONNECTION_CLOSED right now;
+                # let those answers reach the agent before the loop is torn down.
+                await anyio.sleep(_UPSTREAM_GONE_GRACE_SECONDS)
+                tg.cancel_scope.cancel()
+            if upstream_died:
+                # stdio_server() cannot be left while its stdin read is blocked (SDK
+                # 2.3.0 reads in a worker thread that cancellation cannot interrupt),
+                # so the proxy would linger until the agent wrote again. Exit the way
+                # the upstream did, which is what the agent would have seen without us.
+                logger.error("upstream MCP server exited; stopping the proxy")
+                sys.stderr.flush()
+                os._exit(_UPSTREAM_GONE_EXIT_CODE)
+
+
+@asynccontextmanager
+async def _watch_eof(
+    source: ReadStream[SessionMessage | Exception],
+) -> AsyncIterator[tuple[ReadStream[SessionMessage | Exception], anyio.Event]]:
+    """Relay `source` unchanged and set the event once it ends."""
+    send, receive = anyio.create_memory_object_stream[SessionMessage | Exception](0)
+    ended = anyio.Event()
+
+    async def pump() -> None:
+        try:
+            async with send:
+                async for item in source:
+                    await send.send(item)
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+            pass
+        finally:
+            ended.set()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(pump)
+        try:
+            yield receive, ended
+        finally:
+            tg.cancel_scope.cancel()
+            receive.close()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run a pass-through proxy (no extensions) in front of `CMD ARGS`."""
+    parser = argparse.ArgumentParser(
+        prog="python -m gateway_plugin.proxy.stdio",
+        description="Pass-through MCP stdio proxy, for tests and debugging.",
+    )
+    parser.add_argument(
+        "--name", default="signoff-gateway", help="serverInfo.name shown to the agent"
+    )
+    parser.add_argument(
+        "--forward-roots", action="store_true", help="answer upstream roots/list from the agent"
+    )
+    parser.add_argument(
+        "command", nargs=argparse.REMAINDER, help="-- CMD ARGS... of the upstream server"
+    )
+    args = parser.parse_args(argv)
+    command = list(args.command)
+    if command and command[0] == "--":
+        command = command[1:]
+    if not command:
+        parser.error("missing upstream command after --")
+    logging.basicConfig(level=os.environ.get("SIGNOFF_LOG_LEVEL", "WARNING"), stream=sys.stderr)
+    # The agent configured this process's environment for the server it wraps.
+    upstream = StdioServerParameters(command=command[0], args=command[1:], env=dict(os.environ))
+    anyio.run(
+        partial(run_stdio_proxy, upstream, (), name=args.name, forward_roots=args.forward_roots)
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,54 @@
+"""A minimal SDK-built upstream for what server-everything cannot show (test_proxy_stdio.py).
+
+Tools: `block` waits until cancelled and then appends "cancelled" to the file
+named by $FAKE_UPSTREAM_LOG; `die` ends the process mid-call.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import anyio
+import mcp_types as types
+from mcp.server.context import ServerRequestContext
+from mcp.server.lowlevel import Server
+from mcp.server.stdio import stdio_server
+
+_TOOLS = [
+    types.Tool(name="block", input_schema={"type": "object"}),
+    types.Tool(name="die", input_schema={"type": "object"}),
+]
+
+
+async def list_tools(
+    ctx: ServerRequestContext[Any, Any], params: types.PaginatedRequestParams | None
+) -> types.ListToolsResult:
+    """List the two tools."""
+    return types.ListToolsResult(tools=_TOOLS)
+
+
+async def call_tool(
+    ctx: ServerRequestContext[Any, Any], params: types.CallToolRequestParams
+) -> types.CallToolResult:
+    """Block until cancelled, or exit the process."""
+    if params.name == "die":
+        os._exit(3)
+    try:
+        await anyio.sleep_forever()
+    except anyio.get_cancelled_exc_class():
+        with open(os.environ["FAKE_UPSTREAM_LOG"], "a") as log:
+            log.write("cancelled\n")
+        raise
+    raise AssertionError("unreachable")
+
+
+async def main() -> None:
+    """Serve over stdio."""
+    server = Server("fake-upstream", on_list_tools=list_tools, on_call_tool=call_tool)
+    async with stdio_server() as (read, write):
+        await server.run(read, write, server.create_initialization_options())
+
+
+if __name__ == "__main__":
+    anyio.run(main)
