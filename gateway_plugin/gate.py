@@ -1,0 +1,197 @@
+"""The approval gate: what happens to one tool call, independent of any gateway.
+
+Hosts (the built-in MCP proxy, a FastMCP middleware, a ContextForge plugin) hand
+the gate a `ToolCall` and a `forward` coroutine that runs the real call; the gate
+returns the `CallToolResult` the agent should see.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+from mcp_types import CallToolResult, TextContent
+
+from gateway_plugin import messages
+from gateway_plugin.policy import (
+    Evaluation,
+    Policy,
+    RateLimiter,
+    canonical_arguments_hash,
+    redact_arguments,
+)
+from gateway_plugin.service_client import (
+    ServiceClient,
+    ServiceRefused,
+    ServiceUnavailable,
+)
+from gateway_plugin.wire import ApprovalRequestView, CreateRequest
+
+log = logging.getLogger(__name__)
+
+Forward = Callable[[], Awaitable[CallToolResult]]
+ProgressFn = Callable[[float, float | None, str | None], Awaitable[None]]
+
+DEFAULT_HOLD_SECONDS = 50.0
+# Long enough to be cheap, short enough that clients which reset their timeout
+# on progress see a heartbeat well inside common 60 s limits.
+PROGRESS_INTERVAL_SECONDS = 10.0
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """One tools/call as the gate sees it."""
+
+    tool: str
+    arguments: Mapping[str, Any] = field(default_factory=dict)
+    server: str = ""
+    # The grant: who is calling (shown to approvers; never allowed to approve).
+    caller: str = ""
+    session: str | None = None
+
+
+def error_result(text: str) -> CallToolResult:
+    """A tool error the agent can read."""
+    return CallToolResult(content=[TextContent(text=text)], is_error=True)
+
+
+def _summary(result: CallToolResult, limit: int = 500) -> str:
+    texts = [block.text for block in result.content if isinstance(block, TextContent)]
+    return " ".join(texts)[:limit]
+
+
+class ApprovalGate:
+    """Applies a policy to tool calls, holding risky ones for a human decision."""
+
+    def __init__(
+        self,
+        policy: Policy,
+        service: ServiceClient,
+        *,
+        agent: str | None = None,
+        token: str = "",
+        hold_seconds: float = DEFAULT_HOLD_SECONDS,
+    ) -> None:
+        self.policy = policy
+        self.service = service
+        self.hold_seconds = hold_seconds
+        self.limiter = RateLimiter()
+        self._agent = agent
+        # Without --agent the grant is the token; rate limits key on a digest of
+        # it so no secret sits in memory twice, and no network call is needed.
+        self._grant_key = agent or "token:" + hashlib.sha256(token.encode()).hexdigest()[:16]
+
+    def replace_policy(self, policy: Policy) -> None:
+        """Swap in a newly loaded policy (counters are kept)."""
+        self.policy = policy
+
+    async def caller_name(self) -> str:
+        """The caller identity: --agent, else the gateway token's name (asked once)."""
+        if self._agent is None:
+            self._agent = (await self.service.whoami()).name
+        return self._agent
+
+    def visible(self, tool: str, server: str = "") -> bool:
+        """False for tools the policy hides from tools/list."""
+        return not self.policy.is_hidden(tool, server or None)
+
+    async def handle(
+        self, call: ToolCall, forward: Forward, progress: ProgressFn | None = None
+    ) -> CallToolResult:
+        """Decide what happens to `call`; runs `forward` only when the policy and humans allow."""
+        evaluation = self.policy.evaluate(call.tool, call.arguments, call.server or None)
+        if evaluation.hidden:
+            return error_result(messages.hidden(call.tool))
+        if evaluation.action == "deny":
+            return error_result(
+                messages.denied(call.tool, evaluation.matched_key, evaluation.reason)
+            )
+        violation = self.limiter.check_and_consume(
+            evaluation.limits, grant=call.caller or self._grant_key, session=call.session
+        )
+        if violation is not None:
+            return error_result(
+                messages.rate_limited(call.tool, violation.message, violation.retry_after_seconds)
+            )
+        if evaluation.action == "allow":
+            return await forward()
+        try:
+            return await self._hold_then_forward(call, evaluation, forward, progress)
+        except ServiceUnavailable as exc:
+            return error_result(messages.unreachable(call.tool, str(exc)))
+
+    async def _hold_then_forward(
+        self,
+        call: ToolCall,
+        evaluation: Evaluation,
+        forward: Forward,
+        progress: ProgressFn | None,
+    ) -> CallToolResult:
+        approval = evaluation.approval
+        assert approval is not None  # the policy sets it for require_approval
+        caller = call.caller or await self.caller_name()
+        arguments = dict(call.arguments)
+        request = await self.service.create(
+            CreateRequest(
+                tool=call.tool,
+                server=call.server,
+                caller=caller,
+                session_id=call.session,
+                arguments=redact_arguments(arguments, evaluation.redact),
+                arguments_hash=canonical_arguments_hash(arguments),
+                policy_key=evaluation.matched_key,
+                reason=approval.reason or evaluation.reason,
+                approver_group=approval.group,
+                approvers=list(approval.approvers),
+                quorum=approval.quorum,
+                timeout_seconds=approval.timeout_seconds,
+                on_timeout=approval.on_timeout,
+            )
+        )
+        hold = approval.hold_seconds if approval.hold_seconds is not None else self.hold_seconds
+        request = await self._hold(request, hold, progress)
+        if request.pending:
+            return error_result(messages.pending(request, self.service.base_url))
+        if not request.allowed:
+            return error_result(messages.refused(request))
+        try:
+            await self.service.claim(request.id)
+        except ServiceRefused as exc:
+            if exc.code == "already_claimed":
+                return error_result(messages.approval_used(request))
+            raise ServiceUnavailable(str(exc)) from exc
+        result = await forward()
+        await self._report(request, result)
+        return result
+
+    async def _hold(
+        self, request: ApprovalRequestView, hold: float, progress: ProgressFn | None
+    ) -> ApprovalRequestView:
+        """Wait in-band for a decision for at most `hold` seconds, with progress heartbeats."""
+        start = anyio.current_time()
+        while request.pending:
+            elapsed = anyio.current_time() - start
+            remaining = hold - elapsed
+            if remaining <= 0:
+                break
+            if progress is not None:
+                await progress(
+                    elapsed,
+                    hold,
+                    f"waiting for approval of {request.tool} (request {request.id})",
+                )
+            request = await self.service.wait(request.id, min(remaining, PROGRESS_INTERVAL_SECONDS))
+        return request
+
+    async def _report(self, request: ApprovalRequestView, result: CallToolResult) -> None:
+        # The call already ran: a failure to record its outcome must not hide the result.
+        try:
+            await self.service.report_outcome(
+                request.id, is_error=result.is_error, summary=_summary(result)
+            )
+        except (ServiceUnavailable, ServiceRefused) as exc:
+            log.warning("could not record the outcome of request %s: %s", request.id, exc)

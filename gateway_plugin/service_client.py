@@ -1,0 +1,141 @@
+"""Async HTTP client of the approval service, as the gateway uses it.
+
+Every transport failure and every 5xx becomes `ServiceUnavailable`, so callers
+can fail closed with one `except`; a 4xx becomes `ServiceRefused` with the
+service's error code and message.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import anyio
+import httpx
+
+from gateway_plugin.wire import ApprovalRequestView, CreateRequest, Identity
+
+
+class ServiceError(Exception):
+    """The approval service did not do what was asked."""
+
+
+class ServiceUnavailable(ServiceError):
+    """The service could not be reached or failed; risky calls must not run."""
+
+
+class ServiceRefused(ServiceError):
+    """The service answered with a 4xx."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(f"{message} (HTTP {status} {code})")
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+class ServiceClient:
+    """Talks to /api/v1 of one approval service with one gateway token."""
+
+    def __init__(
+        self,
+        base_url: str,
+        token: str,
+        *,
+        connect_timeout: float = 5.0,
+        http: httpx.AsyncClient | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._http = http or httpx.AsyncClient(
+            base_url=self.base_url,
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=httpx.Timeout(30.0, connect=connect_timeout),
+        )
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def _call(
+        self, method: str, path: str, *, timeout: float | None = None, **kwargs: Any
+    ) -> Any:
+        extra: dict[str, Any] = {}
+        if timeout is not None:
+            extra["timeout"] = httpx.Timeout(timeout, connect=5.0)
+        try:
+            response = await self._http.request(method, f"/api/v1{path}", **kwargs, **extra)
+        except httpx.HTTPError as exc:
+            raise ServiceUnavailable(
+                f"could not reach the approval service at {self.base_url} ({type(exc).__name__})"
+            ) from exc
+        if response.status_code >= 500:
+            raise ServiceUnavailable(
+                f"the approval service at {self.base_url} failed (HTTP {response.status_code})"
+            )
+        try:
+            body = response.json()
+        except ValueError as exc:
+            raise ServiceUnavailable(
+                f"the approval service at {self.base_url} sent a non-JSON answer"
+            ) from exc
+        if response.status_code >= 400:
+            error = body.get("error", {}) if isinstance(body, dict) else {}
+            raise ServiceRefused(
+                response.status_code,
+                str(error.get("code", "error")),
+                str(error.get("message", response.reason_phrase)),
+            )
+        return body
+
+    async def whoami(self) -> Identity:
+        """The name and role of this gateway's token."""
+        return Identity.model_validate(await self._call("GET", "/whoami"))
+
+    async def create(self, body: CreateRequest, *, attempts: int = 3) -> ApprovalRequestView:
+        """Create (or attach to) the request for a call; retries reuse one Idempotency-Key."""
+        key = uuid.uuid4().hex
+        delay = 0.2
+        for attempt in range(attempts):
+            try:
+                data = await self._call(
+                    "POST",
+                    "/requests",
+                    json=body.model_dump(mode="json"),
+                    headers={"Idempotency-Key": key},
+                )
+                return ApprovalRequestView.model_validate(data)
+            except ServiceUnavailable:
+                if attempt == attempts - 1:
+                    raise
+                await anyio.sleep(delay)
+                delay *= 2
+        raise AssertionError("unreachable")
+
+    async def get(self, request_id: str) -> ApprovalRequestView:
+        return ApprovalRequestView.model_validate(
+            await self._call("GET", f"/requests/{request_id}")
+        )
+
+    async def wait(self, request_id: str, timeout: float) -> ApprovalRequestView:
+        """Long-poll until the request is decided or `timeout` seconds pass."""
+        data = await self._call(
+            "GET",
+            f"/requests/{request_id}/wait",
+            params={"timeout": f"{timeout:.3f}"},
+            timeout=timeout + 15.0,
+        )
+        return ApprovalRequestView.model_validate(data)
+
+    async def claim(self, request_id: str) -> ApprovalRequestView:
+        """Use the approval for this one execution."""
+        data = await self._call("POST", f"/requests/{request_id}/claim")
+        return ApprovalRequestView.model_validate(data)
+
+    async def report_outcome(self, request_id: str, *, is_error: bool, summary: str | None) -> None:
+        await self._call(
+            "POST",
+            f"/requests/{request_id}/outcome",
+            json={"is_error": is_error, "summary": summary},
+        )
+
+    async def cancel(self, request_id: str) -> None:
+        await self._call("POST", f"/requests/{request_id}/cancel")

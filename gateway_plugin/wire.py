@@ -1,0 +1,69 @@
+"""The gateway's own models of the approval service's JSON (it never imports `approvals`)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+
+class CreateRequest(BaseModel):
+    """Body of POST /api/v1/requests."""
+
+    tool: str
+    server: str = ""
+    caller: str
+    session_id: str | None = None
+    arguments: dict[str, Any]
+    arguments_hash: str
+    policy_key: str | None = None
+    reason: str | None = None
+    approver_group: str | None = None
+    approvers: list[str] = []
+    quorum: int = 1
+    timeout_seconds: float = 900
+    on_timeout: Literal["deny", "allow"] = "deny"
+
+
+class DecisionView(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    approver: str
+    decision: str
+    comment: str | None = None
+    channel: str | None = None
+
+
+class ApprovalRequestView(BaseModel):
+    """What the gateway reads back about a request."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    id: str
+    status: Literal["pending", "approved", "rejected", "expired", "cancelled"]
+    allowed: bool
+    tool: str
+    server: str = ""
+    caller: str
+    approver_group: str | None = None
+    approvers: list[str] = []
+    quorum: int = 1
+    approvals: int = 0
+    on_timeout: str = "deny"
+    expires_at: datetime
+    decided_by: str | None = None
+    comment: str | None = None
+    claimed_at: datetime | None = None
+    decisions: list[DecisionView] = []
+
+    @property
+    def pending(self) -> bool:
+        return self.status == "pending"
+
+
+class Identity(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    name: str
+    role: str

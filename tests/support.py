@@ -1,0 +1,127 @@
+"""Helpers the tests import (fixtures live in conftest.py files)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import mcp_types as types
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+MCP_BIN = ROOT / "tests" / "mcp_servers" / "node_modules" / ".bin"
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def require(condition: bool, why: str) -> None:
+    """Skip (or, in CI, fail) when a real component the test needs is missing."""
+    if condition:
+        return
+    if IN_CI:
+        pytest.fail(f"missing in CI: {why}")
+    pytest.skip(why)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def mcp_server_command(name: str) -> list[str]:
+    """The command line of a real MCP server installed by `make test`."""
+    path = MCP_BIN / name
+    require(path.exists(), f"{path} is not installed (run `make test` to install the npm servers)")
+    require(shutil.which("node") is not None, "node is not on PATH")
+    return [str(path)]
+
+
+class ServiceProcess:
+    """`signoff serve` running in a child process on a free loopback port."""
+
+    def __init__(self, db_path: Path, *, sweep_interval: float = 0.2) -> None:
+        self.db_url = f"sqlite:///{db_path}"
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.sweep_interval = sweep_interval
+        self.log_path = db_path.with_suffix(".log")
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        env = dict(os.environ, SIGNOFF_SWEEP_INTERVAL_SECONDS=str(self.sweep_interval))
+        log = self.log_path.open("ab")
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "approvals.cli.main", "serve", "--host", "127.0.0.1",
+             "--port", str(self.port), "--db", self.db_url, "--log-level", "warning"],
+            stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT,
+        )  # fmt: skip
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                raise RuntimeError(f"service exited early:\n{self.log_path.read_text()}")
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"service did not start:\n{self.log_path.read_text()}")
+
+    def stop(self) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.send_signal(signal.SIGINT)
+            try:
+                self._proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+        self._proc = None
+
+    def token(self, role: str, name: str) -> str:
+        """Create a token in the service's database (what `signoff tokens create` does)."""
+        from approvals.db import make_engine, session_scope
+        from approvals.tokens import create_token
+
+        engine = make_engine(self.db_url)
+        try:
+            with session_scope(engine) as session:
+                return create_token(session, name=name, role=role)[1]
+        finally:
+            engine.dispose()
+
+    def client(self, token: str | None = None, **headers: str) -> httpx.Client:
+        """An HTTP client for /api/v1 with `token` as bearer."""
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token}"
+        return httpx.Client(base_url=f"{self.url}/api/v1", headers=headers, timeout=30)
+
+
+def text_of(result: types.CallToolResult) -> str:
+    """The text blocks of a tool result, joined."""
+    return "\n".join(b.text for b in result.content if isinstance(b, types.TextContent))
+
+
+async def pending_request(approver: httpx.Client, agent: str, tool: str) -> dict[str, Any]:
+    """Wait until `agent`'s call to `tool` shows up in the approver's pending queue."""
+    with anyio.fail_after(15):
+        while True:
+            page = approver.get("/requests", params={"status": "pending", "tool": tool}).json()
+            mine = [item for item in page["items"] if item["caller"] == agent]
+            if mine:
+                return dict(mine[0])
+            await anyio.sleep(0.05)
+
+
+def requests_of(approver: httpx.Client, agent: str, tool: str) -> list[dict[str, Any]]:
+    """Every request `agent` made for `tool`, newest first."""
+    page = approver.get("/requests", params={"tool": tool, "limit": 200}).json()
+    return [item for item in page["items"] if item["caller"] == agent]
