@@ -1,0 +1,45 @@
+# Two commands on a fresh machine: `make run` serves Signoff on SQLite at
+# 127.0.0.1:8000, `make test` passes the tests. Both bootstrap .venv themselves.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+MCP_SERVERS_DIR := tests/mcp_servers
+MCP_SERVERS := $(MCP_SERVERS_DIR)/node_modules/.installed
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: run test lint format bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[test,dev]"
+	touch $(STAMP)
+
+# The real MCP servers the tests and benchmarks run, in a git-ignored folder.
+$(MCP_SERVERS): $(MCP_SERVERS_DIR)/package.json $(MCP_SERVERS_DIR)/package-lock.json
+	cd $(MCP_SERVERS_DIR) && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund
+	touch $(MCP_SERVERS)
+
+run: $(STAMP)
+	$(BIN)/signoff serve --host $(HOST) --port $(PORT)
+
+test: $(STAMP) $(MCP_SERVERS)
+	$(BIN)/pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check approvals gateway_plugin tests bench migrations
+	$(BIN)/ruff format --check approvals gateway_plugin tests bench migrations
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix approvals gateway_plugin tests bench migrations
+	$(BIN)/ruff format approvals gateway_plugin tests bench migrations
+
+bench: $(STAMP) $(MCP_SERVERS)
+	$(BIN)/python bench/gateway_overhead.py
+	$(BIN)/python bench/policy_eval.py
+
+clean:
+	rm -rf $(VENV) $(MCP_SERVERS_DIR)/node_modules .pytest_cache .ruff_cache .mypy_cache
