@@ -6,6 +6,7 @@ or a low-level server through `compose_tool_call_handler` as the built-in proxy 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import mcp_types as types
@@ -13,7 +14,9 @@ from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.extension import Extension
 
 from gateway_plugin.gate import ApprovalGate, ToolCall, error_result
+from gateway_plugin.policy import Evaluation
 from gateway_plugin.proxy.context import progress_reporter, session_key
+from gateway_plugin.proxy.fastpath import Verdict
 
 
 class SignoffExtension(Extension):
@@ -24,6 +27,15 @@ class SignoffExtension(Extension):
     def __init__(self, gate: ApprovalGate, *, server: str = "") -> None:
         self.gate = gate
         self.server = server
+
+    def screen_tool_call(self, name: str, arguments: Mapping[str, Any], session: str) -> Verdict:
+        """Settle a call without a request context when no human is needed (the fast path)."""
+        call = ToolCall(tool=name, arguments=arguments, server=self.server, session=session)
+        if self.gate.needs_approval(call):
+            return ("intercept", None)
+        refusal = self.gate.screen(call)
+        assert not isinstance(refusal, Evaluation)  # only approvals evaluate to one
+        return ("forward", None) if refusal is None else ("reply", refusal)
 
     def visible_tools(self, tools: list[types.Tool]) -> list[types.Tool]:
         """Drop the tools the policy hides."""

@@ -99,10 +99,14 @@ class ApprovalGate:
         """False for tools the policy hides from tools/list."""
         return not self.policy.is_hidden(tool, server or None)
 
-    async def handle(
-        self, call: ToolCall, forward: Forward, progress: ProgressFn | None = None
-    ) -> CallToolResult:
-        """Decide what happens to `call`; runs `forward` only when the policy and humans allow."""
+    def needs_approval(self, call: ToolCall) -> bool:
+        """True when the policy wants a human for `call` (pure: consumes no rate limit)."""
+        evaluation = self.policy.evaluate(call.tool, call.arguments, call.server or None)
+        return evaluation.action == "require_approval" and not evaluation.hidden
+
+    def screen(self, call: ToolCall) -> CallToolResult | Evaluation | None:
+        """Settle what needs no human: None to forward, a tool error to refuse, else the
+        evaluation that asks for approval. Counts the call against its rate limits."""
         evaluation = self.policy.evaluate(call.tool, call.arguments, call.server or None)
         if evaluation.hidden:
             return error_result(messages.hidden(call.tool))
@@ -117,10 +121,19 @@ class ApprovalGate:
             return error_result(
                 messages.rate_limited(call.tool, violation.message, violation.retry_after_seconds)
             )
-        if evaluation.action == "allow":
+        return None if evaluation.action == "allow" else evaluation
+
+    async def handle(
+        self, call: ToolCall, forward: Forward, progress: ProgressFn | None = None
+    ) -> CallToolResult:
+        """Decide what happens to `call`; runs `forward` only when the policy and humans allow."""
+        verdict = self.screen(call)
+        if verdict is None:
             return await forward()
+        if isinstance(verdict, CallToolResult):
+            return verdict
         try:
-            return await self._hold_then_forward(call, evaluation, forward, progress)
+            return await self._hold_then_forward(call, verdict, forward, progress)
         except ServiceUnavailable as exc:
             return error_result(messages.unreachable(call.tool, str(exc)))
 

@@ -114,8 +114,13 @@ class ProxyServer(Server[ProxyRunState]):
         version: str,
         instructions: str | None,
         notification_options: NotificationOptions,
+        run_state: ProxyRunState | None = None,
     ) -> None:
-        super().__init__(name, version=version, instructions=instructions, lifespan=_run_lifespan)
+        @asynccontextmanager
+        async def lifespan(_: Server[ProxyRunState]) -> AsyncIterator[ProxyRunState]:
+            yield run_state or ProxyRunState()
+
+        super().__init__(name, version=version, instructions=instructions, lifespan=lifespan)
         self.notification_options = notification_options
 
     def create_initialization_options(
@@ -130,11 +135,6 @@ class ProxyServer(Server[ProxyRunState]):
         )
 
 
-@asynccontextmanager
-async def _run_lifespan(_: Server[ProxyRunState]) -> AsyncIterator[ProxyRunState]:
-    yield ProxyRunState()
-
-
 def build_proxy_server(
     upstream_session: ClientSession,
     extensions: Sequence[Extension],
@@ -143,11 +143,14 @@ def build_proxy_server(
     visible_tool_filter: ToolFilter | None = None,
     relay: UpstreamRelay | None = None,
     version: str | None = None,
+    run_state: ProxyRunState | None = None,
 ) -> ProxyServer:
     """Build the agent-facing server that forwards to an already-initialized upstream session.
 
     `relay` (the one wired into `upstream_session`) attaches each agent
-    connection for upstream notifications; `version` defaults to Signoff's.
+    connection for upstream notifications; `version` defaults to Signoff's;
+    `run_state` fixes the lifespan state (a host that serves one connection
+    shares it with code outside the server, such as the fast path).
     """
     caps = upstream_session.server_capabilities
     if caps is None:
@@ -161,6 +164,7 @@ def build_proxy_server(
             resources_changed=bool(caps.resources and caps.resources.list_changed),
             tools_changed=bool(caps.tools and caps.tools.list_changed),
         ),
+        run_state=run_state,
     )
     fwd = _Forwarder(upstream_session, visible_tool_filter)
     if caps.tools is not None:

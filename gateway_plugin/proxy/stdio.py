@@ -31,7 +31,10 @@ from mcp.server.extension import Extension
 from mcp.server.stdio import stdio_server
 from mcp.shared.message import SessionMessage
 
+from gateway_plugin.proxy.context import ProxyRunState
+from gateway_plugin.proxy.fastpath import FastPath
 from gateway_plugin.proxy.forwarding import build_proxy_server, gateway_version
+from gateway_plugin.proxy.pipes import native_stdio
 from gateway_plugin.proxy.relay import UpstreamRelay, open_upstream_session
 
 if TYPE_CHECKING:
@@ -55,48 +58,72 @@ async def run_stdio_proxy(
 ) -> None:
     """Serve MCP over this process's stdin/stdout, forwarding to the upstream server."""
     relay = UpstreamRelay(forward_roots=forward_roots)
+    run_state = ProxyRunState()
+    fast = FastPath(extensions, session=f"connection:{run_state.run_id}")
     async with (
         stdio_client(upstream) as (upstream_read, upstream_write),
-        _watch_eof(upstream_read) as (watched_read, upstream_gone),
+        _watch_eof(upstream_read, fast) as (watched_read, upstream_gone),
         open_upstream_session(
             watched_read, upstream_write, relay, client_name=name, client_version=gateway_version()
         ) as session,
     ):
         server = build_proxy_server(
-            session, extensions, name=name, visible_tool_filter=visible_tool_filter, relay=relay
+            session,
+            extensions,
+            name=name,
+            visible_tool_filter=visible_tool_filter,
+            relay=relay,
+            run_state=run_state,
         )
+        upstream_version = session.initialize_result.protocol_version
         upstream_died = False
-        async with stdio_server() as (agent_read, agent_write):
+        async with (
+            native_stdio() as pipes,
+            stdio_server(*(pipes or ())) as (agent_read, agent_write),  # type: ignore[arg-type]
+        ):
+            fast.connect(
+                upstream_version=upstream_version, to_agent=agent_write, to_upstream=upstream_write
+            )
+            to_server, server_read = anyio.create_memory_object_stream[SessionMessage | Exception](
+                0
+            )
             async with anyio.create_task_group() as tg:
 
                 async def serve() -> None:
                     await server.run(
-                        agent_read, agent_write, server.create_initialization_options()
+                        server_read, agent_write, server.create_initialization_options()
                     )
                     tg.cancel_scope.cancel()
 
+                tg.start_soon(fast.pump_agent, agent_read, to_server)
                 tg.start_soon(serve)
                 await upstream_gone.wait()
                 upstream_died = True
+                await fast.upstream_closed()
                 # Requests in flight are failing with CONNECTION_CLOSED right now;
                 # let those answers reach the agent before the loop is torn down.
                 await anyio.sleep(_UPSTREAM_GONE_GRACE_SECONDS)
                 tg.cancel_scope.cancel()
             if upstream_died:
-                # stdio_server() cannot be left while its stdin read is blocked (SDK
-                # 2.3.0 reads in a worker thread that cancellation cannot interrupt),
-                # so the proxy would linger until the agent wrote again. Exit the way
-                # the upstream did, which is what the agent would have seen without us.
                 logger.error("upstream MCP server exited; stopping the proxy")
-                sys.stderr.flush()
-                os._exit(_UPSTREAM_GONE_EXIT_CODE)
+                # stdio_server() is left only once its stdin reader has seen EOF.
+                if pipes is not None:
+                    pipes[0].close()
+                else:
+                    # The SDK's threaded reader blocks in a worker thread that nothing
+                    # can interrupt, so the proxy would linger until the agent wrote again.
+                    sys.stderr.flush()
+                    os._exit(_UPSTREAM_GONE_EXIT_CODE)
+    if upstream_died:
+        # Exit the way the upstream did, which is what the agent would have seen without us.
+        raise SystemExit(_UPSTREAM_GONE_EXIT_CODE)
 
 
 @asynccontextmanager
 async def _watch_eof(
-    source: ReadStream[SessionMessage | Exception],
+    source: ReadStream[SessionMessage | Exception], fast: FastPath
 ) -> AsyncIterator[tuple[ReadStream[SessionMessage | Exception], anyio.Event]]:
-    """Relay `source` unchanged and set the event once it ends."""
+    """Relay `source` to the upstream session, minus the fast path's; set the event at EOF."""
     send, receive = anyio.create_memory_object_stream[SessionMessage | Exception](0)
     ended = anyio.Event()
 
@@ -104,7 +131,8 @@ async def _watch_eof(
         try:
             async with send:
                 async for item in source:
-                    await send.send(item)
+                    if not await fast.from_upstream(item):
+                        await send.send(item)
         except (anyio.BrokenResourceError, anyio.ClosedResourceError):
             pass
         finally:
