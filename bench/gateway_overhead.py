@@ -1,9 +1,10 @@
 """Gateway overhead: tools/call round trips direct vs through `signoff gateway`.
 
 The agent is the official `mcp` client. It calls the echo tool of the real
-@modelcontextprotocol/server-everything twice per round, once directly and once
-through the gateway (allow policy), alternating so both paths see the same
-machine load. Also measures policy evaluation on a generated 1,000-entry
+@modelcontextprotocol/server-everything three times per round: directly,
+through the gateway (allow policy), and through bench/line_relay.py (a relay
+that parses nothing: the floor for any extra process hop), rotating the order
+so every path sees the same machine load. Also measures policy evaluation on a generated 1,000-entry
 policy and the gateway's resident memory. Prints the figures and records them
 in bench/RESULTS.md. Run by hand (after `make test` installed the servers):
 
@@ -95,17 +96,24 @@ async def run(rounds: int, warmup: int) -> dict[str, object]:
                   "--token", "so_bench", "--agent", "bench", "--", *upstream],
         )  # fmt: skip
         direct = StdioServerParameters(command=upstream[0], args=upstream[1:])
-        async with connect(direct) as plain, connect(gateway) as proxied:
+        relay = StdioServerParameters(
+            command=sys.executable, args=[str(Path(__file__).with_name("line_relay.py")), *upstream]
+        )
+        async with (
+            connect(direct) as plain,
+            connect(gateway) as proxied,
+            connect(relay) as relayed,
+        ):
             pid = gateway_pid(policy_path)
             args = {"message": "hello from the benchmark"}
+            paths = [("direct", plain), ("gateway", proxied), ("line relay (floor)", relayed)]
             for _ in range(warmup):
-                await plain.call_tool("echo", args)
-                await proxied.call_tool("echo", args)
-            timings: dict[str, list[float]] = {"direct": [], "gateway": []}
+                for _, session in paths:
+                    await session.call_tool("echo", args)
+            timings: dict[str, list[float]] = {name: [] for name, _ in paths}
             for i in range(rounds):
-                # Alternate which path goes first so neither always follows the other.
-                order = [("direct", plain), ("gateway", proxied)]
-                for name, session in order if i % 2 == 0 else reversed(order):
+                # Rotate the order so no path always follows the same one.
+                for name, session in paths[i % 3 :] + paths[: i % 3]:
                     start = time.perf_counter()
                     result = await session.call_tool("echo", args)
                     timings[name].append((time.perf_counter() - start) * 1000)
@@ -116,7 +124,7 @@ async def run(rounds: int, warmup: int) -> dict[str, object]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=2000, help="calls per path")
+    parser.add_argument("--rounds", type=int, default=3000, help="calls per path")
     parser.add_argument("--warmup", type=int, default=200)
     parser.add_argument("--no-record", action="store_true")
     options = parser.parse_args(argv)
@@ -129,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     ratio50 = stats["gateway"][1] / stats["direct"][1]
     ratio99 = stats["gateway"][2] / stats["direct"][2]
+    floor50 = stats["line relay (floor)"][1] / stats["direct"][1]
     eval50, eval99 = policy_eval_us()
     verdict = (
         "PASS" if ratio50 <= TARGET_RATIO else "FAIL",
@@ -144,7 +153,8 @@ def main(argv: list[str] | None = None) -> int:
             for name, (m, p50, p99) in stats.items()
         )
         + f"\nRatio gateway/direct: p50 {ratio50:.2f}x, p99 {ratio99:.2f}x "
-        f"(target p50 <= {TARGET_RATIO}x: {verdict[0]}).\n\n"
+        f"(target p50 <= {TARGET_RATIO}x: {verdict[0]}). A relay that parses nothing "
+        f"costs p50 {floor50:.2f}x direct in the same run.\n\n"
         f"Policy evaluation, 1,000-entry generated policy, exact-key hit: "
         f"p50 {eval50:.3f} µs, p99 {eval99:.3f} µs (target <= {TARGET_EVAL_US:g} µs: "
         f"{verdict[1]}).\n\n"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import platform
 import sys
 from datetime import UTC, datetime
@@ -42,8 +43,6 @@ def record(heading: str, body: str) -> None:
 def command_line() -> str:
     """How this benchmark was invoked, as a copy-pasteable command."""
     script = Path(sys.argv[0])
-    try:
+    with contextlib.suppress(ValueError):  # run from outside the checkout: keep it as given
         script = script.resolve().relative_to(Path.cwd())
-    except ValueError:
-        pass
     return " ".join([".venv/bin/python", str(script), *sys.argv[1:]])

@@ -59,6 +59,7 @@ def _gateway(args: argparse.Namespace) -> int:
     from gateway_plugin.gate import ApprovalGate
     from gateway_plugin.policy import PolicyError, load_policy
     from gateway_plugin.proxy.stdio import run_stdio_proxy
+    from gateway_plugin.proxy.upstream import UpstreamStartError
     from gateway_plugin.service_client import ServiceClient
 
     command = args.upstream[1:] if args.upstream[:1] == ["--"] else args.upstream
@@ -92,5 +93,8 @@ def _gateway(args: argparse.Namespace) -> int:
         finally:
             await service.aclose()
 
-    anyio.run(run)
+    try:
+        anyio.run(run)
+    except UpstreamStartError as exc:
+        raise CliError(str(exc)) from exc
     return 0

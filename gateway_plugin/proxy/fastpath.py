@@ -1,47 +1,42 @@
-"""The fast path: tools/call requests that need no human are relayed as JSON-RPC messages.
+"""The fast path: tools/call requests that need no human are relayed as raw JSON-RPC lines.
 
 Holding a call for approval needs the full SDK server (request context,
 progress, cancellation of a long wait). A call the policy simply allows, or
-refuses outright, does not: routing it through the server and a second
-client session costs several times what the upstream itself needs to echo a
-message. So the stdio host puts this relay between the transports and the
-SDK sessions. For each `tools/call` it asks the extensions to screen the call:
+refuses outright, does not: routing it through the SDK server and a second
+client session costs several times what the upstream itself needs to answer.
+So the stdio host offers every line from the agent and from the upstream to
+this relay first. For each `tools/call` it asks the extensions to screen it:
 
-- "forward": the request goes upstream as it came (under an id of our own),
-  and the upstream's answer, progress and errors go straight back;
+- "forward": the line goes upstream as it came (under an id of our own), and
+  the upstream's answer, progress and errors go straight back to the agent;
 - "reply": the extension's `CallToolResult` is the answer (denied, hidden,
   rate-limited) and nothing reaches the upstream;
-- "intercept": the message continues to the SDK server, whose handler chain
+- "intercept": the line continues to the SDK server, whose handler chain
   (`Extension.intercept_tool_call`) does the rest.
 
-Everything else passes through untouched. The relay is only active when every
+Everything else passes on untouched. The relay is active only when every
 extension can screen (`ScreeningExtension`) and the agent asked for the same
-protocol version the upstream session speaks, so messages need no translation.
+protocol version the upstream session speaks, so lines need no translation.
+Its callbacks are synchronous: a relayed message costs one JSON parse and one
+write, with no task switch.
 """
 
 from __future__ import annotations
 
 import itertools
+import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal, Protocol, runtime_checkable
 
-import anyio
 import mcp_types as types
 from mcp.server.extension import Extension
-from mcp.shared.message import SessionMessage
-from mcp_types.jsonrpc import (
-    CONNECTION_CLOSED,
-    ErrorData,
-    JSONRPCError,
-    JSONRPCNotification,
-    JSONRPCRequest,
-    JSONRPCResponse,
-)
+from mcp_types.jsonrpc import CONNECTION_CLOSED
 
 logger = logging.getLogger(__name__)
 
 Verdict = tuple[Literal["forward", "reply", "intercept"], types.CallToolResult | None]
+WriteLine = Callable[[bytes], None]
 
 
 @runtime_checkable
@@ -54,136 +49,140 @@ class ScreeningExtension(Protocol):
         ...
 
 
-def _combine(
-    extensions: Sequence[ScreeningExtension], name: str, args: Any, session: str
-) -> Verdict:
-    for extension in extensions:
-        verdict = extension.screen_tool_call(name, args, session)
-        if verdict[0] != "forward":
-            return verdict
-    return ("forward", None)
+def _line(message: dict[str, Any]) -> bytes:
+    return json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+
+
+def _loads(line: bytes) -> dict[str, Any] | None:
+    try:
+        message = json.loads(line)
+    except ValueError:
+        return None
+    return message if isinstance(message, dict) else None
 
 
 class FastPath:
-    """Relays screened tools/call traffic between the agent and upstream transports."""
+    """Relays screened tools/call traffic between the agent's and the upstream's lines."""
 
-    def __init__(
-        self,
-        extensions: Sequence[Extension],
-        *,
-        session: str,
-    ) -> None:
+    def __init__(self, extensions: Sequence[Extension], *, session: str) -> None:
         screeners = [e for e in extensions if isinstance(e, ScreeningExtension)]
         self._screeners = screeners if len(screeners) == len(extensions) else None
         self._session = session
-        self._upstream_version: str | None = None
-        self._to_agent: Any = None
-        self._to_upstream: Any = None
         self._active = False
+        self._upstream_version: str | None = None
+        self._to_agent: WriteLine | None = None
+        self._to_upstream: WriteLine | None = None
         self._ids = itertools.count(1)
         # upstream request id -> (agent request id, agent progress token)
-        self._pending: dict[str, tuple[types.RequestId, Any]] = {}
-        self._by_agent_id: dict[types.RequestId, str] = {}
+        self._pending: dict[str, tuple[Any, Any]] = {}
+        self._by_agent_id: dict[Any, str] = {}
         self._tokens: set[Any] = set()
 
-    def connect(self, *, upstream_version: str | None, to_agent: Any, to_upstream: Any) -> None:
+    def connect(
+        self, *, upstream_version: str | None, to_agent: WriteLine, to_upstream: WriteLine
+    ) -> None:
         """Wire the relay to both transports once the upstream session is initialized."""
         self._upstream_version = upstream_version
         self._to_agent = to_agent
         self._to_upstream = to_upstream
 
-    async def pump_agent(self, source: Any, to_server: Any) -> None:
-        """Read the agent's messages; relay fast ones, pass the rest to the SDK server."""
-        async with to_server:
-            async for item in source:
-                if isinstance(item, SessionMessage) and await self._from_agent(item.message):
-                    continue
-                await to_server.send(item)
-
-    async def _from_agent(self, message: Any) -> bool:
-        """Handle one agent message; True when it was consumed here."""
-        if isinstance(message, JSONRPCRequest):
-            if message.method == "initialize":
-                requested = (message.params or {}).get("protocolVersion")
-                self._active = self._screeners is not None and requested == self._upstream_version
-                return False
-            if message.method == "tools/call" and self._active:
-                return await self._tools_call(message)
+    def on_agent_line(self, line: bytes) -> bool:
+        """Offer one line from the agent; True when the relay consumed it."""
+        if self._screeners is None or self._to_upstream is None or b'"method"' not in line:
             return False
-        if (
-            isinstance(message, JSONRPCNotification)
-            and message.method == "notifications/cancelled"
-            and self._active
-        ):
-            request_id = (message.params or {}).get("requestId")
-            upstream_id = self._by_agent_id.get(request_id) if request_id is not None else None
-            if upstream_id is None:
-                return False
-            params = {**(message.params or {}), "requestId": upstream_id}
-            await self._to_upstream.send(
-                SessionMessage(message.model_copy(update={"params": params}))
-            )
-            return True
+        if not self._active:
+            if b'"initialize"' in line:
+                message = _loads(line)
+                if message is not None and message.get("method") == "initialize":
+                    requested = (message.get("params") or {}).get("protocolVersion")
+                    self._active = requested == self._upstream_version
+            return False
+        if b'"tools/call"' in line:
+            message = _loads(line)
+            if message is not None and message.get("method") == "tools/call" and "id" in message:
+                return self._tools_call(message)
+        elif b'"notifications/cancelled"' in line:
+            return self._cancelled(line)
         return False
 
-    async def _tools_call(self, request: JSONRPCRequest) -> bool:
-        params = request.params or {}
+    def _tools_call(self, message: dict[str, Any]) -> bool:
+        assert self._screeners is not None and self._to_agent and self._to_upstream
+        params = message.get("params") or {}
         name, arguments = params.get("name"), params.get("arguments") or {}
         if not isinstance(name, str) or not isinstance(arguments, dict):
-            return False  # let the SDK server produce the proper validation error
-        assert self._screeners is not None
-        action, result = _combine(self._screeners, name, arguments, self._session)
+            return False  # the SDK server answers with the proper validation error
+        try:
+            action, result = self._screen(name, arguments)
+        except Exception:
+            logger.exception("screening %s failed; handing the call to the full path", name)
+            return False
         if action == "intercept":
             return False
         if action == "reply":
             assert result is not None
             body = result.model_dump(by_alias=True, mode="json", exclude_none=True)
-            response = JSONRPCResponse(jsonrpc="2.0", id=request.id, result=body)
-            await self._to_agent.send(SessionMessage(response))
+            self._to_agent(_line({"jsonrpc": "2.0", "id": message["id"], "result": body}))
             return True
         upstream_id = f"signoff-{next(self._ids)}"
-        token = (params.get("_meta") or {}).get("progressToken")
-        self._pending[upstream_id] = (request.id, token)
-        self._by_agent_id[request.id] = upstream_id
+        meta = params.get("_meta")
+        token = meta.get("progressToken") if isinstance(meta, dict) else None
+        if not isinstance(token, str | int):
+            token = None
+        self._pending[upstream_id] = (message["id"], token)
+        self._by_agent_id[message["id"]] = upstream_id
         if token is not None:
             self._tokens.add(token)
-        await self._to_upstream.send(SessionMessage(request.model_copy(update={"id": upstream_id})))
+        self._to_upstream(_line({**message, "id": upstream_id}))
         return True
 
-    def _finish(self, upstream_id: str) -> types.RequestId:
+    def _screen(self, name: str, arguments: dict[str, Any]) -> Verdict:
+        assert self._screeners is not None
+        for extension in self._screeners:
+            verdict = extension.screen_tool_call(name, arguments, self._session)
+            if verdict[0] != "forward":
+                return verdict
+        return ("forward", None)
+
+    def _cancelled(self, line: bytes) -> bool:
+        message = _loads(line)
+        params = (message or {}).get("params") or {}
+        upstream_id = self._by_agent_id.get(params.get("requestId"))
+        if message is None or upstream_id is None or self._to_upstream is None:
+            return False
+        self._to_upstream(_line({**message, "params": {**params, "requestId": upstream_id}}))
+        return True
+
+    def _finish(self, upstream_id: str) -> Any:
         agent_id, token = self._pending.pop(upstream_id)
         self._by_agent_id.pop(agent_id, None)
         self._tokens.discard(token)
         return agent_id
 
-    async def from_upstream(self, item: Any) -> bool:
-        """Route one upstream message; True when it belonged to a relayed call."""
-        if not self._pending or not isinstance(item, SessionMessage):
+    def on_upstream_line(self, line: bytes) -> bool:
+        """Offer one line from the upstream; True when it belonged to a relayed call."""
+        if not self._pending or self._to_agent is None:
             return False
-        message = item.message
-        if isinstance(message, JSONRPCResponse | JSONRPCError) and message.id in self._pending:
-            agent_id = self._finish(str(message.id))
-            await self._to_agent.send(SessionMessage(message.model_copy(update={"id": agent_id})))
-            return True
-        if (
-            isinstance(message, JSONRPCNotification)
-            and message.method == "notifications/progress"
-            and (message.params or {}).get("progressToken") in self._tokens
-        ):
-            await self._to_agent.send(item)
-            return True
+        if b'"signoff-' in line:
+            message = _loads(line)
+            if message is not None and ("result" in message or "error" in message):
+                upstream_id = message.get("id")
+                if isinstance(upstream_id, str) and upstream_id in self._pending:
+                    message["id"] = self._finish(upstream_id)
+                    self._to_agent(_line(message))
+                    return True
+        if self._tokens and b'"notifications/progress"' in line:
+            message = _loads(line)
+            token = ((message or {}).get("params") or {}).get("progressToken")
+            if isinstance(token, str | int) and token in self._tokens:
+                self._to_agent(line)
+                return True
         return False
 
-    async def upstream_closed(self) -> None:
+    def upstream_closed(self) -> None:
         """Answer every relayed call still in flight: the upstream is gone."""
         if self._to_agent is None:
             return
         for upstream_id in list(self._pending):
             agent_id = self._finish(upstream_id)
-            error = ErrorData(code=CONNECTION_CLOSED, message="Connection closed")
-            try:
-                await self._to_agent.send(
-                    SessionMessage(JSONRPCError(jsonrpc="2.0", id=agent_id, error=error))
-                )
-            except (anyio.ClosedResourceError, anyio.BrokenResourceError):
-                return
+            error = {"code": CONNECTION_CLOSED, "message": "Connection closed"}
+            self._to_agent(_line({"jsonrpc": "2.0", "id": agent_id, "error": error}))

@@ -14,7 +14,7 @@ import asyncio
 import os
 import stat
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import IO
 
@@ -23,19 +23,26 @@ _LINE_LIMIT = 64 * 1024 * 1024
 
 
 class LineReader:
-    """Async iterator of decoded lines, the shape `stdio_server` reads from."""
+    """Async iterator of decoded lines, the shape `stdio_server` reads from.
+
+    `intercept(line)` sees each raw line first; lines it returns True for are
+    consumed there and never reach the SDK (the fast path).
+    """
 
     def __init__(self, reader: asyncio.StreamReader) -> None:
         self._reader = reader
+        self.intercept: Callable[[bytes], bool] | None = None
 
     def __aiter__(self) -> LineReader:
         return self
 
     async def __anext__(self) -> str:
-        line = await self._reader.readline()
-        if not line:
-            raise StopAsyncIteration
-        return line.decode("utf-8", errors="replace")
+        while True:
+            line = await self._reader.readline()
+            if not line:
+                raise StopAsyncIteration
+            if self.intercept is None or not self.intercept(line):
+                return line.decode("utf-8", errors="replace")
 
     def close(self) -> None:
         """End the stream as if the agent had closed stdin."""
@@ -50,6 +57,11 @@ class LineWriter:
 
     async def write(self, text: str) -> None:
         self._writer.write(text.encode("utf-8"))
+
+    def write_line(self, data: bytes) -> None:
+        """Queue one raw line for the agent without waiting (the fast path's writes)."""
+        if not self._writer.is_closing():
+            self._writer.write(data)
 
     async def flush(self) -> None:
         await self._writer.drain()

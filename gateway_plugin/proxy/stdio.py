@@ -19,26 +19,25 @@ import argparse
 import logging
 import os
 import sys
-from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Sequence
 from functools import partial
 from typing import TYPE_CHECKING
 
 import anyio
 import mcp_types
-from mcp.client.stdio import StdioServerParameters, stdio_client
+from mcp.client.stdio import StdioServerParameters
 from mcp.server.extension import Extension
 from mcp.server.stdio import stdio_server
-from mcp.shared.message import SessionMessage
 
 from gateway_plugin.proxy.context import ProxyRunState
 from gateway_plugin.proxy.fastpath import FastPath
 from gateway_plugin.proxy.forwarding import build_proxy_server, gateway_version
 from gateway_plugin.proxy.pipes import native_stdio
 from gateway_plugin.proxy.relay import UpstreamRelay, open_upstream_session
+from gateway_plugin.proxy.upstream import UpstreamStartError, spawn_upstream
 
 if TYPE_CHECKING:
-    from mcp.client._transport import ReadStream
+    pass
 
 __all__ = ["main", "run_stdio_proxy"]
 
@@ -57,16 +56,48 @@ async def run_stdio_proxy(
     forward_roots: bool = False,
 ) -> None:
     """Serve MCP over this process's stdin/stdout, forwarding to the upstream server."""
+    handshake_done = anyio.Event()
+    try:
+        await _serve(upstream, extensions, name, visible_tool_filter, forward_roots, handshake_done)
+    except UpstreamStartError:
+        raise
+    except Exception as exc:
+        if handshake_done.is_set():
+            raise
+        raise UpstreamStartError(
+            f"the upstream server {upstream.command!r} ended before completing the MCP "
+            f"handshake ({_describe(exc)})"
+        ) from exc
+
+
+def _describe(exc: BaseException) -> str:
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return str(exc) or type(exc).__name__
+
+
+async def _serve(
+    upstream: StdioServerParameters,
+    extensions: Sequence[Extension],
+    name: str,
+    visible_tool_filter: Callable[[list[mcp_types.Tool]], list[mcp_types.Tool]] | None,
+    forward_roots: bool,
+    handshake_done: anyio.Event,
+) -> None:
     relay = UpstreamRelay(forward_roots=forward_roots)
     run_state = ProxyRunState()
     fast = FastPath(extensions, session=f"connection:{run_state.run_id}")
     async with (
-        stdio_client(upstream) as (upstream_read, upstream_write),
-        _watch_eof(upstream_read, fast) as (watched_read, upstream_gone),
+        spawn_upstream(upstream, on_line=fast.on_upstream_line) as child,
         open_upstream_session(
-            watched_read, upstream_write, relay, client_name=name, client_version=gateway_version()
+            child.read_stream,
+            child.write_stream,
+            relay,
+            client_name=name,
+            client_version=gateway_version(),
         ) as session,
     ):
+        handshake_done.set()
         server = build_proxy_server(
             session,
             extensions,
@@ -75,31 +106,32 @@ async def run_stdio_proxy(
             relay=relay,
             run_state=run_state,
         )
-        upstream_version = session.initialize_result.protocol_version
         upstream_died = False
         async with (
             native_stdio() as pipes,
             stdio_server(*(pipes or ())) as (agent_read, agent_write),  # type: ignore[arg-type]
         ):
-            fast.connect(
-                upstream_version=upstream_version, to_agent=agent_write, to_upstream=upstream_write
-            )
-            to_server, server_read = anyio.create_memory_object_stream[SessionMessage | Exception](
-                0
-            )
+            if pipes is not None:
+                # The fast path needs raw lines; over the SDK's threaded stdio it stays off.
+                handshake = session.initialize_result
+                fast.connect(
+                    upstream_version=handshake.protocol_version if handshake else None,
+                    to_agent=pipes[1].write_line,
+                    to_upstream=child.write_line,
+                )
+                pipes[0].intercept = fast.on_agent_line
             async with anyio.create_task_group() as tg:
 
                 async def serve() -> None:
                     await server.run(
-                        server_read, agent_write, server.create_initialization_options()
+                        agent_read, agent_write, server.create_initialization_options()
                     )
                     tg.cancel_scope.cancel()
 
-                tg.start_soon(fast.pump_agent, agent_read, to_server)
                 tg.start_soon(serve)
-                await upstream_gone.wait()
+                await child.ended.wait()
                 upstream_died = True
-                await fast.upstream_closed()
+                fast.upstream_closed()
                 # Requests in flight are failing with CONNECTION_CLOSED right now;
                 # let those answers reach the agent before the loop is torn down.
                 await anyio.sleep(_UPSTREAM_GONE_GRACE_SECONDS)
@@ -117,34 +149,6 @@ async def run_stdio_proxy(
     if upstream_died:
         # Exit the way the upstream did, which is what the agent would have seen without us.
         raise SystemExit(_UPSTREAM_GONE_EXIT_CODE)
-
-
-@asynccontextmanager
-async def _watch_eof(
-    source: ReadStream[SessionMessage | Exception], fast: FastPath
-) -> AsyncIterator[tuple[ReadStream[SessionMessage | Exception], anyio.Event]]:
-    """Relay `source` to the upstream session, minus the fast path's; set the event at EOF."""
-    send, receive = anyio.create_memory_object_stream[SessionMessage | Exception](0)
-    ended = anyio.Event()
-
-    async def pump() -> None:
-        try:
-            async with send:
-                async for item in source:
-                    if not await fast.from_upstream(item):
-                        await send.send(item)
-        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-            pass
-        finally:
-            ended.set()
-
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(pump)
-        try:
-            yield receive, ended
-        finally:
-            tg.cancel_scope.cancel()
-            receive.close()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

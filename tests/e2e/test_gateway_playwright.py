@@ -209,3 +209,19 @@ async def test_with_the_service_stopped_risky_calls_are_refused(
     assert result.is_error
     assert "could not reach the approval service" in text_of(result)
     assert END in text_of(result) and written_tests(out_dir) == []
+
+
+async def test_calls_over_the_rate_limit_are_refused_with_a_clear_error(
+    open_gateway: Any, policy: Any, agent_name: str, tmp_path: Path
+) -> None:
+    limited = policy()
+    limited["tools"]["*_codegen_session"]["limits"] = [
+        {"counter": "codegen", "window": "minute", "max": 2, "scope": "grant"}
+    ]
+    async with open_gateway(limited, agent_name) as agent:
+        first = await agent.call_tool("get_codegen_session", {"sessionId": "nope"})
+        second = await agent.call_tool("get_codegen_session", {"sessionId": "nope"})
+        third = await agent.call_tool("get_codegen_session", {"sessionId": "nope"})
+    assert "rate-limited" not in text_of(first) + text_of(second)
+    assert third.is_error
+    assert "rate-limited" in text_of(third) and "get_codegen_session" in text_of(third)
