@@ -15,10 +15,7 @@ bench/RESULTS.md under this benchmark's own heading, replacing a previous run.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import functools
-import platform
-import shlex
 import statistics
 import sys
 import time
@@ -28,10 +25,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from results import RESULTS, command_line, header, percentile, record  # noqa: E402
+
 from gateway_plugin.policy import Policy, parse_policy  # noqa: E402
 
-HEADING = "## Policy evaluation (bench/policy_eval.py)"
-RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+HEADING = "Policy evaluation (bench/policy_eval.py)"
 TARGET_P50_US = 5.0
 BATCH = 200
 
@@ -123,21 +121,6 @@ def cold_resolution_us(document: dict[str, Any], rounds: int = 200) -> float:
     return (time.perf_counter_ns() - start) / rounds / 1000.0
 
 
-def percentile(samples: list[float], fraction: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
-
-
-def record(section: str) -> None:
-    """Write `section` into RESULTS.md, replacing this benchmark's previous section."""
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-    start = text.find(HEADING)
-    if start >= 0:
-        end = text.find("\n## ", start + len(HEADING))
-        text = text[:start] + (text[end + 1 :] if end >= 0 else "")
-    RESULTS.write_text(text.rstrip("\n") + "\n\n" + section)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--iterations", type=int, default=200_000, help="calls per scenario")
@@ -163,16 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     table = ["| scenario | mean µs | p50 µs | p99 µs |", "|---|---:|---:|---:|"]
     table += [f"| {name} | {mean:.3f} | {p50:.3f} | {p99:.3f} |" for name, mean, p50, p99 in rows]
     verdict = "PASS" if worst_p50 <= TARGET_P50_US else "FAIL"
-    command = " ".join(
-        [".venv/bin/python", "bench/policy_eval.py", *map(shlex.quote, sys.argv[1:])]
-    )
     lines = [
-        HEADING,
-        "",
-        f"- date: {dt.datetime.now(dt.UTC).strftime('%Y-%m-%d %H:%M UTC')}",
-        f"- command: `{command}`",
-        f"- machine: Python {platform.python_version()} on {platform.machine()} "
-        f"({platform.system()})",
+        header(command_line()).rstrip("\n"),
         f"- policy: {len(document['tools'])} entries (500 exact, 125 of them with 4 rules; "
         "300 globs; 200 server/tool), compiled in "
         f"{compile_ms:.1f} ms",
@@ -189,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     section = "\n".join(lines)
     print(section)
     if not options.no_record:
-        record(section)
+        record(HEADING, section)
         print(f"recorded in {RESULTS}")
     return 0 if verdict == "PASS" else 1
 
