@@ -10,7 +10,7 @@ MCP_SERVERS := $(MCP_SERVERS_DIR)/node_modules/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test lint format bench clean
+.PHONY: run test lint format bench screenshot clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,13 @@ format: $(STAMP)
 bench: $(STAMP) $(MCP_SERVERS)
 	$(BIN)/python bench/gateway_overhead.py
 	$(BIN)/python bench/policy_eval.py
+	$(BIN)/python bench/decision_latency.py
+	$(BIN)/python bench/dashboard_fanout.py
+	$(BIN)/python bench/audit_export.py
+
+# Refresh docs/dashboard.png (needs /usr/bin/chromium).
+screenshot: $(STAMP)
+	SIGNOFF_SCREENSHOT=1 $(BIN)/pytest -q tests/e2e/test_dashboard.py -k screenshot
 
 clean:
 	rm -rf $(VENV) $(MCP_SERVERS_DIR)/node_modules .pytest_cache .ruff_cache .mypy_cache

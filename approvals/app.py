@@ -10,9 +10,12 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from sqlalchemy import text
 
+from approvals import dashboard
+from approvals.api import events as events_api
 from approvals.api import requests as requests_api
 from approvals.api.deps import EngineDep
 from approvals.api.errors import install_error_handlers
+from approvals.audit import api as audit_api
 from approvals.db import make_engine
 from approvals.events import EventHub
 from approvals.settings import Settings, get_settings
@@ -23,7 +26,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the service for `settings` (default: from the environment)."""
     settings = settings or get_settings()
     engine = make_engine(settings.database_url)
-    hub = EventHub()
+    hub = EventHub(queue_size=settings.ws_queue_size)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -45,6 +48,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.hub = hub
     install_error_handlers(app)
     app.include_router(requests_api.router)
+    app.include_router(audit_api.router)
+    app.include_router(events_api.router)
+    dashboard.install(app, settings)
 
     @app.get("/healthz")
     def healthz(engine: EngineDep) -> dict[str, str]:

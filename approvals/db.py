@@ -43,9 +43,13 @@ def _tune_sqlite(engine: Engine) -> None:
     # In WAL mode a deferred transaction that reads and then writes fails at once
     # with SQLITE_BUSY if another writer committed in between (busy_timeout does
     # not apply). Taking the write lock up front makes writers queue instead.
+    # Connections that only read (audit export and verify) opt out with
+    # `execution_options(signoff_read_only=True)`: a deferred BEGIN reads a WAL
+    # snapshot without the write lock, so a long export never stalls writers.
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        read_only = conn.get_execution_options().get("signoff_read_only", False)
+        conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
 
 @contextmanager

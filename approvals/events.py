@@ -3,15 +3,22 @@
 Lifecycle functions call `emit(session, ...)`; the events are held on the session
 and handed to the hub bound to it only after a successful commit, so no client
 ever hears about a change that was rolled back.
+
+Two kinds of listeners: coroutines waiting for one request (the long-poll), and
+subscribers that want every event (websocket clients). Each subscriber has a
+bounded queue; publishing never blocks, and a subscriber whose queue is full is
+dropped (its `dropped` event is set) and must resync from the REST list.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cached_property
 from typing import Any
 
 from sqlalchemy import event
@@ -42,14 +49,43 @@ class Event:
             "request": self.request,
         }
 
+    @cached_property
+    def text(self) -> str:
+        """The JSON text sent to subscribers, encoded once however many there are."""
+        return json.dumps(self.to_json(), separators=(",", ":"))
+
+
+class Subscriber:
+    """One listener for every event, with a bounded queue it drains at its own pace."""
+
+    def __init__(self, maxsize: int) -> None:
+        # Always bounded: asyncio treats a maxsize of 0 as "no limit".
+        self.queue: asyncio.Queue[Event] = asyncio.Queue(max(1, maxsize))
+        # Set when the queue overflowed: the subscriber missed events and must resync.
+        self.dropped = asyncio.Event()
+
+    def offer(self, evt: Event) -> bool:
+        """Queue `evt` without waiting; False (and dropped) when the queue is full."""
+        if self.dropped.is_set():
+            return False
+        try:
+            self.queue.put_nowait(evt)
+        except asyncio.QueueFull:
+            self.dropped.set()
+            return False
+        return True
+
 
 class EventHub:
     """Fans events out to coroutines waiting in this process; safe to publish from any thread."""
 
-    def __init__(self) -> None:
+    def __init__(self, queue_size: int = 256) -> None:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._waiters: dict[str, set[asyncio.Future[Event]]] = defaultdict(set)
         self._lock = threading.Lock()
+        self.queue_size = queue_size
+        # Touched only on the hub's loop, so no lock is needed.
+        self._subscribers: set[Subscriber] = set()
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         """Attach the hub to the event loop its subscribers run on."""
@@ -75,6 +111,22 @@ class EventHub:
         for fut in waiters:
             if not fut.done():
                 fut.set_result(evt)
+        for sub in list(self._subscribers):
+            if not sub.offer(evt):
+                self._subscribers.discard(sub)
+
+    def subscribe(self, queue_size: int | None = None) -> Subscriber:
+        """A new subscriber to every event from now on (call on the hub's loop)."""
+        sub = Subscriber(queue_size or self.queue_size)
+        self._subscribers.add(sub)
+        return sub
+
+    def unsubscribe(self, sub: Subscriber) -> None:
+        self._subscribers.discard(sub)
+
+    @property
+    def subscriber_count(self) -> int:
+        return len(self._subscribers)
 
     async def wait_for(self, request_id: str, timeout: float) -> Event | None:
         """Wait up to `timeout` seconds for the next event about `request_id`."""

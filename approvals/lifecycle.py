@@ -11,13 +11,17 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import and_, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
+from approvals.audit import record as audit
+from approvals.audit.models import AuditEvent
+from approvals.audit.schemas import GatewayFact
 from approvals.events import Event, emit
 from approvals.models import ApprovalRequest, Decision, RequestStatus, utcnow
 from approvals.schemas import RequestCreate, RequestPublic
@@ -75,6 +79,39 @@ def _emit(session: Session, event_type: str, request: ApprovalRequest) -> None:
     session.flush()
     payload = public(session, request).model_dump(mode="json")
     emit(session, Event(type=event_type, request_id=request.id, request=payload))
+
+
+def _fact(
+    event_type: str,
+    request: ApprovalRequest,
+    *,
+    actor: str,
+    channel: str,
+    now: datetime,
+    outcome: str | None = None,
+    comment: str | None = None,
+    with_arguments: bool = False,
+) -> audit.EventDraft:
+    """An audit event about `request` (see approvals/audit/record.py for the types)."""
+    return audit.EventDraft(
+        type=event_type,
+        actor=actor,
+        channel=channel,
+        request_id=request.id,
+        tool=request.tool,
+        server=request.server,
+        caller=request.caller,
+        outcome=outcome,
+        comment=comment,
+        arguments=request.arguments if with_arguments else None,
+        policy_key=request.policy_key,
+        time=now,
+    )
+
+
+def _audit(session: Session, *facts: audit.EventDraft) -> None:
+    """Append audit events to this transaction; every caller commits right after."""
+    audit.append_events(session, facts)
 
 
 def get_request(session: Session, request_id: str) -> ApprovalRequest:
@@ -147,6 +184,19 @@ def create_request(
     session.add(request)
     try:
         _emit(session, "request.created", request)
+        _audit(
+            session,
+            _fact(
+                audit.REQUEST_CREATED,
+                request,
+                actor=created_by,
+                channel="gateway",
+                now=now,
+                outcome="pending",
+                comment=request.reason,
+                with_arguments=True,
+            ),
+        )
         session.commit()
     except IntegrityError:
         # A concurrent retry with the same Idempotency-Key won; hand back its request.
@@ -286,6 +336,43 @@ def decide(
         ) from None
     _transition(session, request, **changes)
     _emit(session, "request.decided", request)
+    facts = [
+        _fact(
+            audit.DECISION_RECORDED,
+            request,
+            actor=approver,
+            channel=channel,
+            now=now,
+            outcome=decision,
+            comment=comment,
+        )
+    ]
+    if final and decision == "approve" and request.quorum > 1:
+        facts.append(
+            _fact(
+                audit.QUORUM_REACHED,
+                request,
+                actor="system",
+                channel=channel,
+                now=now,
+                outcome="approved",
+                comment=f"{approvals} of {request.quorum} approvals",
+            )
+        )
+    if final:
+        settled = "approved" if decision == "approve" else "rejected"
+        facts.append(
+            _fact(
+                audit.REQUEST_APPROVED if settled == "approved" else audit.REQUEST_REJECTED,
+                request,
+                actor=approver,
+                channel=channel,
+                now=now,
+                outcome=settled,
+                comment=comment,
+            )
+        )
+    _audit(session, *facts)
     session.commit()
     return Decided(request, vote, final)
 
@@ -302,6 +389,18 @@ def _expire(session: Session, request: ApprovalRequest, now: datetime) -> None:
         decision_channel="sweeper",
     )
     _emit(session, "request.expired", request)
+    _audit(
+        session,
+        _fact(
+            audit.REQUEST_EXPIRED,
+            request,
+            actor="system",
+            channel="sweeper",
+            now=now,
+            outcome=outcome,
+            comment=request.decision_comment,
+        ),
+    )
 
 
 def expire_due(session: Session, *, now: datetime | None = None, batch: int = 200) -> list[str]:
@@ -340,12 +439,26 @@ def cancel(
         decision_channel="gateway",
     )
     _emit(session, "request.cancelled", request)
+    _audit(
+        session,
+        _fact(
+            audit.REQUEST_CANCELLED,
+            request,
+            actor=by,
+            channel="gateway",
+            now=now,
+            outcome="cancelled",
+            comment=request.decision_comment,
+        ),
+    )
     session.commit()
     return request
 
 
-def claim(session: Session, request_id: str, *, now: datetime | None = None) -> ApprovalRequest:
-    """Use an approval for its one execution; a second claim is refused."""
+def claim(
+    session: Session, request_id: str, *, by: str = "gateway", now: datetime | None = None
+) -> ApprovalRequest:
+    """Use an approval for its one execution; a second claim is refused. `by`: the gateway."""
     now = now or utcnow()
     request = get_request(session, request_id)
     if not request.allows_call():
@@ -357,6 +470,18 @@ def claim(session: Session, request_id: str, *, now: datetime | None = None) -> 
             f"the approval of request {request.id} was already used", code="already_claimed"
         )
     _transition(session, request, claimed_at=now)
+    _audit(
+        session,
+        _fact(
+            audit.CALL_FORWARDED,
+            request,
+            actor=by,
+            channel="gateway",
+            now=now,
+            outcome="forwarded",
+            with_arguments=True,
+        ),
+    )
     session.commit()
     return request
 
@@ -367,9 +492,10 @@ def record_outcome(
     *,
     is_error: bool,
     summary: str | None,
+    by: str = "gateway",
     now: datetime | None = None,
 ) -> ApprovalRequest:
-    """Store what happened when the approved call ran."""
+    """Store what happened when the approved call ran (`by`: the gateway that ran it)."""
     now = now or utcnow()
     request = get_request(session, request_id)
     if request.claimed_at is None:
@@ -381,5 +507,94 @@ def record_outcome(
     _transition(
         session, request, outcome_is_error=is_error, outcome_summary=summary, outcome_at=now
     )
+    _audit(
+        session,
+        _fact(
+            audit.CALL_FAILED if is_error else audit.CALL_SUCCEEDED,
+            request,
+            actor=by,
+            channel="gateway",
+            now=now,
+            outcome="error" if is_error else "ok",
+            comment=summary,
+        ),
+    )
     session.commit()
     return request
+
+
+def record_notification(
+    session: Session,
+    request_id: str,
+    *,
+    channel: str,
+    recipients: Sequence[str],
+    by: str = "system",
+    now: datetime | None = None,
+) -> AuditEvent:
+    """Record that approvers were notified of a request (e.g. a Slack message was posted).
+
+    Call it once the notification went out; `recipients` are approver names,
+    user ids or a channel, as the notifier knows them.
+    """
+    now = now or utcnow()
+    request = get_request(session, request_id)
+    event = audit.record_event(
+        session,
+        audit.REQUEST_NOTIFIED,
+        actor=by,
+        channel=channel,
+        request_id=request.id,
+        tool=request.tool,
+        server=request.server,
+        caller=request.caller,
+        outcome="sent",
+        comment="notified " + (", ".join(recipients) or "nobody"),
+        policy_key=request.policy_key,
+        time=now,
+    )
+    session.commit()
+    return event
+
+
+_GATEWAY_OUTCOMES = {
+    audit.POLICY_DENIED: "denied",
+    audit.POLICY_RATE_LIMITED: "rate_limited",
+    audit.CALL_ALLOWED: "allowed",
+}
+
+
+def record_gateway_facts(
+    session: Session,
+    facts: Sequence[GatewayFact],
+    *,
+    gateway: str,
+    now: datetime | None = None,
+) -> list[AuditEvent]:
+    """Record calls a gateway settled without a human (denied, rate limited, allowed)."""
+    now = now or utcnow()
+    drafts = []
+    for fact in facts:
+        at = fact.at or now
+        if at.tzinfo is None:
+            at = at.replace(tzinfo=UTC)
+        drafts.append(
+            audit.EventDraft(
+                type=fact.type,
+                actor=gateway,
+                channel="gateway",
+                tool=fact.tool,
+                server=fact.server,
+                caller=fact.caller or gateway,
+                outcome=fact.outcome or _GATEWAY_OUTCOMES[fact.type],
+                comment=fact.comment,
+                # Masked again here, as for requests: secrets never reach the database.
+                arguments=redact_arguments(fact.arguments),
+                policy_key=fact.policy_key,
+                # A gateway's clock may run ahead; the log never records the future.
+                time=min(at, now),
+            )
+        )
+    events = audit.append_events(session, drafts)
+    session.commit()
+    return events

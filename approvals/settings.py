@@ -22,6 +22,12 @@ class Settings(BaseSettings):
     sweep_interval_seconds: float = 1.0
     # Upper bound for `GET /requests/{id}/wait?timeout=`; keeps proxies from cutting us off.
     max_wait_seconds: float = 60.0
+    # Websocket hub: events a client may fall behind by before it is dropped (it must
+    # then resync), and how often an idle socket gets a {"type": "ping"}.
+    ws_queue_size: int = 256
+    ws_heartbeat_seconds: float = 15.0
+    # Lifetime of a dashboard sign-in.
+    session_hours: float = 12.0
     slack_bot_token: str | None = None
     slack_signing_secret: str | None = None
     slack_app_token: str | None = None

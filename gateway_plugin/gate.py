@@ -11,12 +11,13 @@ import hashlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from mcp_types import CallToolResult, TextContent
 
 from gateway_plugin import messages
+from gateway_plugin.audit_reporter import AuditReporter, FactType
 from gateway_plugin.policy import (
     Evaluation,
     Policy,
@@ -30,6 +31,9 @@ from gateway_plugin.service_client import (
     ServiceUnavailable,
 )
 from gateway_plugin.wire import ApprovalRequestView, CreateRequest
+
+if TYPE_CHECKING:
+    from gateway_plugin.decision_stream import DecisionStream
 
 log = logging.getLogger(__name__)
 
@@ -75,9 +79,18 @@ class ApprovalGate:
         agent: str | None = None,
         token: str = "",
         hold_seconds: float = DEFAULT_HOLD_SECONDS,
+        decisions: DecisionStream | None = None,
+        audit: AuditReporter | None = None,
+        audit_allowed: bool = False,
     ) -> None:
         self.policy = policy
         self.service = service
+        # Where calls settled without a human are reported (None: not reported), and
+        # whether allowed calls are too (else only those whose entry says `audit: true`).
+        self.audit = audit
+        self.audit_allowed = audit_allowed
+        # Decisions pushed over the websocket; None (or disconnected) means long-poll.
+        self.decisions = decisions
         self.hold_seconds = hold_seconds
         self.limiter = RateLimiter()
         self._agent = agent
@@ -109,8 +122,10 @@ class ApprovalGate:
         evaluation that asks for approval. Counts the call against its rate limits."""
         evaluation = self.policy.evaluate(call.tool, call.arguments, call.server or None)
         if evaluation.hidden:
+            self._record(call, evaluation, "policy.denied", "hidden", evaluation.reason)
             return error_result(messages.hidden(call.tool))
         if evaluation.action == "deny":
+            self._record(call, evaluation, "policy.denied", "denied", evaluation.reason)
             return error_result(
                 messages.denied(call.tool, evaluation.matched_key, evaluation.reason)
             )
@@ -118,10 +133,43 @@ class ApprovalGate:
             evaluation.limits, grant=call.caller or self._grant_key, session=call.session
         )
         if violation is not None:
+            self._record(call, evaluation, "policy.rate_limited", "rate_limited", violation.message)
             return error_result(
                 messages.rate_limited(call.tool, violation.message, violation.retry_after_seconds)
             )
-        return None if evaluation.action == "allow" else evaluation
+        if evaluation.action == "allow":
+            if evaluation.audit or self.audit_allowed:
+                self._record(call, evaluation, "call.allowed", "allowed", evaluation.reason)
+            return None
+        return evaluation
+
+    def _record(
+        self,
+        call: ToolCall,
+        evaluation: Evaluation,
+        fact: FactType,
+        outcome: str,
+        comment: str | None,
+    ) -> None:
+        """Queue a settled call for the audit log (a sync enqueue; never blocks or raises)."""
+        if self.audit is None:
+            return
+        try:
+            arguments = redact_arguments(dict(call.arguments), evaluation.redact)
+        except Exception:  # an odd argument value must not fail the call
+            log.exception("could not mask the arguments of %s for the audit log", call.tool)
+            arguments = {}
+        self.audit.report(
+            fact,
+            tool=call.tool,
+            server=call.server,
+            # Empty: the service records the gateway token's name, the default caller.
+            caller=call.caller or self._agent or "",
+            arguments=arguments,
+            policy_key=evaluation.matched_key,
+            outcome=outcome,
+            comment=comment,
+        )
 
     async def handle(
         self, call: ToolCall, forward: Forward, progress: ProgressFn | None = None
@@ -197,7 +245,13 @@ class ApprovalGate:
                     hold,
                     f"waiting for approval of {request.tool} (request {request.id})",
                 )
-            request = await self.service.wait(request.id, min(remaining, PROGRESS_INTERVAL_SECONDS))
+            step = min(remaining, PROGRESS_INTERVAL_SECONDS)
+            if self.decisions is not None and self.decisions.connected:
+                # The pushed event only wakes us; the GET is what we act on.
+                await self.decisions.wait_for(request.id, step)
+                request = await self.service.get(request.id)
+            else:
+                request = await self.service.wait(request.id, step)
         return request
 
     async def _report(self, request: ApprovalRequestView, result: CallToolResult) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from alembic import context
 from sqlmodel import SQLModel
 
+import approvals.audit.models  # noqa: F401  (the audit tables)
 import approvals.models  # noqa: F401  (registers the tables on SQLModel.metadata)
 from approvals.db import is_sqlite, make_engine
 from approvals.settings import get_settings

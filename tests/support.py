@@ -48,16 +48,20 @@ def mcp_server_command(name: str) -> list[str]:
 class ServiceProcess:
     """`signoff serve` running in a child process on a free loopback port."""
 
-    def __init__(self, db_path: Path, *, sweep_interval: float = 0.2) -> None:
+    def __init__(
+        self, db_path: Path, *, sweep_interval: float = 0.2, env: dict[str, str] | None = None
+    ) -> None:
         self.db_url = f"sqlite:///{db_path}"
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.sweep_interval = sweep_interval
+        self.extra_env = dict(env or {})
         self.log_path = db_path.with_suffix(".log")
         self._proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         env = dict(os.environ, SIGNOFF_SWEEP_INTERVAL_SECONDS=str(self.sweep_interval))
+        env.update(self.extra_env)
         log = self.log_path.open("ab")
         self._proc = subprocess.Popen(
             [sys.executable, "-m", "approvals.cli.main", "serve", "--host", "127.0.0.1",

@@ -136,17 +136,17 @@ def cancel(request_id: str, session: SessionDep, principal: GatewayDep) -> Reque
 
 
 @router.post("/requests/{request_id}/claim")
-def claim(request_id: str, session: SessionDep, _: GatewayDep) -> RequestPublic:
+def claim(request_id: str, session: SessionDep, principal: GatewayDep) -> RequestPublic:
     """Use the approval for its one execution; 409 if it was already used or is not approved."""
-    return lifecycle.public(session, lifecycle.claim(session, request_id))
+    return lifecycle.public(session, lifecycle.claim(session, request_id, by=principal.name))
 
 
 @router.post("/requests/{request_id}/outcome")
 def record_outcome(
-    request_id: str, body: OutcomeCreate, session: SessionDep, _: GatewayDep
+    request_id: str, body: OutcomeCreate, session: SessionDep, principal: GatewayDep
 ) -> RequestPublic:
     """Store the result of the forwarded call."""
     request = lifecycle.record_outcome(
-        session, request_id, is_error=body.is_error, summary=body.summary
+        session, request_id, is_error=body.is_error, summary=body.summary, by=principal.name
     )
     return lifecycle.public(session, request)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import httpx
@@ -44,6 +46,22 @@ class ServiceClient:
     def from_args(cls, args: argparse.Namespace) -> ServiceClient:
         return cls(args.service, args.token)
 
+    @contextmanager
+    def stream(self, method: str, path: str, **kwargs: Any) -> Iterator[httpx.Response]:
+        """Send a request to /api/v1`path`; yields the response with its body unread."""
+        try:
+            with self._http.stream(
+                method, f"/api/v1{path}", timeout=httpx.Timeout(30, read=300), **kwargs
+            ) as response:
+                if not response.is_success:
+                    response.read()
+                    raise CliError(f"{_error_message(response)} (HTTP {response.status_code})")
+                yield response
+        except httpx.HTTPError as exc:
+            raise CliError(
+                f"lost the connection to the approval service at {self.base_url}: {exc}"
+            ) from exc
+
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
         """Send a request to /api/v1`path` and return the decoded JSON body."""
         try:
@@ -54,8 +72,11 @@ class ServiceClient:
             ) from exc
         if response.is_success:
             return response.json()
-        try:
-            message = response.json()["error"]["message"]
-        except (ValueError, KeyError, TypeError):
-            message = response.text[:200] or response.reason_phrase
-        raise CliError(f"{message} (HTTP {response.status_code})")
+        raise CliError(f"{_error_message(response)} (HTTP {response.status_code})")
+
+
+def _error_message(response: httpx.Response) -> str:
+    try:
+        return str(response.json()["error"]["message"])
+    except (ValueError, KeyError, TypeError):
+        return response.text[:200] or response.reason_phrase

@@ -8,6 +8,6 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from approvals.cli import gateway, policy, requests, serve, tokens
+from approvals.cli import audit, gateway, policy, requests, serve, tokens
 
-MODULES: list[ModuleType] = [serve, tokens, requests, gateway, policy]
+MODULES: list[ModuleType] = [serve, tokens, requests, gateway, policy, audit]

@@ -21,7 +21,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             "--token $TOKEN -- npx @executeautomation/playwright-mcp-server"
         ),
     )
-    gateway.add_argument("--policy", required=True, help="policy file (JSON or YAML)")
+    gateway.add_argument(
+        "--policy",
+        required=True,
+        help="policy file (JSON or YAML); edits are picked up while running, invalid ones ignored",
+    )
     gateway.add_argument(
         "--service",
         default=os.environ.get("SIGNOFF_SERVICE_URL", "http://127.0.0.1:8000"),
@@ -47,6 +51,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         default=DEFAULT_HOLD_SECONDS,
         help="seconds to hold a call in-band before answering 'pending' (default %(default)s)",
     )
+    gateway.add_argument(
+        "--audit-allowed",
+        action="store_true",
+        help="record allowed calls in the audit log too (denied and rate-limited ones always are)",
+    )
     gateway.add_argument("upstream", nargs=argparse.REMAINDER, help="-- CMD ARGS...")
     gateway.set_defaults(handler=_gateway)
 
@@ -55,9 +64,12 @@ def _gateway(args: argparse.Namespace) -> int:
     import anyio
     from mcp.client.stdio import StdioServerParameters
 
+    from gateway_plugin.audit_reporter import AuditReporter
+    from gateway_plugin.decision_stream import DecisionStream
     from gateway_plugin.extension import SignoffExtension
     from gateway_plugin.gate import ApprovalGate
     from gateway_plugin.policy import PolicyError, load_policy
+    from gateway_plugin.policy_reload import watch_policy
     from gateway_plugin.proxy.stdio import run_stdio_proxy
     from gateway_plugin.proxy.upstream import UpstreamStartError
     from gateway_plugin.service_client import ServiceClient
@@ -82,19 +94,47 @@ def _gateway(args: argparse.Namespace) -> int:
 
     async def run() -> None:
         service = ServiceClient(args.service, args.token)
+        # Decisions arrive by push over one websocket; the gate long-polls while it is down.
+        decisions = DecisionStream(args.service, args.token)
+        decisions.start()
+        # Denied, hidden and rate-limited calls (and allowed ones if asked) go to the audit log.
+        audit = AuditReporter(args.service, args.token)
         gate = ApprovalGate(
-            policy, service, agent=args.agent, token=args.token, hold_seconds=args.hold
+            policy,
+            service,
+            agent=args.agent,
+            token=args.token,
+            hold_seconds=args.hold,
+            decisions=decisions,
+            audit=audit,
+            audit_allowed=args.audit_allowed,
         )
         extension = SignoffExtension(gate, server=args.server)
         try:
-            await run_stdio_proxy(
-                upstream, [extension], visible_tool_filter=extension.visible_tools
-            )
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(watch_policy, args.policy, gate.replace_policy)
+                await run_stdio_proxy(
+                    upstream, [extension], visible_tool_filter=extension.visible_tools
+                )
+                tg.cancel_scope.cancel()
         finally:
+            # Send what is queued, briefly; shutdown never waits on a down service.
+            with anyio.move_on_after(3, shield=True):
+                await audit.aclose(timeout=2)
+            await decisions.aclose()
             await service.aclose()
 
     try:
         anyio.run(run)
     except UpstreamStartError as exc:
         raise CliError(str(exc)) from exc
+    except BaseExceptionGroup as group:
+        # The policy watcher runs beside the proxy, so a start-up error arrives grouped.
+        failed = group.subgroup(UpstreamStartError)
+        if failed is None:
+            raise
+        first: BaseException = failed
+        while isinstance(first, BaseExceptionGroup):
+            first = first.exceptions[0]
+        raise CliError(str(first)) from group
     return 0

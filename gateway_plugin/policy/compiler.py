@@ -158,6 +158,7 @@ class _Compiler:
             # An entry may repeat an all_tools limit; listing it once keeps the trace honest.
             limits=tuple(dict.fromkeys(self._limits((*path, "limits"), entry.limits) + all_tools)),
             redact=_unique([*entry.redact, *top_redact]),
+            audit=entry.audit,
         )
 
     def _rule(self, path: Path, index: int, entry: ToolEntryModel, rule: RuleModel) -> CompiledRule:

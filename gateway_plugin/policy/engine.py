@@ -57,6 +57,7 @@ class CompiledEntry:
     rules: tuple[CompiledRule, ...]
     limits: tuple[LimitSpec, ...]
     redact: tuple[str, ...]
+    audit: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -279,6 +280,7 @@ class Policy:
                 approval=rule.approval,
                 limits=entry.limits,
                 redact=entry.redact,
+                audit=entry.audit,
             )
             lines = [*header, f"rule {rule.index} matched: {rule.describe()}"]
             if rule.index:
@@ -293,6 +295,7 @@ class Policy:
             approval=entry.approval,
             limits=entry.limits,
             redact=entry.redact,
+            audit=entry.audit,
         )
         fallback = _with_trace(fallback, [*header, _fallback_line(entry)])
         return _Resolved(entry=entry, header=header, rules=tuple(rules), fallback=fallback)
@@ -327,6 +330,8 @@ def _decision_lines(evaluation: Evaluation) -> list[str]:
         lines.append("limits: " + "; ".join(limit.describe() for limit in evaluation.limits))
     if evaluation.redact:
         lines.append("redact: " + ", ".join(evaluation.redact))
+    if evaluation.audit:
+        lines.append("audit: allowed calls are recorded in the audit log")
     return lines
 
 

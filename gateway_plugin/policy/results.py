@@ -82,4 +82,6 @@ class Evaluation(_Frozen):
     approval: ApprovalSpec | None = None
     limits: tuple[LimitSpec, ...] = ()
     redact: tuple[str, ...] = ()
+    # The entry asks for allowed calls to be recorded in the audit log too.
+    audit: bool = False
     trace: tuple[str, ...] = ()

@@ -203,6 +203,8 @@ class ToolEntryModel(ApprovalFields):
     limits: list[LimitModel] = []
     rules: list[RuleModel] = []
     redact: list[NonEmptyStr] = []
+    # Also record allowed calls of this tool in the audit log (denials always are).
+    audit: bool = False
 
 
 class ApproverModel(StrictModel):

@@ -1,0 +1,202 @@
+"""Appending events to the audit chain, inside the caller's transaction.
+
+Lifecycle functions call `record_event` (or `append_events`) just before they
+commit, in the same transaction as the state change: the fact and the change
+land together or not at all.
+
+How concurrent appenders are kept from forking the chain: every append first
+reads the one row of `audit_chain_head` with `SELECT ... FOR UPDATE`, takes the
+next id and the previous hash from it, inserts the events and moves the head.
+On PostgreSQL the row lock makes a second appender wait until the first one
+commits (or rolls back), so it reads the new head; ids are assigned from the
+head rather than a sequence, so they are contiguous and commit order is id
+order. On SQLite `FOR UPDATE` is not rendered, and it is not needed: every
+write transaction starts with `BEGIN IMMEDIATE` (approvals/db.py), which already
+lets only one writer in at a time. A lock on "the last event" instead would not
+work for the very first event and would need a gap-free index scan; the head row
+works the same on both databases and also lets `verify` detect a truncated tail.
+Appending is the last thing a transaction does, so the head lock is held only
+for the commit and never taken before another lock: no deadlock cycle.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.orm import Session
+
+from approvals.audit.chain import HASHED_FIELDS, canonical_time, compute_hash
+from approvals.audit.models import GENESIS_HASH, HEAD_ROW_ID, AuditChainHead, AuditEvent
+from approvals.models import utcnow
+from gateway_plugin.policy import canonical_json
+
+# Every event type the service records.
+REQUEST_CREATED = "request.created"
+REQUEST_NOTIFIED = "request.notified"
+DECISION_RECORDED = "decision.recorded"
+QUORUM_REACHED = "quorum.reached"
+REQUEST_APPROVED = "request.approved"
+REQUEST_REJECTED = "request.rejected"
+REQUEST_EXPIRED = "request.expired"
+REQUEST_CANCELLED = "request.cancelled"
+CALL_FORWARDED = "call.forwarded"
+CALL_SUCCEEDED = "call.succeeded"
+CALL_FAILED = "call.failed"
+POLICY_DENIED = "policy.denied"
+POLICY_RATE_LIMITED = "policy.rate_limited"
+CALL_ALLOWED = "call.allowed"
+
+EVENT_TYPES: tuple[str, ...] = (
+    REQUEST_CREATED,
+    REQUEST_NOTIFIED,
+    DECISION_RECORDED,
+    QUORUM_REACHED,
+    REQUEST_APPROVED,
+    REQUEST_REJECTED,
+    REQUEST_EXPIRED,
+    REQUEST_CANCELLED,
+    CALL_FORWARDED,
+    CALL_SUCCEEDED,
+    CALL_FAILED,
+    POLICY_DENIED,
+    POLICY_RATE_LIMITED,
+    CALL_ALLOWED,
+)
+# The facts a gateway reports itself (POST /api/v1/audit/events).
+GATEWAY_EVENT_TYPES: tuple[str, ...] = (POLICY_DENIED, POLICY_RATE_LIMITED, CALL_ALLOWED)
+CHANNELS: tuple[str, ...] = ("api", "dashboard", "slack", "cli", "sweeper", "gateway")
+
+
+@dataclass
+class EventDraft:
+    """An event before it is chained: everything but id, prev_hash and hash."""
+
+    type: str
+    actor: str
+    channel: str
+    request_id: str | None = None
+    tool: str | None = None
+    server: str | None = None
+    caller: str | None = None
+    outcome: str | None = None
+    comment: str | None = None
+    # Already redacted; stored as canonical JSON text.
+    arguments: Mapping[str, Any] | None = None
+    policy_key: str | None = None
+    time: datetime = field(default_factory=utcnow)
+
+
+def _table() -> Any:
+    return AuditEvent.__table__  # type: ignore[attr-defined]
+
+
+def _head_table() -> Any:
+    return AuditChainHead.__table__  # type: ignore[attr-defined]
+
+
+def _lock_head(session: Session) -> tuple[int, str]:
+    head = _head_table()
+    row = session.execute(
+        select(head.c.last_id, head.c.last_hash).where(head.c.id == HEAD_ROW_ID).with_for_update()
+    ).first()
+    if row is not None:
+        return int(row[0]), str(row[1])
+    # Migrations create the row; a database built another way gets it on first use.
+    session.execute(insert(head).values(id=HEAD_ROW_ID, last_id=0, last_hash=GENESIS_HASH))
+    return 0, GENESIS_HASH
+
+
+def append_events(session: Session, drafts: Sequence[EventDraft]) -> list[AuditEvent]:
+    """Chain and insert `drafts` in order, in the session's open transaction (no commit)."""
+    if not drafts:
+        return []
+    last_id, prev_hash = _lock_head(session)
+    rows: list[dict[str, Any]] = []
+    for draft in drafts:
+        if draft.time.tzinfo is None:
+            raise ValueError("audit event times must be timezone-aware")
+        # Fixed vocabularies: exports rely on these never needing quoting or escaping.
+        if draft.type not in EVENT_TYPES:
+            raise ValueError(f"unknown audit event type {draft.type!r}")
+        if draft.channel not in CHANNELS:
+            raise ValueError(f"unknown audit channel {draft.channel!r}; use one of {CHANNELS}")
+        last_id += 1
+        arguments = None if draft.arguments is None else canonical_json(draft.arguments)
+        # Empty text is stored as NULL, so every export format reads back the same value.
+        values: list[Any] = [
+            last_id,
+            canonical_time(draft.time),
+            draft.type,
+            draft.request_id or None,
+            draft.tool or None,
+            draft.server or None,
+            draft.caller or None,
+            draft.actor,
+            draft.channel,
+            draft.outcome or None,
+            draft.comment or None,
+            arguments,
+            draft.policy_key or None,
+            prev_hash,
+        ]
+        digest = compute_hash(values)
+        row = dict(zip(HASHED_FIELDS, values, strict=True))
+        row["time"] = draft.time
+        row["hash"] = digest
+        rows.append(row)
+        prev_hash = digest
+    session.execute(insert(_table()), rows)
+    head = _head_table()
+    session.execute(
+        update(head).where(head.c.id == HEAD_ROW_ID).values(last_id=last_id, last_hash=prev_hash)
+    )
+    return [AuditEvent(**row) for row in rows]
+
+
+def record_event(
+    session: Session,
+    type: str,
+    *,
+    actor: str,
+    channel: str,
+    request_id: str | None = None,
+    tool: str | None = None,
+    server: str | None = None,
+    caller: str | None = None,
+    outcome: str | None = None,
+    comment: str | None = None,
+    arguments: Mapping[str, Any] | None = None,
+    policy_key: str | None = None,
+    time: datetime | None = None,
+) -> AuditEvent:
+    """Append one event in the session's transaction; the caller commits."""
+    draft = EventDraft(
+        type=type,
+        actor=actor,
+        channel=channel,
+        request_id=request_id,
+        tool=tool,
+        server=server,
+        caller=caller,
+        outcome=outcome,
+        comment=comment,
+        arguments=arguments,
+        policy_key=policy_key,
+        time=time or utcnow(),
+    )
+    return append_events(session, [draft])[0]
+
+
+def timeline(session: Session, request_id: str) -> list[AuditEvent]:
+    """Every audit event about one request, oldest first (for the dashboard's history)."""
+    return list(
+        session.scalars(
+            select(AuditEvent)
+            .where(AuditEvent.request_id == request_id)  # type: ignore[arg-type]
+            .order_by(AuditEvent.id)  # type: ignore[arg-type]
+        ).all()
+    )

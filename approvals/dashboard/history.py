@@ -1,0 +1,100 @@
+"""The history view's query: filters on status, tool, approver and a time range."""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+
+from sqlalchemy import and_, exists, or_
+from sqlmodel import Session, col, select
+
+from approvals.models import ApprovalRequest, Decision, RequestStatus
+
+
+@dataclass(frozen=True)
+class Filters:
+    status: str | None = None
+    tool: str | None = None
+    approver: str | None = None
+    since: date | None = None
+    until: date | None = None
+
+    def query_string(self) -> dict[str, str]:
+        """The filters as URL parameters (for the next-page link)."""
+        pairs = {
+            "status": self.status,
+            "tool": self.tool,
+            "approver": self.approver,
+            "since": self.since.isoformat() if self.since else None,
+            "until": self.until.isoformat() if self.until else None,
+        }
+        return {k: v for k, v in pairs.items() if v}
+
+
+def parse_day(text: str | None) -> date | None:
+    """A YYYY-MM-DD day, or None when empty; ValueError when malformed."""
+    return date.fromisoformat(text) if text else None
+
+
+def _encode(request: ApprovalRequest) -> str:
+    raw = json.dumps([request.created_at.isoformat(), request.id]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode(cursor: str) -> tuple[datetime, str] | None:
+    try:
+        created, rid = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        return datetime.fromisoformat(created), str(rid)
+    except (ValueError, TypeError):
+        return None
+
+
+def search(
+    session: Session, filters: Filters, *, limit: int = 50, cursor: str | None = None
+) -> tuple[list[ApprovalRequest], str | None]:
+    """Requests matching `filters`, newest first, and the cursor of the next page."""
+    query = select(ApprovalRequest)
+    if filters.status in {s.value for s in RequestStatus}:
+        query = query.where(ApprovalRequest.status == filters.status)
+    if filters.tool:
+        query = query.where(col(ApprovalRequest.tool).contains(filters.tool, autoescape=True))
+    if filters.approver:
+        voted = exists().where(
+            and_(
+                col(Decision.request_id) == col(ApprovalRequest.id),
+                col(Decision.approver) == filters.approver,
+            )
+        )
+        query = query.where(or_(voted, col(ApprovalRequest.decided_by) == filters.approver))
+    if filters.since:
+        start = datetime.combine(filters.since, time.min, tzinfo=UTC)
+        query = query.where(col(ApprovalRequest.created_at) >= start)
+    if filters.until:
+        end = datetime.combine(filters.until + timedelta(days=1), time.min, tzinfo=UTC)
+        query = query.where(col(ApprovalRequest.created_at) < end)
+    position = _decode(cursor) if cursor else None
+    if position is not None:
+        created, rid = position
+        query = query.where(
+            or_(
+                col(ApprovalRequest.created_at) < created,
+                and_(col(ApprovalRequest.created_at) == created, col(ApprovalRequest.id) < rid),
+            )
+        )
+    query = query.order_by(col(ApprovalRequest.created_at).desc(), col(ApprovalRequest.id).desc())
+    rows = list(session.exec(query.limit(limit + 1)).all())
+    next_cursor = _encode(rows[limit - 1]) if len(rows) > limit else None
+    return rows[:limit], next_cursor
+
+
+def pending(session: Session, limit: int = 500) -> list[ApprovalRequest]:
+    """The pending queue, newest first."""
+    rows = session.exec(
+        select(ApprovalRequest)
+        .where(ApprovalRequest.status == RequestStatus.PENDING)
+        .order_by(col(ApprovalRequest.created_at).desc(), col(ApprovalRequest.id).desc())
+        .limit(limit)
+    ).all()
+    return list(rows)

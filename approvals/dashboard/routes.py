@@ -1,0 +1,398 @@
+"""Dashboard pages: sign-in, the live queue, history and request details.
+
+Server-rendered HTML (Jinja2) with a little plain JavaScript (static/app.js)
+that keeps the queue live over `WS /api/v1/events`. Decisions go through
+`lifecycle.decide(..., channel="dashboard")`: the same rules as every channel.
+"""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Depends, Form, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from fastapi.templating import Jinja2Templates
+from sqlalchemy.engine import Engine
+
+from approvals import lifecycle
+from approvals.api.deps import EngineDep
+from approvals.api.errors import ApiError, error_body
+from approvals.dashboard import history
+from approvals.dashboard.auth import (
+    CSRF_HEADER,
+    DASHBOARD_ROLES,
+    LOGIN_COOKIE,
+    SESSION_COOKIE,
+    DashboardSession,
+    Signer,
+    load_session,
+)
+from approvals.dashboard.present import (
+    STATUS_LABELS,
+    age,
+    countdown,
+    stamp,
+    view,
+)
+from approvals.dashboard.timeline import timeline
+from approvals.db import session_scope
+from approvals.events import attach_hub
+from approvals.models import RequestStatus
+from approvals.tokens import authenticate
+
+HERE = Path(__file__).resolve().parent
+templates = Jinja2Templates(directory=HERE / "templates")
+templates.env.globals.update(age=age, countdown=countdown, stamp=stamp)
+
+router = APIRouter(include_in_schema=False)
+
+# Pages allow only our own scripts, styles and same-origin connections (the websocket).
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'; "
+        "object-src 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "same-origin",
+    "Cache-Control": "no-store",
+}
+
+
+class SignInRequired(Exception):
+    """Raised by page dependencies; answered with a redirect to the sign-in page."""
+
+    def __init__(self, next_path: str) -> None:
+        super().__init__(next_path)
+        self.next_path = next_path
+
+
+def signin_redirect(_: Request, exc: Exception) -> Response:
+    assert isinstance(exc, SignInRequired)
+    target = "/login"
+    if exc.next_path not in ("", "/"):
+        target += "?" + urlencode({"next": exc.next_path})
+    return RedirectResponse(target, status_code=303)
+
+
+def _signer(request: Request) -> Signer:
+    signer: Signer = request.app.state.signer
+    return signer
+
+
+def _optional_person(request: Request, engine: EngineDep) -> DashboardSession | None:
+    return load_session(request, engine, _signer(request))
+
+
+def _person(
+    request: Request, person: Annotated[DashboardSession | None, Depends(_optional_person)]
+) -> DashboardSession:
+    if person is None:
+        path = request.url.path
+        if request.url.query:
+            path += "?" + request.url.query
+        raise SignInRequired(path)
+    return person
+
+
+def _fragment_person(
+    person: Annotated[DashboardSession | None, Depends(_optional_person)],
+) -> DashboardSession:
+    if person is None:
+        raise ApiError(401, "signed_out", "sign in again")
+    return person
+
+
+PersonDep = Annotated[DashboardSession, Depends(_person)]
+FragmentPersonDep = Annotated[DashboardSession, Depends(_fragment_person)]
+MaybePersonDep = Annotated[DashboardSession | None, Depends(_optional_person)]
+
+
+def _page(
+    request: Request, name: str, context: dict[str, Any], *, status_code: int = 200
+) -> HTMLResponse:
+    response = templates.TemplateResponse(request, name, context, status_code=status_code)
+    response.headers.update(SECURITY_HEADERS)
+    return response
+
+
+def _safe_next(value: str | None) -> str:
+    """Only same-site paths: never an open redirect."""
+    if value and value.startswith("/") and not value.startswith("//") and "\\" not in value:
+        return value
+    return "/"
+
+
+def _secure(request: Request) -> bool:
+    return request.url.scheme == "https"
+
+
+# --- sign in / out -----------------------------------------------------------------------
+
+
+@router.get("/login")
+def login_page(request: Request, person: MaybePersonDep, next: str = "/") -> Response:
+    if person is not None:
+        return RedirectResponse(_safe_next(next), status_code=303)
+    return _login_form(request, next_path=_safe_next(next))
+
+
+def _login_form(
+    request: Request, *, next_path: str, error: str | None = None, status_code: int = 200
+) -> Response:
+    nonce = request.cookies.get(LOGIN_COOKIE) or secrets.token_urlsafe(16)
+    response = _page(
+        request,
+        "login.html",
+        {
+            "person": None,
+            "page": "login",
+            "csrf": _signer(request).login_csrf_for(nonce),
+            "next_path": next_path,
+            "error": error,
+        },
+        status_code=status_code,
+    )
+    response.set_cookie(
+        LOGIN_COOKIE, nonce, max_age=3600, httponly=True, samesite="strict",
+        secure=_secure(request), path="/login",
+    )  # fmt: skip
+    return response
+
+
+@router.post("/login")
+def login(
+    request: Request,
+    engine: EngineDep,
+    token: Annotated[str, Form(max_length=512)] = "",
+    csrf_token: Annotated[str, Form(max_length=256)] = "",
+    next: Annotated[str, Form(max_length=2000)] = "/",
+) -> Response:
+    signer = _signer(request)
+    next_path = _safe_next(next)
+    if not signer.check_login_csrf(request.cookies.get(LOGIN_COOKIE), csrf_token):
+        return _login_form(
+            request,
+            next_path=next_path,
+            error="The sign-in form expired. Please try again.",
+            status_code=403,
+        )
+    with session_scope(engine) as session:
+        row = authenticate(session, token.strip())
+    if row is None:
+        return _login_form(
+            request, next_path=next_path, error="That token is not valid.", status_code=401
+        )
+    if row.role not in DASHBOARD_ROLES:
+        return _login_form(
+            request,
+            next_path=next_path,
+            error=f"A {row.role} token cannot sign in to the dashboard; use an approver, "
+            "auditor or admin token.",
+            status_code=403,
+        )
+    assert row.id is not None
+    response = RedirectResponse(next_path, status_code=303)
+    response.set_cookie(
+        SESSION_COOKIE, signer.issue(row.id), max_age=int(signer.lifetime_seconds),
+        httponly=True, samesite="strict", secure=_secure(request), path="/",
+    )  # fmt: skip
+    response.delete_cookie(LOGIN_COOKIE, path="/login")
+    return response
+
+
+@router.post("/logout")
+def logout(
+    request: Request,
+    person: MaybePersonDep,
+    csrf_token: Annotated[str, Form(max_length=256)] = "",
+) -> Response:
+    if person is not None and not _signer(request).check_csrf(person.nonce, csrf_token):
+        return _csrf_refused(request, wants_json=False)
+    response = RedirectResponse("/login", status_code=303)
+    response.delete_cookie(SESSION_COOKIE, path="/")
+    return response
+
+
+def _csrf_refused(request: Request, *, wants_json: bool) -> Response:
+    message = "the request did not carry this page's CSRF token; reload the page and try again"
+    if wants_json:
+        return JSONResponse(error_body("csrf_failed", message), status_code=403)
+    return _page(
+        request,
+        "error.html",
+        {"person": None, "page": "error", "title": "Refused", "message": message},
+        status_code=403,
+    )
+
+
+# --- the queue -----------------------------------------------------------------------------
+
+
+def _queue_items(engine: Engine, person: DashboardSession) -> list[Any]:
+    with session_scope(engine) as session:
+        return [view(session, r, person) for r in history.pending(session)]
+
+
+@router.get("/")
+def queue_page(request: Request, engine: EngineDep, person: PersonDep) -> Response:
+    items = _queue_items(engine, person)
+    return _page(request, "queue.html", {"person": person, "page": "queue", "items": items})
+
+
+@router.get("/partials/queue")
+def queue_fragment(request: Request, engine: EngineDep, person: FragmentPersonDep) -> Response:
+    """The queue's items, for a client resyncing after (re)connecting."""
+    items = _queue_items(engine, person)
+    return _page(request, "_queue_items.html", {"person": person, "items": items})
+
+
+@router.get("/partials/requests/{request_id}")
+def item_fragment(
+    request: Request, request_id: str, engine: EngineDep, person: FragmentPersonDep
+) -> Response:
+    """One queue item, for a client told about a new or changed request."""
+    with session_scope(engine) as session:
+        try:
+            item = view(session, lifecycle.get_request(session, request_id), person)
+        except lifecycle.NotFound:
+            return JSONResponse(error_body("not_found", "no such request"), status_code=404)
+    return _page(request, "_item.html", {"person": person, "item": item})
+
+
+@router.post("/requests/{request_id}/decide")
+async def decide(request: Request, request_id: str, engine: EngineDep) -> Response:
+    """Approve or reject from the dashboard (CSRF-checked; same rules as the API)."""
+    wants_json = "application/json" in request.headers.get("accept", "")
+    signer = _signer(request)
+    form = await request.form()
+    person = await run_in_threadpool(load_session, request, engine, signer)
+    if person is None:
+        if wants_json:
+            return JSONResponse(error_body("signed_out", "sign in again"), status_code=401)
+        raise SignInRequired("/")
+    presented = request.headers.get(CSRF_HEADER) or form.get("csrf_token")
+    if not signer.check_csrf(person.nonce, presented if isinstance(presented, str) else None):
+        return _csrf_refused(request, wants_json=wants_json)
+    decision = form.get("decision")
+    comment = form.get("comment")
+    comment_text = comment.strip() if isinstance(comment, str) else ""
+    next_value = form.get("next")
+    next_path = _safe_next(next_value if isinstance(next_value, str) else None)
+
+    def run() -> Any:
+        with session_scope(engine) as session:
+            attach_hub(session, request.app.state.hub)
+            if not person.may_decide_at_all:
+                raise lifecycle.Forbidden(
+                    f"a token with role {person.role} cannot decide requests",
+                    code="forbidden",
+                )
+            result = lifecycle.decide(
+                session,
+                request_id,
+                approver=person.name,
+                decision=str(decision),
+                comment=comment_text[:4000] or None,
+                channel="dashboard",
+            )
+            return lifecycle.public(session, result.request)
+
+    try:
+        public = await run_in_threadpool(run)
+    except lifecycle.LifecycleError as exc:
+        if wants_json:
+            return JSONResponse(error_body(exc.code, exc.message), status_code=exc.status)
+        return _page(
+            request,
+            "error.html",
+            {"person": person, "page": "error", "title": "Not recorded", "message": exc.message,
+             "back": next_path},
+            status_code=exc.status,
+        )  # fmt: skip
+    if wants_json:
+        return JSONResponse({"request": public.model_dump(mode="json")})
+    return RedirectResponse(next_path, status_code=303)
+
+
+# --- history and details ----------------------------------------------------------------
+
+
+@router.get("/history")
+def history_page(
+    request: Request,
+    engine: EngineDep,
+    person: PersonDep,
+    status: str = "",
+    tool: str = "",
+    approver: str = "",
+    since: str = "",
+    until: str = "",
+    cursor: str = "",
+) -> Response:
+    error = None
+    try:
+        since_day, until_day = history.parse_day(since), history.parse_day(until)
+    except ValueError:
+        since_day = until_day = None
+        error = "Dates must look like 2026-01-31."
+    filters = history.Filters(
+        status=status if status in STATUS_LABELS else None,
+        tool=tool.strip()[:255] or None,
+        approver=approver.strip()[:255] or None,
+        since=since_day,
+        until=until_day,
+    )
+    with session_scope(engine) as session:
+        rows, next_cursor = history.search(session, filters, cursor=cursor or None)
+        items = [view(session, r, person) for r in rows]
+    next_url = None
+    if next_cursor:
+        next_url = "/history?" + urlencode({**filters.query_string(), "cursor": next_cursor})
+    return _page(
+        request,
+        "history.html",
+        {
+            "person": person,
+            "page": "history",
+            "items": items,
+            "filters": filters,
+            "statuses": list(STATUS_LABELS.items()),
+            "next_url": next_url,
+            "error": error,
+        },
+    )
+
+
+@router.get("/requests/{request_id}")
+def detail_page(
+    request: Request, request_id: str, engine: EngineDep, person: PersonDep
+) -> Response:
+    with session_scope(engine) as session:
+        try:
+            item = view(session, lifecycle.get_request(session, request_id), person)
+        except lifecycle.NotFound:
+            return _page(
+                request,
+                "error.html",
+                {"person": person, "page": "error", "title": "Not found",
+                 "message": f"There is no request {request_id}.", "back": "/history"},
+                status_code=404,
+            )  # fmt: skip
+        entries = timeline(session, item.r)
+    return _page(
+        request,
+        "detail.html",
+        {
+            "person": person,
+            "page": "detail",
+            "item": item,
+            "timeline": entries,
+            "pending": item.r.status == RequestStatus.PENDING,
+        },
+    )
