@@ -53,6 +53,13 @@ def _tune_sqlite(engine: Engine) -> None:
 
 
 @contextmanager
+def read_session(engine: Engine) -> Iterator[Session]:
+    """A session for reads only: on SQLite it reads a snapshot without the write lock."""
+    with Session(engine.execution_options(signoff_read_only=True)) as session:
+        yield session
+
+
+@contextmanager
 def session_scope(engine: Engine) -> Iterator[Session]:
     """A session that is closed (and rolled back if uncommitted) on exit."""
     with Session(engine, expire_on_commit=False) as session:

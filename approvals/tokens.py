@@ -5,9 +5,12 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
+import time
 
+from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
+from approvals.db import read_session
 from approvals.lifecycle import LifecycleError
 from approvals.models import ApiToken, Role, utcnow
 
@@ -52,3 +55,33 @@ def authenticate(session: Session, token: str) -> ApiToken | None:
             ApiToken.token_hash == hash_token(token), col(ApiToken.revoked_at).is_(None)
         )
     ).first()
+
+
+class TokenCache:
+    """Remembers valid tokens for `ttl` seconds so API calls need not read the table each time.
+
+    Only valid tokens are kept (a flood of bad ones cannot grow it); revoking a
+    token therefore takes effect within `ttl` seconds.
+    """
+
+    def __init__(self, ttl: float = 5.0, max_entries: int = 4096) -> None:
+        self.ttl = ttl
+        self.max_entries = max_entries
+        self._entries: dict[str, tuple[float, str, str]] = {}
+
+    def lookup(self, engine: Engine, token: str) -> tuple[str, str] | None:
+        """(name, role) of a live token, or None."""
+        key = hash_token(token)
+        now = time.monotonic()
+        hit = self._entries.get(key)
+        if hit is not None and hit[0] > now:
+            return hit[1], hit[2]
+        with read_session(engine) as session:
+            row = authenticate(session, token)
+        if row is None:
+            self._entries.pop(key, None)
+            return None
+        if len(self._entries) >= self.max_entries:
+            self._entries.clear()
+        self._entries[key] = (now + self.ttl, row.name, row.role)
+        return row.name, row.role

@@ -5,8 +5,10 @@ An agent (the official `mcp` client) calls the `echo` tool of the real
 holds every call for alice's approval. Alice learns of each request over the
 service's websocket and approves it with `POST /requests/{id}/decisions`. The
 figure is the time from sending that POST to the agent's tools/call returning:
-the service commits, pushes the decision, the gateway confirms it with a GET,
-claims the approval, forwards the call and reports its outcome.
+the service commits, pushes the decision, the gateway claims the approval (the
+service accepts the claim only for an approved request, so it is the
+confirmation), forwards the call and returns its result; the outcome is
+reported afterwards.
 
 Runs twice: with the gateway's websocket (push), and through a proxy that
 refuses websocket upgrades (the long-poll fallback). Prints the figures and
@@ -183,8 +185,9 @@ def main(argv: list[str] | None = None) -> int:
             "service on SQLite (WAL), gateway over stdio in\n"
             "  front of @modelcontextprotocol/server-everything `echo`; timed from sending the\n"
             "  approve POST to the agent's tools/call returning (decision-to-resume). In between:\n"
-            "  the service commits and pushes the decision; the gateway confirms it with a GET,\n"
-            "  claims the approval, forwards the call and records its outcome.\n"
+            "  the service commits and pushes the decision; the gateway claims the approval (the\n"
+            "  service's check that it is approved), forwards the call and returns the result,\n"
+            "  then reports the outcome.\n"
             "- mode `push`: the gateway's websocket; `long-poll`: the gateway behind a proxy that\n"
             "  refuses websocket upgrades, so it long-polls `GET /requests/{id}/wait`\n"
             "- last columns: p50 of the approve POST's own answer, and of the decision event\n"

@@ -7,9 +7,10 @@ returns the `CallToolResult` the agent should see.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -93,6 +94,7 @@ class ApprovalGate:
         self.decisions = decisions
         self.hold_seconds = hold_seconds
         self.limiter = RateLimiter()
+        self._pending_reports: set[asyncio.Task[None]] = set()
         self._agent = agent
         # Without --agent the grant is the token; rate limits key on a digest of
         # it so no secret sits in memory twice, and no network call is needed.
@@ -214,25 +216,37 @@ class ApprovalGate:
             )
         )
         hold = approval.hold_seconds if approval.hold_seconds is not None else self.hold_seconds
-        request = await self._hold(request, hold, progress)
+        request, claimed = await self._hold(request, hold, progress)
         if request.pending:
             return error_result(messages.pending(request, self.service.base_url))
         if not request.allowed:
             return error_result(messages.refused(request))
+        if not claimed:
+            refusal = await self._claim(request)
+            if refusal is not None:
+                return refusal
+        result = await forward()
+        # The agent gets its result now; the outcome is recorded behind its back.
+        self._background(self._report(request, result))
+        return result
+
+    async def _claim(self, request: ApprovalRequestView) -> CallToolResult | None:
+        """Use the approval for this execution; a tool error when another call used it."""
         try:
             await self.service.claim(request.id)
         except ServiceRefused as exc:
             if exc.code == "already_claimed":
                 return error_result(messages.approval_used(request))
             raise ServiceUnavailable(str(exc)) from exc
-        result = await forward()
-        await self._report(request, result)
-        return result
+        return None
 
     async def _hold(
         self, request: ApprovalRequestView, hold: float, progress: ProgressFn | None
-    ) -> ApprovalRequestView:
-        """Wait in-band for a decision for at most `hold` seconds, with progress heartbeats."""
+    ) -> tuple[ApprovalRequestView, bool]:
+        """Wait in-band for a decision for at most `hold` seconds, with progress heartbeats.
+
+        Returns the request and whether this call already claimed its approval.
+        """
         start = anyio.current_time()
         while request.pending:
             elapsed = anyio.current_time() - start
@@ -247,12 +261,30 @@ class ApprovalGate:
                 )
             step = min(remaining, PROGRESS_INTERVAL_SECONDS)
             if self.decisions is not None and self.decisions.connected:
-                # The pushed event only wakes us; the GET is what we act on.
-                await self.decisions.wait_for(request.id, step)
+                event = await self.decisions.wait_for(request.id, step)
+                if event is not None and event.get("status") == "approved":
+                    # An event alone never runs a call, but the claim is checked by the
+                    # service: it succeeds only if the request really allows the call.
+                    try:
+                        return await self.service.claim(request.id), True
+                    except ServiceRefused:
+                        pass  # not approved after all, or already used: re-read below
                 request = await self.service.get(request.id)
             else:
                 request = await self.service.wait(request.id, step)
-        return request
+        return request, False
+
+    async def drain(self, timeout: float = 2.0) -> None:
+        """Give outcome reports still in flight up to `timeout` seconds (on shutdown)."""
+        if self._pending_reports:
+            with anyio.move_on_after(timeout):
+                await asyncio.gather(*self._pending_reports, return_exceptions=True)
+
+    def _background(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        # The loop only keeps weak references to tasks.
+        self._pending_reports.add(task)
+        task.add_done_callback(self._pending_reports.discard)
 
     async def _report(self, request: ApprovalRequestView, result: CallToolResult) -> None:
         # The call already ran: a failure to record its outcome must not hide the result.

@@ -11,11 +11,11 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from approvals.api.errors import ApiError
-from approvals.db import session_scope
+from approvals.db import read_session, session_scope
 from approvals.events import EventHub, attach_hub
 from approvals.models import Role
 from approvals.settings import Settings
-from approvals.tokens import authenticate
+from approvals.tokens import TokenCache
 
 
 @dataclass(frozen=True)
@@ -54,6 +54,15 @@ def get_session(engine: EngineDep, hub: HubDep) -> Iterator[Session]:
 
 SessionDep = Annotated[Session, Depends(get_session)]
 
+
+def get_read_session(engine: EngineDep) -> Iterator[Session]:
+    with read_session(engine) as session:
+        yield session
+
+
+# For routes that only read: they never wait behind writers for SQLite's write lock.
+ReadSessionDep = Annotated[Session, Depends(get_read_session)]
+
 _UNAUTHENTICATED = {"WWW-Authenticate": "Bearer"}
 
 
@@ -63,12 +72,12 @@ def get_principal(request: Request, engine: EngineDep) -> Principal:
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise ApiError(401, "unauthenticated", "a bearer token is required", _UNAUTHENTICATED)
-    # A short session of its own: a long-poll must not hold a transaction open.
-    with session_scope(engine) as session:
-        row = authenticate(session, token.strip())
-    if row is None:
+    # Its own short session (inside the cache): a long-poll must not hold a transaction open.
+    cache: TokenCache = request.app.state.token_cache
+    found = cache.lookup(engine, token.strip())
+    if found is None:
         raise ApiError(401, "invalid_token", "the bearer token is not valid", _UNAUTHENTICATED)
-    return Principal(name=row.name, role=row.role)
+    return Principal(name=found[0], role=found[1])
 
 
 def require_role(*roles: Role) -> Callable[..., Principal]:

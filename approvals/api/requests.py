@@ -17,10 +17,11 @@ from approvals.api.deps import (
     HubDep,
     ListerDep,
     ReaderDep,
+    ReadSessionDep,
     SessionDep,
     SettingsDep,
 )
-from approvals.db import session_scope
+from approvals.db import read_session
 from approvals.models import RequestStatus
 from approvals.schemas import (
     DecisionCreate,
@@ -63,7 +64,7 @@ def create_request(
 
 @router.get("/requests")
 def list_requests(
-    session: SessionDep,
+    session: ReadSessionDep,
     _: ListerDep,
     status: RequestStatus | None = None,
     tool: Annotated[str | None, Query(max_length=255)] = None,
@@ -78,7 +79,7 @@ def list_requests(
 
 
 @router.get("/requests/{request_id}")
-def get_request(request_id: str, session: SessionDep, _: ReaderDep) -> RequestPublic:
+def get_request(request_id: str, session: ReadSessionDep, _: ReaderDep) -> RequestPublic:
     """One request with its decisions."""
     return lifecycle.public(session, lifecycle.get_request(session, request_id))
 
@@ -97,7 +98,7 @@ async def wait_for_decision(
     deadline = loop.time() + min(timeout, settings.max_wait_seconds)
 
     def load() -> RequestPublic:
-        with session_scope(engine) as session:
+        with read_session(engine) as session:
             return lifecycle.public(session, lifecycle.get_request(session, request_id))
 
     while True:

@@ -120,6 +120,7 @@ def _gateway(args: argparse.Namespace) -> int:
         finally:
             # Send what is queued, briefly; shutdown never waits on a down service.
             with anyio.move_on_after(3, shield=True):
+                await gate.drain(timeout=2)
                 await audit.aclose(timeout=2)
             await decisions.aclose()
             await service.aclose()

@@ -42,6 +42,7 @@ class CountingClient(ServiceClient):
         super().__init__(base_url, token)
         self.waits = 0
         self.gets = 0
+        self.claims = 0
 
     async def wait(self, request_id: str, timeout: float) -> ApprovalRequestView:
         self.waits += 1
@@ -50,6 +51,10 @@ class CountingClient(ServiceClient):
     async def get(self, request_id: str) -> ApprovalRequestView:
         self.gets += 1
         return await super().get(request_id)
+
+    async def claim(self, request_id: str) -> ApprovalRequestView:
+        self.claims += 1
+        return await super().claim(request_id)
 
 
 @pytest.fixture(scope="module")
@@ -139,7 +144,8 @@ async def test_the_gate_resumes_by_push_without_long_polling(
             await alice.post(f"/requests/{request}/decisions", json={"decision": "approve"})
     [result] = results
     assert not result.is_error and text_of(result) == "deployed"
-    assert client.waits == 0 and client.gets >= 1
+    # Pushed, then confirmed by the service accepting the claim: no polling, no extra GET.
+    assert (client.waits, client.gets, client.claims) == (0, 0, 1)
     assert finished - decided < 0.2
     await client.aclose()
 
