@@ -19,11 +19,8 @@ from approvals.audit import api as audit_api
 from approvals.db import make_engine
 from approvals.events import EventHub
 from approvals.settings import Settings, get_settings
-from approvals.slack.runtime import install as install_slack
 from approvals.sweeper import run_sweeper
 from approvals.tokens import TokenCache
-from gateway_plugin.policy import load_policy
-from gateway_plugin.policy_reload import watch_policy
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -38,39 +35,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         sweeper = asyncio.create_task(
             run_sweeper(engine, hub, settings.sweep_interval_seconds), name="signoff-sweeper"
         )
-        background = [sweeper]
-        if settings.policy:  # edits to the policy file apply without a restart
-            background.append(
-                asyncio.create_task(
-                    watch_policy(settings.policy, lambda p: setattr(app.state, "policy", p)),
-                    name="signoff-policy-watch",
-                )
-            )
-        await slack.start()
         try:
             yield
         finally:
-            await slack.stop()
-            for task in background:
-                task.cancel()
-            for task in background:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweeper
             engine.dispose()
 
     app = FastAPI(title="Signoff", version="0.1.0", lifespan=lifespan)
     app.state.settings = settings
     app.state.engine = engine
     app.state.hub = hub
-    # Approvers' Slack ids and groups' channels (validated by `signoff serve` at start).
-    app.state.policy = load_policy(settings.policy) if settings.policy else None
     app.state.token_cache = TokenCache()
     install_error_handlers(app)
     app.include_router(requests_api.router)
     app.include_router(audit_api.router)
     app.include_router(events_api.router)
     dashboard.install(app, settings)
-    slack = install_slack(app, settings, engine, hub)
 
     @app.get("/healthz")
     def healthz(engine: EngineDep) -> dict[str, str]:
