@@ -8,6 +8,7 @@ from datetime import datetime
 
 from sqlalchemy import and_, or_
 from sqlmodel import Session, col, select
+from sqlmodel.sql.expression import SelectOfScalar
 
 from approvals.lifecycle import LifecycleError
 from approvals.models import ApprovalRequest, RequestStatus
@@ -35,7 +36,7 @@ def list_requests(
     limit: int = 50,
     cursor: str | None = None,
 ) -> tuple[list[ApprovalRequest], str | None]:
-    """Requests newest first, with the cursor of the next page (None on the last)."""
+    """Requests newest first, filtered, with the cursor of the next page (None on the last)."""
     query = select(ApprovalRequest)
     if status is not None:
         if status not in {s.value for s in RequestStatus}:
@@ -44,6 +45,17 @@ def list_requests(
         query = query.where(ApprovalRequest.status == status)
     if tool is not None:
         query = query.where(ApprovalRequest.tool == tool)
+    return page_newest_first(session, query, limit=limit, cursor=cursor)
+
+
+def page_newest_first(
+    session: Session,
+    query: SelectOfScalar[ApprovalRequest],
+    *,
+    limit: int,
+    cursor: str | None,
+) -> tuple[list[ApprovalRequest], str | None]:
+    """One page of `query` newest first, and the cursor of the next page (None on the last)."""
     if cursor is not None:
         created, rid = _decode_cursor(cursor)
         query = query.where(

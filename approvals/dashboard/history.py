@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import base64
-import json
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 
 from sqlalchemy import and_, exists, or_
 from sqlmodel import Session, col, select
 
+from approvals.lifecycle import LifecycleError
 from approvals.models import ApprovalRequest, Decision, RequestStatus
+from approvals.queries import page_newest_first
 
 
 @dataclass(frozen=True)
@@ -38,19 +38,6 @@ def parse_day(text: str | None) -> date | None:
     return date.fromisoformat(text) if text else None
 
 
-def _encode(request: ApprovalRequest) -> str:
-    raw = json.dumps([request.created_at.isoformat(), request.id]).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def _decode(cursor: str) -> tuple[datetime, str] | None:
-    try:
-        created, rid = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        return datetime.fromisoformat(created), str(rid)
-    except (ValueError, TypeError):
-        return None
-
-
 def search(
     session: Session, filters: Filters, *, limit: int = 50, cursor: str | None = None
 ) -> tuple[list[ApprovalRequest], str | None]:
@@ -74,19 +61,11 @@ def search(
     if filters.until:
         end = datetime.combine(filters.until + timedelta(days=1), time.min, tzinfo=UTC)
         query = query.where(col(ApprovalRequest.created_at) < end)
-    position = _decode(cursor) if cursor else None
-    if position is not None:
-        created, rid = position
-        query = query.where(
-            or_(
-                col(ApprovalRequest.created_at) < created,
-                and_(col(ApprovalRequest.created_at) == created, col(ApprovalRequest.id) < rid),
-            )
-        )
-    query = query.order_by(col(ApprovalRequest.created_at).desc(), col(ApprovalRequest.id).desc())
-    rows = list(session.exec(query.limit(limit + 1)).all())
-    next_cursor = _encode(rows[limit - 1]) if len(rows) > limit else None
-    return rows[:limit], next_cursor
+    try:
+        return page_newest_first(session, query, limit=limit, cursor=cursor)
+    except LifecycleError:
+        # A mangled link: start from the newest rather than show an error page.
+        return page_newest_first(session, query, limit=limit, cursor=None)
 
 
 def pending(session: Session, limit: int = 500) -> list[ApprovalRequest]:
