@@ -15,7 +15,7 @@ PORT ?= 8000
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[test,dev]"
+	$(BIN)/python -m pip install --quiet -e ".[test,dev,fastmcp,contextforge,postgres]"
 	touch $(STAMP)
 
 # The real MCP servers the tests and benchmarks run, in a git-ignored folder.
@@ -43,6 +43,9 @@ bench: $(STAMP) $(MCP_SERVERS)
 	$(BIN)/python bench/decision_latency.py
 	$(BIN)/python bench/dashboard_fanout.py
 	$(BIN)/python bench/audit_export.py
+	$(BIN)/python bench/conformance_compare.py --record
+	$(BIN)/python bench/slack_ack.py
+	$(BIN)/python bench/store_throughput.py
 
 # Refresh docs/dashboard.png (needs /usr/bin/chromium).
 screenshot: $(STAMP)

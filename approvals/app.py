@@ -12,15 +12,20 @@ from sqlalchemy import text
 
 from approvals import dashboard
 from approvals.api import events as events_api
+from approvals.api import interceptors as interceptors_api
 from approvals.api import requests as requests_api
 from approvals.api.deps import EngineDep
 from approvals.api.errors import install_error_handlers
 from approvals.audit import api as audit_api
 from approvals.db import make_engine
 from approvals.events import EventHub
+from approvals.fanout import PgFanout
 from approvals.settings import Settings, get_settings
+from approvals.slack.runtime import install as install_slack
 from approvals.sweeper import run_sweeper
 from approvals.tokens import TokenCache
+from gateway_plugin.policy import load_policy
+from gateway_plugin.policy_reload import watch_policy
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -28,6 +33,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     engine = make_engine(settings.database_url)
     hub = EventHub(queue_size=settings.ws_queue_size)
+    # Several replicas on one PostgreSQL hear each other's events through LISTEN/NOTIFY.
+    fanout = PgFanout(engine, hub) if engine.dialect.name == "postgresql" else None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -35,24 +42,45 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         sweeper = asyncio.create_task(
             run_sweeper(engine, hub, settings.sweep_interval_seconds), name="signoff-sweeper"
         )
+        background = [sweeper]
+        if fanout is not None:
+            background.append(asyncio.create_task(fanout.run(), name="signoff-fanout"))
+            with contextlib.suppress(TimeoutError):  # serve anyway; it keeps retrying
+                await asyncio.wait_for(fanout.listening.wait(), 10)
+        if settings.policy:  # edits to the policy file apply without a restart
+            background.append(
+                asyncio.create_task(
+                    watch_policy(settings.policy, lambda p: setattr(app.state, "policy", p)),
+                    name="signoff-policy-watch",
+                )
+            )
+        await slack.start()
         try:
             yield
         finally:
-            sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sweeper
+            await slack.stop()
+            for task in background:
+                task.cancel()
+            for task in background:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             engine.dispose()
 
     app = FastAPI(title="Signoff", version="0.1.0", lifespan=lifespan)
     app.state.settings = settings
     app.state.engine = engine
     app.state.hub = hub
+    app.state.fanout = fanout
+    # Approvers' Slack ids and groups' channels (validated by `signoff serve` at start).
+    app.state.policy = load_policy(settings.policy) if settings.policy else None
     app.state.token_cache = TokenCache()
     install_error_handlers(app)
     app.include_router(requests_api.router)
     app.include_router(audit_api.router)
     app.include_router(events_api.router)
+    app.include_router(interceptors_api.router)
     dashboard.install(app, settings)
+    slack = install_slack(app, settings, engine, hub)
 
     @app.get("/healthz")
     def healthz(engine: EngineDep) -> dict[str, str]:

@@ -16,8 +16,22 @@ def is_sqlite(url: str) -> bool:
     return url.startswith("sqlite")
 
 
+def is_postgresql(url: str) -> bool:
+    """True when the URL names a PostgreSQL database."""
+    return url.startswith(("postgresql", "postgres:"))
+
+
+def normalize_url(url: str) -> str:
+    """Plain `postgresql://` (or `postgres://`) URLs use psycopg 3, the `postgres` extra."""
+    for plain in ("postgresql://", "postgres://"):
+        if url.startswith(plain):
+            return "postgresql+psycopg://" + url[len(plain) :]
+    return url
+
+
 def make_engine(url: str) -> Engine:
     """Create the engine for `url`, tuned for concurrent use by the service."""
+    url = normalize_url(url)
     if is_sqlite(url):
         engine = create_engine(
             url,
@@ -27,7 +41,16 @@ def make_engine(url: str) -> Engine:
         )
         _tune_sqlite(engine)
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=20, max_overflow=20)
+    # PostgreSQL: READ COMMITTED; state changes are compare-and-set on `version`
+    # (lifecycle._transition) and the audit head is locked with FOR UPDATE, so no
+    # stricter level (and no serialization retries) is needed.
+    return create_engine(
+        url,
+        isolation_level="READ COMMITTED",
+        pool_pre_ping=True,
+        pool_size=20,
+        max_overflow=20,
+    )
 
 
 def _tune_sqlite(engine: Engine) -> None:

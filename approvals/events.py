@@ -16,6 +16,7 @@ import asyncio
 import json
 import threading
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
@@ -40,6 +41,9 @@ class Event:
     request_id: str
     request: dict[str, Any]
     at: datetime = field(default_factory=utcnow)
+    # True when another replica made the change (delivered here by approvals.fanout):
+    # side effects that must happen once per change (Slack posts) belong to the origin.
+    remote: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -86,6 +90,9 @@ class EventHub:
         self.queue_size = queue_size
         # Touched only on the hub's loop, so no lock is needed.
         self._subscribers: set[Subscriber] = set()
+        # Set by approvals.fanout on PostgreSQL: called with a session's events just
+        # before it commits, in its transaction (to NOTIFY the other replicas).
+        self.relay: Callable[[OrmSession, list[Event]], None] | None = None
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         """Attach the hub to the event loop its subscribers run on."""
@@ -124,6 +131,12 @@ class EventHub:
     def unsubscribe(self, sub: Subscriber) -> None:
         self._subscribers.discard(sub)
 
+    def drop_subscribers(self) -> None:
+        """Tell every subscriber it may have missed events (it resyncs); on the hub's loop."""
+        for sub in list(self._subscribers):
+            sub.dropped.set()
+        self._subscribers.clear()
+
     @property
     def subscriber_count(self) -> int:
         return len(self._subscribers)
@@ -155,6 +168,14 @@ def attach_hub(session: OrmSession, hub: EventHub | None) -> None:
 def emit(session: OrmSession, evt: Event) -> None:
     """Queue `evt` for publication when `session` commits."""
     session.info.setdefault(_PENDING_KEY, []).append(evt)
+
+
+@event.listens_for(OrmSession, "before_commit")
+def _relay_pending(session: OrmSession) -> None:
+    pending: list[Event] = session.info.get(_PENDING_KEY, [])
+    hub: EventHub | None = session.info.get(_HUB_KEY)
+    if pending and hub is not None and hub.relay is not None:
+        hub.relay(session, pending)
 
 
 @event.listens_for(OrmSession, "after_commit")

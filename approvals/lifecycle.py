@@ -413,6 +413,11 @@ def expire_due(session: Session, *, now: datetime | None = None, batch: int = 20
     ).all()
     expired: list[str] = []
     for request in due:
+        # After a Conflict's rollback the rest of the batch reloads as stored now: one
+        # decided or expired meanwhile (another replica's sweeper) must be left alone,
+        # or the compare-and-set, given the fresh version, would expire it again.
+        if request.status != RequestStatus.PENDING:
+            continue
         try:
             _expire(session, request, now)
             session.commit()

@@ -32,6 +32,8 @@ class Settings(BaseSettings):
     slack_signing_secret: str | None = None
     slack_app_token: str | None = None
     slack_api_url: str | None = None
+    # Where cards go for requests whose approver group names no slack_channel.
+    slack_default_channel: str | None = None
 
     def base_url(self) -> str:
         """The URL people use to reach this service."""

@@ -15,7 +15,7 @@ from mcp.server.extension import Extension
 
 from gateway_plugin.gate import ApprovalGate, ToolCall, error_result
 from gateway_plugin.policy import Evaluation
-from gateway_plugin.proxy.context import progress_reporter, session_key
+from gateway_plugin.proxy.context import caller_name, progress_reporter, session_key
 from gateway_plugin.proxy.fastpath import Verdict
 
 
@@ -51,6 +51,8 @@ class SignoffExtension(Extension):
             tool=params.name,
             arguments=params.arguments or {},
             server=self.server,
+            # The agent's own token name under an authenticating HTTP host, else the gate's default.
+            caller=caller_name(ctx) or "",
             session=session_key(ctx),
         )
 

@@ -7,12 +7,25 @@ A test whose real component is missing skips with the reason, except in CI
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pgserver
 import pytest
-from support import ServiceProcess, mcp_server_command
+from support import ServiceProcess, mcp_server_command, require
+
+# The stores a module's `service` runs on: a module opts into both with
+# `STORES = ("sqlite", "postgresql")`; SIGNOFF_TEST_STORE=postgresql moves every
+# other module's service onto PostgreSQL too.
+DEFAULT_STORE = os.environ.get("SIGNOFF_TEST_STORE", "sqlite")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    stores = getattr(metafunc.module, "STORES", None)
+    if stores and "store" in metafunc.fixturenames:
+        metafunc.parametrize("store", stores, indirect=True, scope="module")
 
 
 @pytest.fixture
@@ -20,10 +33,38 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[pgserver.PostgresServer]:
+    """One real PostgreSQL server for the session (or SIGNOFF_TEST_POSTGRES_URL's)."""
+    ok, why = pgserver.available()
+    require(ok, why)
+    server = pgserver.PostgresServer(tmp_path_factory.mktemp("postgres"))
+    server.start()
+    yield server
+    server.stop()
+
+
 @pytest.fixture(scope="module")
-def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
-    """A running service with its own SQLite file, shared by one test module."""
-    proc = ServiceProcess(tmp_path_factory.mktemp("service") / "signoff.db")
+def store(request: pytest.FixtureRequest) -> str:
+    """ "sqlite" or "postgresql": the store this module's service uses."""
+    return str(getattr(request, "param", DEFAULT_STORE))
+
+
+@pytest.fixture(scope="module")
+def database_url(store: str, request: pytest.FixtureRequest) -> str | None:
+    """A fresh PostgreSQL database for this module, or None for SQLite (a file per service)."""
+    if store == "sqlite":
+        return None
+    server: pgserver.PostgresServer = request.getfixturevalue("postgres")
+    return server.database()
+
+
+@pytest.fixture(scope="module")
+def service(
+    tmp_path_factory: pytest.TempPathFactory, database_url: str | None
+) -> Iterator[ServiceProcess]:
+    """A running service with its own database (SQLite file or PostgreSQL), per test module."""
+    proc = ServiceProcess(tmp_path_factory.mktemp("service") / "signoff.db", db_url=database_url)
     proc.start()
     yield proc
     proc.stop()

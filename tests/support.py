@@ -49,9 +49,15 @@ class ServiceProcess:
     """`signoff serve` running in a child process on a free loopback port."""
 
     def __init__(
-        self, db_path: Path, *, sweep_interval: float = 0.2, env: dict[str, str] | None = None
+        self,
+        db_path: Path,
+        *,
+        sweep_interval: float = 0.2,
+        env: dict[str, str] | None = None,
+        db_url: str | None = None,
     ) -> None:
-        self.db_url = f"sqlite:///{db_path}"
+        # `db_path` also names the log file; `db_url` (e.g. PostgreSQL) overrides the store.
+        self.db_url = db_url or f"sqlite:///{db_path}"
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.sweep_interval = sweep_interval

@@ -14,9 +14,10 @@ from gateway_plugin.gate import DEFAULT_HOLD_SECONDS
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     gateway = sub.add_parser(
         "gateway",
-        help="run the MCP gateway in front of an upstream server (stdio)",
+        help="run the MCP gateway in front of an upstream server (stdio or streamable HTTP)",
         description=(
-            "Speaks MCP over stdio to the agent and to the upstream command after '--'. "
+            "Speaks MCP to the agent over stdio (or streamable HTTP with --listen) and to the "
+            "upstream command after '--' (or the server at --upstream-url). "
             "Example: signoff gateway --policy policy.json --service http://127.0.0.1:8000 "
             "--token $TOKEN -- npx @executeautomation/playwright-mcp-server"
         ),
@@ -56,6 +57,32 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         action="store_true",
         help="record allowed calls in the audit log too (denied and rate-limited ones always are)",
     )
+    gateway.add_argument(
+        "--upstream-url",
+        help="reach the upstream server over MCP streamable HTTP at this URL (instead of -- CMD)",
+    )
+    gateway.add_argument(
+        "--upstream-header",
+        action="append",
+        default=[],
+        metavar="'NAME: VALUE'",
+        help="HTTP header sent to --upstream-url (repeatable), e.g. 'Authorization: Bearer ...'",
+    )
+    gateway.add_argument(
+        "--listen",
+        metavar="HOST:PORT",
+        help="serve agents over MCP streamable HTTP at http://HOST:PORT/mcp instead of stdio",
+    )
+    gateway.add_argument(
+        "--agent-auth",
+        choices=("service", "none"),
+        default="service",
+        help=(
+            "with --listen: 'service' (default) makes each agent present its own gateway-role "
+            "token as bearer, checked with the service, whose name is the caller; 'none' admits "
+            "every agent as --agent (only for a single trusted agent)"
+        ),
+    )
     gateway.add_argument("upstream", nargs=argparse.REMAINDER, help="-- CMD ARGS...")
     gateway.set_defaults(handler=_gateway)
 
@@ -64,19 +91,37 @@ def _gateway(args: argparse.Namespace) -> int:
     import anyio
     from mcp.client.stdio import StdioServerParameters
 
+    from gateway_plugin.agent_auth import ServiceAgentAuth
     from gateway_plugin.audit_reporter import AuditReporter
     from gateway_plugin.decision_stream import DecisionStream
     from gateway_plugin.extension import SignoffExtension
     from gateway_plugin.gate import ApprovalGate
     from gateway_plugin.policy import PolicyError, load_policy
     from gateway_plugin.policy_reload import watch_policy
+    from gateway_plugin.proxy.http import run_http_proxy
     from gateway_plugin.proxy.stdio import run_stdio_proxy
+    from gateway_plugin.proxy.transports import (
+        parse_header,
+        stdio_transport,
+        streamable_http_transport,
+    )
     from gateway_plugin.proxy.upstream import UpstreamStartError
     from gateway_plugin.service_client import ServiceClient
 
     command = args.upstream[1:] if args.upstream[:1] == ["--"] else args.upstream
-    if not command:
-        raise CliError("give the upstream server command after '--', e.g. -- npx SERVER")
+    if command and args.upstream_url:
+        raise CliError("give either --upstream-url or a command after '--', not both")
+    if not command and not args.upstream_url:
+        raise CliError(
+            "give the upstream server command after '--' (e.g. -- npx SERVER) or --upstream-url URL"
+        )
+    if args.upstream_url and not args.upstream_url.startswith(("http://", "https://")):
+        raise CliError(f"--upstream-url must be an http:// or https:// URL: {args.upstream_url}")
+    try:
+        headers = dict(parse_header(h) for h in args.upstream_header)
+    except ValueError as exc:
+        raise CliError(f"--upstream-header: {exc}") from exc
+    listen = _parse_listen(args.listen) if args.listen else None
     if not args.token:
         raise CliError("a gateway token is required: pass --token or set SIGNOFF_TOKEN")
     if args.hold < 0:
@@ -88,8 +133,12 @@ def _gateway(args: argparse.Namespace) -> int:
 
     # stdout is the MCP channel; everything human goes to stderr.
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
-    upstream = StdioServerParameters(
-        command=command[0], args=command[1:], env=dict(os.environ), cwd=os.getcwd()
+    params = (
+        StdioServerParameters(
+            command=command[0], args=command[1:], env=dict(os.environ), cwd=os.getcwd()
+        )
+        if command
+        else None
     )
 
     async def run() -> None:
@@ -110,12 +159,34 @@ def _gateway(args: argparse.Namespace) -> int:
             audit_allowed=args.audit_allowed,
         )
         extension = SignoffExtension(gate, server=args.server)
+        agent_auth = (
+            ServiceAgentAuth(args.service)
+            if listen is not None and args.agent_auth == "service"
+            else None
+        )
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(watch_policy, args.policy, gate.replace_policy)
-                await run_stdio_proxy(
-                    upstream, [extension], visible_tool_filter=extension.visible_tools
-                )
+                if listen is not None:
+                    await run_http_proxy(
+                        streamable_http_transport(args.upstream_url, headers)
+                        if params is None
+                        else stdio_transport(params),
+                        [extension],
+                        what=args.upstream_url or repr(command[0]),
+                        host=listen[0],
+                        port=listen[1],
+                        visible_tool_filter=extension.visible_tools,
+                        auth=agent_auth,
+                        on_ready=_announce,
+                    )
+                else:
+                    await run_stdio_proxy(
+                        params or streamable_http_transport(args.upstream_url, headers),
+                        [extension],
+                        visible_tool_filter=extension.visible_tools,
+                        what=args.upstream_url or "",
+                    )
                 tg.cancel_scope.cancel()
         finally:
             # Send what is queued, briefly; shutdown never waits on a down service.
@@ -124,6 +195,8 @@ def _gateway(args: argparse.Namespace) -> int:
                 await audit.aclose(timeout=2)
             await decisions.aclose()
             await service.aclose()
+            if agent_auth is not None:
+                await agent_auth.aclose()
 
     try:
         anyio.run(run)
@@ -139,3 +212,16 @@ def _gateway(args: argparse.Namespace) -> int:
             first = first.exceptions[0]
         raise CliError(str(first)) from group
     return 0
+
+
+def _parse_listen(value: str) -> tuple[str, int]:
+    """`HOST:PORT` (or `[v6]:PORT`, or `:PORT` for 127.0.0.1) -> (host, port)."""
+    host, sep, port = value.rpartition(":")
+    host = host.strip("[]") or "127.0.0.1"
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise CliError(f"--listen must be HOST:PORT, e.g. 127.0.0.1:8765 (got {value!r})")
+    return host, int(port)
+
+
+def _announce(url: str) -> None:
+    print(f"signoff gateway: serving MCP at {url}", file=sys.stderr, flush=True)

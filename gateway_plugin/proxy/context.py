@@ -12,11 +12,12 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from mcp.server.context import ServerRequestContext
 from mcp.server.streamable_http import MCP_SESSION_ID_HEADER
 from mcp.shared.jsonrpc_dispatcher import progress_token_from_params
 
-__all__ = ["ProgressReporter", "ProxyRunState", "progress_reporter", "session_key"]
+__all__ = ["ProgressReporter", "ProxyRunState", "caller_name", "progress_reporter", "session_key"]
 
 ProgressReporter = Callable[[float, float | None, str | None], Awaitable[None]]
 """`await report(progress, total, message)` sends one `notifications/progress` to the agent."""
@@ -66,3 +67,16 @@ def session_key(ctx: ServerRequestContext[Any, Any]) -> str:
     # A host we do not know: stdio serves one connection per process, and
     # stateless HTTP has no session to tell callers apart anyway.
     return _PROCESS_KEY
+
+
+def caller_name(ctx: ServerRequestContext[Any, Any]) -> str | None:
+    """The authenticated agent behind an HTTP request (the bearer token's name), if any.
+
+    Set by `gateway_plugin.agent_auth.AgentAuthMiddleware`, or by any host that
+    puts the SDK's `AuthenticatedUser` on the request; None on stdio.
+    """
+    scope = getattr(ctx.request, "scope", None)
+    user = scope.get("user") if isinstance(scope, Mapping) else None
+    if isinstance(user, AuthenticatedUser):
+        return user.access_token.client_id
+    return None

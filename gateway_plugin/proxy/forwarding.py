@@ -3,8 +3,9 @@
 `build_proxy_server` turns an initialized upstream `ClientSession` into a
 lowlevel `Server` that mirrors it; `relay.UpstreamRelay` carries what the
 upstream sends on its own (notifications, `roots/list`) to the agent. The stdio host
-(`gateway_plugin.proxy.stdio`) and a streamable-HTTP host wire the same two
-pieces to different transports.
+(`gateway_plugin.proxy.stdio`) wires the two to stdio. `build_routed_proxy_server`
+is the same server with one upstream session per agent connection, chosen per
+request by an `UpstreamRouter`; the streamable-HTTP host (`proxy.http`) uses it.
 
 What passes through (MCP SDK 2.3.0, handshake-era agents):
 
@@ -34,10 +35,13 @@ What passes through (MCP SDK 2.3.0, handshake-era agents):
 
 What does not (limitations in SDK 2.3.0 or deliberate):
 
-- Server-to-client sampling and elicitation are not forwarded: the upstream
+- With one shared upstream session (`build_proxy_server`, the stdio host),
+  server-to-client sampling and elicitation are not forwarded: the upstream
   handshake completes before any agent connects, so the proxy cannot advertise
   the agent's client capabilities; the upstream sees a client without them.
-  For the same reason roots forwarding is opt-in.
+  For the same reason roots forwarding is opt-in. `build_routed_proxy_server`
+  (the streamable-HTTP host) opens an upstream session per agent after its
+  handshake and relays all three (`sessions.SessionUpstreams`).
 - 2026-07-28 (modern era) agents get requests and progress, but no unsolicited
   notifications: at that era they are delivered on `subscriptions/listen`
   streams, which the proxy does not serve.
@@ -53,9 +57,9 @@ from __future__ import annotations
 
 import importlib.metadata
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import AbstractContextManager, asynccontextmanager, nullcontext
+from typing import Any, Protocol, TypeVar
 
 import mcp_types as types
 from mcp.client.session import ClientSession
@@ -76,12 +80,22 @@ from pydantic import BaseModel, ValidationError
 from gateway_plugin.proxy.context import ProxyRunState, progress_reporter
 from gateway_plugin.proxy.relay import UpstreamRelay
 
-__all__ = ["ProxyServer", "ToolFilter", "build_proxy_server", "gateway_version"]
+__all__ = [
+    "ProxyServer",
+    "ToolFilter",
+    "UpstreamRouter",
+    "build_proxy_server",
+    "build_routed_proxy_server",
+    "gateway_version",
+]
 
 logger = logging.getLogger(__name__)
 
 ToolFilter = Callable[[list[types.Tool]], list[types.Tool]]
 """Returns the tools the agent may see, given one upstream `tools/list` page."""
+
+UpstreamResolver = Callable[[ServerRequestContext[Any, Any]], Awaitable[ClientSession]]
+"""Returns the upstream session that serves the agent connection of a request."""
 
 _ParamsT = TypeVar("_ParamsT", bound=types.RequestParams)
 _ResultT = TypeVar("_ResultT", bound=BaseModel)
@@ -155,10 +169,87 @@ def build_proxy_server(
     caps = upstream_session.server_capabilities
     if caps is None:
         raise RuntimeError("the upstream session must be initialized before building the proxy")
+
+    async def fixed(ctx: ServerRequestContext[Any, Any]) -> ClientSession:
+        return upstream_session
+
+    return _build(
+        caps,
+        upstream_session.instructions,
+        _Forwarder(fixed, visible_tool_filter),
+        extensions,
+        name=name,
+        version=version,
+        run_state=run_state,
+        on_agent_ready=relay.attach_agent if relay is not None else None,
+        forward_roots_changed=relay is not None and relay.forward_roots,
+    )
+
+
+class UpstreamRouter(Protocol):
+    """Where each agent connection's requests go, for hosts with one upstream session per agent.
+
+    The streamable-HTTP host implements it (`gateway_plugin.proxy.sessions`).
+    """
+
+    async def upstream_for(self, ctx: ServerRequestContext[Any, Any]) -> ClientSession:
+        """The upstream session serving the agent connection `ctx` belongs to."""
+        ...
+
+    def in_flight(self, ctx: ServerRequestContext[Any, Any]) -> AbstractContextManager[None]:
+        """Mark the agent request `ctx` as being forwarded (routes upstream-initiated traffic)."""
+        ...
+
+    def agent_ready(self, ctx: ServerRequestContext[Any, Any]) -> None:
+        """The agent connection of `ctx` completed its handshake."""
+        ...
+
+
+def build_routed_proxy_server(
+    router: UpstreamRouter,
+    handshake: types.InitializeResult,
+    extensions: Sequence[Extension],
+    *,
+    name: str = "signoff-gateway",
+    visible_tool_filter: ToolFilter | None = None,
+    version: str | None = None,
+) -> ProxyServer:
+    """Build a proxy server whose every agent connection has its own upstream session.
+
+    `handshake` is the upstream's `initialize` result (from a probe session):
+    the capabilities and instructions every agent connection is offered. Roots
+    list changes are always passed on: the router only asks the agent for roots
+    when the agent declared them.
+    """
+    return _build(
+        handshake.capabilities,
+        handshake.instructions,
+        _Forwarder(router.upstream_for, visible_tool_filter, router.in_flight),
+        extensions,
+        name=name,
+        version=version,
+        run_state=None,
+        on_agent_ready=router.agent_ready,
+        forward_roots_changed=True,
+    )
+
+
+def _build(
+    caps: types.ServerCapabilities,
+    instructions: str | None,
+    fwd: _Forwarder,
+    extensions: Sequence[Extension],
+    *,
+    name: str,
+    version: str | None,
+    run_state: ProxyRunState | None,
+    on_agent_ready: Callable[[ServerRequestContext[Any, Any]], None] | None,
+    forward_roots_changed: bool,
+) -> ProxyServer:
     server = ProxyServer(
         name,
         version=version if version is not None else gateway_version(),
-        instructions=upstream_session.instructions,
+        instructions=instructions,
         notification_options=NotificationOptions(
             prompts_changed=bool(caps.prompts and caps.prompts.list_changed),
             resources_changed=bool(caps.resources and caps.resources.list_changed),
@@ -166,7 +257,6 @@ def build_proxy_server(
         ),
         run_state=run_state,
     )
-    fwd = _Forwarder(upstream_session, visible_tool_filter)
     if caps.tools is not None:
         server.add_request_handler("tools/list", types.PaginatedRequestParams, fwd.list_tools)
         server.add_request_handler(
@@ -201,21 +291,21 @@ def build_proxy_server(
         server.add_request_handler(
             "logging/setLevel", types.SetLevelRequestParams, fwd.set_logging_level
         )
-    if relay is not None:
-        attached_relay = relay
+    if on_agent_ready is not None:
+        ready = on_agent_ready
 
         async def on_initialized(
             ctx: ServerRequestContext[Any, Any], params: types.NotificationParams
         ) -> None:
-            attached_relay.attach_agent(ctx)
+            ready(ctx)
 
         server.add_notification_handler(
             "notifications/initialized", types.NotificationParams, on_initialized
         )
-        if relay.forward_roots:
-            server.add_notification_handler(
-                "notifications/roots/list_changed", types.NotificationParams, fwd.roots_list_changed
-            )
+    if forward_roots_changed:
+        server.add_notification_handler(
+            "notifications/roots/list_changed", types.NotificationParams, fwd.roots_list_changed
+        )
     return server
 
 
@@ -249,9 +339,16 @@ def _progress_relay(ctx: ServerRequestContext[Any, Any]) -> ProgressFnT | None:
 class _Forwarder:
     """The per-method handlers: re-send the agent's request upstream and return the typed result."""
 
-    def __init__(self, upstream: ClientSession, tool_filter: ToolFilter | None) -> None:
-        self._upstream = upstream
+    def __init__(
+        self,
+        upstream_for: UpstreamResolver,
+        tool_filter: ToolFilter | None,
+        in_flight: Callable[[ServerRequestContext[Any, Any]], AbstractContextManager[None]]
+        | None = None,
+    ) -> None:
+        self._upstream_for = upstream_for
         self._tool_filter = tool_filter
+        self._in_flight = in_flight or (lambda ctx: nullcontext())
 
     async def _send(
         self,
@@ -259,10 +356,12 @@ class _Forwarder:
         request: types.ClientRequest,
         result_type: type[_ResultT],
     ) -> _ResultT:
+        upstream = await self._upstream_for(ctx)
         try:
-            return await self._upstream.send_request(
-                request, result_type, progress_callback=_progress_relay(ctx)
-            )
+            with self._in_flight(ctx):
+                return await upstream.send_request(
+                    request, result_type, progress_callback=_progress_relay(ctx)
+                )
         except ValidationError:
             # Left alone this would reach the agent as INVALID_PARAMS, blaming its request.
             logger.exception("upstream returned an invalid %s result", request.method)
@@ -349,4 +448,5 @@ class _Forwarder:
     async def roots_list_changed(
         self, ctx: ServerRequestContext[Any, Any], params: types.NotificationParams
     ) -> None:
-        await self._upstream.send_notification(types.RootsListChangedNotification())
+        upstream = await self._upstream_for(ctx)
+        await upstream.send_notification(types.RootsListChangedNotification())

@@ -28,11 +28,11 @@ if TYPE_CHECKING:
     from mcp.client._transport import ReadStream, WriteStream
     from mcp.shared.message import SessionMessage
 
-__all__ = ["UpstreamRelay", "open_upstream_session"]
+__all__ = ["RELAYED_NOTIFICATIONS", "UpstreamRelay", "open_upstream_session"]
 
 logger = logging.getLogger(__name__)
 
-_RELAYED_NOTIFICATIONS = (
+RELAYED_NOTIFICATIONS = (
     types.ToolListChangedNotification,
     types.ResourceListChangedNotification,
     types.PromptListChangedNotification,
@@ -75,7 +75,7 @@ class UpstreamRelay:
             return
         # Progress is re-addressed per request by the forwarding handlers, and
         # anything else has no meaning for the agent without the matching request.
-        if not isinstance(message, _RELAYED_NOTIFICATIONS):
+        if not isinstance(message, RELAYED_NOTIFICATIONS):
             return
         if not self._agents:
             logger.debug("dropped upstream %s: no agent connected yet", message.method)

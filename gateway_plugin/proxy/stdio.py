@@ -21,7 +21,6 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from functools import partial
-from typing import TYPE_CHECKING
 
 import anyio
 import mcp_types
@@ -34,10 +33,8 @@ from gateway_plugin.proxy.fastpath import FastPath
 from gateway_plugin.proxy.forwarding import build_proxy_server, gateway_version
 from gateway_plugin.proxy.pipes import native_stdio
 from gateway_plugin.proxy.relay import UpstreamRelay, open_upstream_session
+from gateway_plugin.proxy.sessions import UpstreamTransport
 from gateway_plugin.proxy.upstream import UpstreamStartError, spawn_upstream
-
-if TYPE_CHECKING:
-    pass
 
 __all__ = ["main", "run_stdio_proxy"]
 
@@ -48,24 +45,38 @@ _UPSTREAM_GONE_EXIT_CODE = 1
 
 
 async def run_stdio_proxy(
-    upstream: StdioServerParameters,
+    upstream: StdioServerParameters | UpstreamTransport,
     extensions: Sequence[Extension],
     *,
     name: str = "signoff-gateway",
     visible_tool_filter: Callable[[list[mcp_types.Tool]], list[mcp_types.Tool]] | None = None,
     forward_roots: bool = False,
+    what: str = "",
 ) -> None:
-    """Serve MCP over this process's stdin/stdout, forwarding to the upstream server."""
+    """Serve MCP over this process's stdin/stdout, forwarding to the upstream server.
+
+    `upstream` is a command to spawn (with the fast path), or a transport such
+    as `transports.streamable_http_transport(url)`; `what` names it in errors.
+    """
     handshake_done = anyio.Event()
     try:
-        await _serve(upstream, extensions, name, visible_tool_filter, forward_roots, handshake_done)
+        if isinstance(upstream, StdioServerParameters):
+            what = repr(upstream.command)
+            await _serve(
+                upstream, extensions, name, visible_tool_filter, forward_roots, handshake_done
+            )
+        else:
+            what = what or "upstream"
+            await _serve_transport(
+                upstream, extensions, name, visible_tool_filter, forward_roots, handshake_done
+            )
     except UpstreamStartError:
         raise
     except Exception as exc:
         if handshake_done.is_set():
             raise
         raise UpstreamStartError(
-            f"the upstream server {upstream.command!r} ended before completing the MCP "
+            f"the upstream server {what} ended before completing the MCP "
             f"handshake ({_describe(exc)})"
         ) from exc
 
@@ -74,6 +85,33 @@ def _describe(exc: BaseException) -> str:
     while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
         exc = exc.exceptions[0]
     return str(exc) or type(exc).__name__
+
+
+async def _serve_transport(
+    connect: UpstreamTransport,
+    extensions: Sequence[Extension],
+    name: str,
+    visible_tool_filter: Callable[[list[mcp_types.Tool]], list[mcp_types.Tool]] | None,
+    forward_roots: bool,
+    handshake_done: anyio.Event,
+) -> None:
+    """The agent on stdio, the upstream over another transport (no fast path: no raw lines)."""
+    relay = UpstreamRelay(forward_roots=forward_roots)
+    async with (
+        connect() as (read, write),
+        open_upstream_session(
+            read, write, relay, client_name=name, client_version=gateway_version()
+        ) as session,
+    ):
+        handshake_done.set()
+        server = build_proxy_server(
+            session, extensions, name=name, visible_tool_filter=visible_tool_filter, relay=relay
+        )
+        async with (
+            native_stdio() as pipes,
+            stdio_server(*(pipes or ())) as (agent_read, agent_write),  # type: ignore[arg-type]
+        ):
+            await server.run(agent_read, agent_write, server.create_initialization_options())
 
 
 async def _serve(

@@ -8,6 +8,9 @@ from typing import Any
 
 import httpx
 
+# The service runs on SQLite, then on PostgreSQL (tests/conftest.py).
+STORES = ("sqlite", "postgresql")
+
 
 def test_gateway_queues_a_call_and_alice_approves_it(team: Any, new_call: Any) -> None:
     created = team.gateway.post("/requests", json=new_call())

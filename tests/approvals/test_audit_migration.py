@@ -11,6 +11,7 @@ from sqlmodel import SQLModel
 
 import approvals.audit.models  # noqa: F401  (the audit tables on the metadata)
 import approvals.models  # noqa: F401
+import approvals.slack.models  # noqa: F401  (the Slack message table too)
 from approvals import lifecycle, migrate
 from approvals.audit.chain import verify_chain
 from approvals.audit.schemas import GatewayFact

@@ -21,6 +21,9 @@ from websockets.exceptions import ConnectionClosed
 
 pytestmark = pytest.mark.anyio
 
+# The service runs on SQLite, then on PostgreSQL (tests/conftest.py).
+STORES = ("sqlite", "postgresql")
+
 
 def events_url(service: ServiceProcess, query: str = "") -> str:
     return service.url.replace("http://", "ws://") + "/api/v1/events" + query

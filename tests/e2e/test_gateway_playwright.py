@@ -17,6 +17,9 @@ from support import ServiceProcess, pending_request, requests_of, text_of
 
 pytestmark = pytest.mark.anyio
 
+# The service runs on SQLite, then on PostgreSQL (tests/conftest.py).
+STORES = ("sqlite", "postgresql")
+
 END = "end_codegen_session"
 
 

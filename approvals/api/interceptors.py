@@ -1,0 +1,156 @@
+"""`POST /api/v1/interceptors/docker`: Signoff as a Docker MCP gateway `before:http` interceptor.
+
+Docker's gateway (`docker mcp gateway run --interceptor before:http:URL`)
+POSTs each tools/call to URL as `{"method": "tools/call", "params": {"name": ...,
+"arguments": {...}, "_meta": {...}}}` before running it, and reads the answer
+body: empty means "run the call", anything else is parsed as the
+`CallToolResult` the agent gets instead. It sends no credentials of its own,
+so the URL carries the token: `?token=<gateway-role token>` (an
+`Authorization: Bearer` header works too); its name is the caller. Optional
+`?server=NAME` selects `server/tool` policy keys; `?hold=S` is the in-band
+wait for policy entries without a `hold` of their own (default 50 s).
+
+The policy is the service's own (`signoff serve --policy FILE`, reloaded on
+change), applied by the same `ApprovalGate` the proxy uses, talking to this
+service in-process: deny, hide and rate limits answer at once; a call that
+needs approval is held, then either continues (approved: empty body, the
+approval claimed for this one run) or is refused with the pending, rejected or
+expired text. A retry of the identical call attaches to the same request.
+Whatever goes wrong is a refusal, never an empty body: the route fails closed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import httpx
+from fastapi import APIRouter, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from mcp_types import CallToolResult, TextContent
+
+from approvals.models import Role
+from approvals.settings import Settings
+from approvals.tokens import TokenCache
+from gateway_plugin.audit_reporter import AuditReporter
+from gateway_plugin.gate import DEFAULT_HOLD_SECONDS, ToolCall
+from gateway_plugin.handback import HandBackGate
+from gateway_plugin.service_client import ServiceClient
+
+router = APIRouter(prefix="/api/v1/interceptors")
+
+_ROLES = {Role.GATEWAY.value, Role.ADMIN.value}
+_MAX_HOLD_SECONDS = 600.0
+
+
+def _refusal(text: str, status: int = 200) -> Response:
+    result = CallToolResult(content=[TextContent(text=text)], is_error=True)
+    return Response(
+        result.model_dump_json(by_alias=True, exclude_none=True),
+        status_code=status,
+        media_type="application/json",
+    )
+
+
+def _token(request: Request) -> str | None:
+    scheme, _, value = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    return request.query_params.get("token") or None
+
+
+def _gate(request: Request, token: str, caller: str, hold: float) -> HandBackGate:
+    """One gate per token and hold (rate-limit counters live in it), talking to this app."""
+    gates: dict[tuple[str, float], HandBackGate] = request.app.state.__dict__.setdefault(
+        "docker_interceptor_gates", {}
+    )
+    key = (hashlib.sha256(token.encode()).hexdigest(), hold)
+    gate = gates.get(key)
+    if gate is None:
+        settings: Settings = request.app.state.settings
+        base_url = settings.base_url()
+
+        def client() -> httpx.AsyncClient:
+            return httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=request.app),
+                base_url=base_url,
+                headers={"Authorization": f"Bearer {token}"},
+                timeout=httpx.Timeout(_MAX_HOLD_SECONDS + 30),
+            )
+
+        gate = HandBackGate(
+            request.app.state.policy,
+            ServiceClient(base_url, token, http=client()),
+            agent=caller,
+            token=token,
+            hold_seconds=hold,
+            audit=AuditReporter(base_url, token, http=client()),
+        )
+        gates[key] = gate
+    return gate
+
+
+@router.post("/docker", response_model=None)
+async def docker_before(request: Request) -> Response:
+    """Docker MCP gateway `before:http` interceptor: empty body to continue, else a refusal."""
+    try:
+        body: Any = await request.json()
+    except ValueError:
+        return _refusal("Signoff: the interceptor request body is not JSON.", 400)
+    if not isinstance(body, dict):
+        return _refusal("Signoff: the interceptor request body is not a JSON object.", 400)
+    if body.get("method", "tools/call") != "tools/call":
+        return Response(status_code=200)  # only tools/call is Signoff's business
+    params = body.get("params", body)
+    name = params.get("name") if isinstance(params, dict) else None
+    arguments = (params.get("arguments") if isinstance(params, dict) else None) or {}
+    if not isinstance(name, str) or not name or not isinstance(arguments, dict):
+        return _refusal("Signoff: the intercepted tools/call has no tool name or arguments.", 400)
+
+    token = _token(request)
+    if token is None:
+        return _refusal(
+            f"Signoff refused the call to {name}: the interceptor URL carries no token "
+            "(add ?token=<a gateway-role Signoff token>).",
+            401,
+        )
+    cache: TokenCache = request.app.state.token_cache
+    found = await run_in_threadpool(cache.lookup, request.app.state.engine, token)
+    if found is None or found[1] not in _ROLES:
+        return _refusal(
+            f"Signoff refused the call to {name}: the interceptor's token is not a valid "
+            "gateway-role token.",
+            401 if found is None else 403,
+        )
+    caller = found[0]
+    policy = getattr(request.app.state, "policy", None)
+    if policy is None:
+        return _refusal(
+            f"Signoff refused the call to {name}: the approval service has no policy "
+            "(start it with `signoff serve --policy FILE`).",
+            503,
+        )
+    try:
+        hold = float(request.query_params.get("hold", DEFAULT_HOLD_SECONDS))
+    except ValueError:
+        hold = -1.0
+    if not 0 <= hold <= _MAX_HOLD_SECONDS:
+        return _refusal(f"Signoff: ?hold must be 0 to {_MAX_HOLD_SECONDS:g} seconds.", 400)
+
+    gate = _gate(request, token, caller, hold)
+    gate.replace_policy(policy)  # the service reloads its policy file on change
+    call = ToolCall(
+        tool=name,
+        arguments=arguments,
+        server=request.query_params.get("server", ""),
+        caller=caller,
+        # Docker's gateway passes no session: each interceptor token is one session.
+        session=f"docker:{caller}",
+    )
+    refusal = await gate.decide(call)
+    if refusal is None:
+        return Response(status_code=200)
+    return Response(
+        refusal.model_dump_json(by_alias=True, exclude_none=True),
+        media_type="application/json",
+    )

@@ -1,0 +1,149 @@
+"""Cross-replica fan-out on PostgreSQL: LISTEN/NOTIFY carries events between replicas.
+
+Several service replicas share one PostgreSQL database. Each keeps its in-process
+`EventHub` (long-poll waiters, websocket clients, the Slack notifier) and:
+
+- relays: in the transaction that makes a change, just before it commits, every
+  event about to be published is also sent with `pg_notify('signoff_events', ...)`.
+  PostgreSQL delivers a notification only if that transaction commits, and in
+  commit order, so a replica never hears of a change that was rolled back;
+- listens: one task per replica holds a psycopg connection that LISTENs and hands
+  every other replica's events to the local hub. Its own events (same replica id)
+  are skipped: the local hub already got them right after the commit.
+
+A notification payload must stay under 8000 bytes: the whole event goes when it
+fits, otherwise only its type and request id, and the listener loads the request
+as stored now. When the listening connection drops, the listener reconnects and
+tells every websocket subscriber to resync (they may have missed events);
+long-poll waiters re-read the database on their own every few seconds anyway.
+SQLite needs none of this: one process owns the file and its hub is the only one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import secrets
+from datetime import datetime
+from typing import Any
+
+from fastapi.concurrency import run_in_threadpool
+from sqlalchemy import text
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session as OrmSession
+
+from approvals.db import read_session
+from approvals.events import Event, EventHub
+
+log = logging.getLogger(__name__)
+
+CHANNEL = "signoff_events"
+# PostgreSQL refuses payloads of 8000 bytes or more; keep clear of the limit.
+MAX_PAYLOAD_BYTES = 7900
+RECONNECT_SECONDS = (0.1, 0.5, 1.0, 2.0, 5.0)
+
+
+def new_replica_id() -> str:
+    return secrets.token_hex(6)
+
+
+def encode(evt: Event, origin: str) -> str:
+    """The NOTIFY payload for `evt`: the whole event, or a reference when it is too big."""
+    full = json.dumps({"origin": origin, "event": evt.to_json()}, separators=(",", ":"))
+    if len(full.encode()) <= MAX_PAYLOAD_BYTES:
+        return full
+    ref = {"type": evt.type, "request_id": evt.request_id, "at": evt.at.isoformat()}
+    return json.dumps({"origin": origin, "ref": ref}, separators=(",", ":"))
+
+
+def decode(data: dict[str, Any], engine: Engine) -> Event:
+    """The event in a parsed payload; a reference is completed from the database."""
+    if "event" in data:
+        body = data["event"]
+        request = body["request"]
+    else:
+        body = data["ref"]
+        request = _load_public(engine, body["request_id"])
+    return Event(
+        type=body["type"],
+        request_id=body["request_id"],
+        request=request,
+        at=datetime.fromisoformat(body["at"]),
+        remote=True,
+    )
+
+
+def _load_public(engine: Engine, request_id: str) -> dict[str, Any]:
+    from approvals import lifecycle  # lifecycle imports events; keep this module light
+
+    with read_session(engine) as session:
+        request = lifecycle.get_request(session, request_id)
+        return lifecycle.public(session, request).model_dump(mode="json")
+
+
+def libpq_dsn(engine: Engine) -> str:
+    """The engine's URL as a plain libpq connection string for psycopg."""
+    return engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+class PgFanout:
+    """Relays this replica's events through NOTIFY and feeds others' to the local hub."""
+
+    def __init__(self, engine: Engine, hub: EventHub, replica_id: str | None = None) -> None:
+        self.engine = engine
+        self.hub = hub
+        self.replica_id = replica_id or new_replica_id()
+        self.listening = asyncio.Event()
+        self.received = 0  # events from other replicas handed to the hub
+        hub.relay = self.relay
+
+    def relay(self, session: OrmSession, events: list[Event]) -> None:
+        """Called by the hub's session hook just before commit, in the same transaction."""
+        for evt in events:
+            session.execute(
+                text("SELECT pg_notify(:channel, :payload)"),
+                {"channel": CHANNEL, "payload": encode(evt, self.replica_id)},
+            )
+
+    async def run(self) -> None:
+        """LISTEN until cancelled, reconnecting (and asking subscribers to resync) on errors."""
+        import psycopg
+
+        failures = 0
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(
+                    libpq_dsn(self.engine), autocommit=True
+                ) as conn:
+                    await conn.execute(f"LISTEN {CHANNEL}")
+                    if failures:
+                        # Events may have gone by while we were away.
+                        self.hub.drop_subscribers()
+                    failures = 0
+                    self.listening.set()
+                    async for note in conn.notifies():
+                        await self._handle(note.payload)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                self.listening.clear()
+                delay = RECONNECT_SECONDS[min(failures, len(RECONNECT_SECONDS) - 1)]
+                failures += 1
+                log.exception("LISTEN %s failed; reconnecting in %.1fs", CHANNEL, delay)
+                await asyncio.sleep(delay)
+
+    async def _handle(self, payload: str) -> None:
+        try:
+            data: dict[str, Any] = json.loads(payload)
+            if data.get("origin") == self.replica_id:
+                return  # ours: the local hub had it right after the commit
+            if "event" in data:
+                evt = decode(data, self.engine)
+            else:  # a reference: the request is read from the database
+                evt = await run_in_threadpool(decode, data, self.engine)
+        except Exception:
+            log.exception("ignoring an unreadable notification: %.200s", payload)
+            return
+        self.received += 1
+        self.hub.publish(evt)

@@ -1,0 +1,309 @@
+"""Clicks and modal submissions from Slack: `POST /slack/interactions` and its handlers.
+
+The route checks Slack's signature (slack-sdk's `SignatureVerifier`, 5-minute
+window) on the raw body before it parses anything, refuses a signature it has
+already seen in that window (a replay), and answers at once: the decision runs
+after the acknowledgement, in a task of its own. Socket Mode hands its payloads
+to the same `InteractionHandlers.dispatch`.
+
+- block_actions "Approve": the Slack user is mapped to an approver through the
+  policy's `approvers`, then `lifecycle.decide(channel="slack")`;
+- block_actions "Reject": opens a modal (`views.open`) asking for a reason;
+- view_submission of that modal: rejects with the reason as the comment.
+
+Whoever may not decide (unknown Slack user, not one of the request's approvers,
+the caller itself, or the request is already settled) gets an ephemeral
+message saying why, and nothing changes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs
+
+from fastapi import APIRouter, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+from slack_sdk.signature import SignatureVerifier
+from sqlalchemy.engine import Engine
+
+from approvals import lifecycle
+from approvals.api.errors import error_body
+from approvals.db import session_scope
+from approvals.events import EventHub, attach_hub
+from approvals.models import RequestStatus
+from approvals.slack import cards
+from approvals.slack.client import SlackApi, SlackCallFailed
+from gateway_plugin.policy import Policy
+
+if TYPE_CHECKING:
+    from approvals.slack.runtime import SlackRuntime
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(include_in_schema=False)
+
+# Slack's own rule: refuse requests whose timestamp is more than 5 minutes off.
+WINDOW_SECONDS = 300
+MAX_BODY_BYTES = 1 << 20
+
+
+class SignatureGuard:
+    """Slack's request signing, plus a memory of recent signatures against replays.
+
+    The memory lives in this process: behind several replicas, a replay sent to
+    another replica within the window is caught only by the decision rules
+    (a second vote is refused), not here.
+    """
+
+    def __init__(self, signing_secret: str, clock: Callable[[], float] = time.time) -> None:
+        self.verifier = SignatureVerifier(signing_secret)
+        self.clock = clock
+        self._seen: dict[str, float] = {}
+        self._order: deque[tuple[float, str]] = deque()
+
+    def check(self, body: bytes, timestamp: str | None, signature: str | None) -> str | None:
+        """None when the request is Slack's and new; else why it is refused."""
+        if not timestamp or not signature:
+            return "X-Slack-Request-Timestamp and X-Slack-Signature are required"
+        try:
+            sent = int(timestamp)
+        except ValueError:
+            return "X-Slack-Request-Timestamp is not a Unix time"
+        now = self.clock()
+        if abs(now - sent) > WINDOW_SECONDS:
+            return "the request is stale: its timestamp is more than 5 minutes off"
+        if not self.verifier.is_valid(body, timestamp, signature):
+            return "the signature does not match"
+        self._forget(now)
+        if signature in self._seen:
+            return "the request was already received (replayed)"
+        expires = sent + WINDOW_SECONDS + 1
+        self._seen[signature] = expires
+        self._order.append((expires, signature))
+        return None
+
+    def _forget(self, now: float) -> None:
+        while self._order and self._order[0][0] < now:
+            _, old = self._order.popleft()
+            self._seen.pop(old, None)
+
+
+@dataclass(frozen=True)
+class Where:
+    """Where to answer a Slack user privately."""
+
+    user: str
+    channel: str | None
+
+
+class InteractionHandlers:
+    """What a click or a modal submission does; shared by HTTP and Socket Mode."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        hub: EventHub,
+        policy: Callable[[], Policy | None],
+        api: SlackApi | None,
+        refresh: Callable[[str], None] | None = None,
+    ) -> None:
+        self.engine = engine
+        self.hub = hub
+        self.policy = policy
+        self.api = api
+        self.refresh = refresh
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def dispatch(self, payload: dict[str, Any]) -> None:
+        """Handle `payload` after the caller acknowledged it (never raises)."""
+        task = asyncio.create_task(self.handle(payload), name="slack-interaction")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def drain(self) -> None:
+        """Wait for the interactions in flight (at shutdown)."""
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=5)
+
+    async def handle(self, payload: dict[str, Any]) -> None:
+        try:
+            kind = payload.get("type")
+            if kind == "block_actions":
+                for action in payload.get("actions") or []:
+                    await self._action(payload, action)
+            elif kind == "view_submission":
+                view = payload.get("view") or {}
+                if view.get("callback_id") == cards.REJECT_CALLBACK:
+                    await self._reject_submitted(payload, view)
+        except Exception:
+            log.exception("Slack: handling an interaction failed")
+
+    # Who is clicking.
+
+    def approver_for(self, slack_user: str) -> tuple[str | None, str]:
+        """(approver name, "") for a known Slack user, else (None, why not)."""
+        policy = self.policy()
+        if policy is None:
+            return None, "Signoff has no policy loaded, so it cannot tell who you are."
+        for name, approver in policy.approvers.items():
+            if approver.slack_user == slack_user:
+                return name, ""
+        return None, (
+            "Signoff does not know your Slack account: ask an admin to add "
+            f'`"slack_user": "{slack_user}"` to your entry under `approvers` in the policy.'
+        )
+
+    async def _tell(self, where: Where, text: str) -> None:
+        if self.api is None or where.channel is None:
+            log.warning("Slack: could not tell %s: %s", where.user, text)
+            return
+        try:
+            await self.api.post_ephemeral(where.channel, where.user, text)
+        except SlackCallFailed as exc:
+            log.warning("Slack: ephemeral message to %s failed: %s", where.user, exc.error)
+
+    # block_actions
+
+    async def _action(self, payload: dict[str, Any], action: dict[str, Any]) -> None:
+        action_id = action.get("action_id")
+        if action_id not in (cards.APPROVE_ACTION, cards.REJECT_ACTION):
+            return  # the "Open in Signoff" link button also reports its clicks
+        request_id = str(action.get("value") or "")
+        channel = (payload.get("channel") or {}).get("id") or (payload.get("container") or {}).get(
+            "channel_id"
+        )
+        where = Where(str((payload.get("user") or {}).get("id") or ""), channel)
+        name, why = self.approver_for(where.user)
+        if name is None:
+            await self._tell(where, f"Nothing changed. {why}")
+            return
+        if action_id == cards.APPROVE_ACTION:
+            await self._decide(where, request_id, name, "approve", None)
+            return
+        refusal = await run_in_threadpool(self._refusal, request_id, name)
+        if refusal is not None:
+            await self._tell(where, f"Nothing changed: {refusal}")
+            return
+        trigger = payload.get("trigger_id")
+        if self.api is None or not trigger:
+            return
+        message_ts = (payload.get("container") or {}).get("message_ts") or (
+            payload.get("message") or {}
+        ).get("ts")
+        metadata = json.dumps({"request_id": request_id, "channel": channel, "ts": message_ts})
+        tool = await run_in_threadpool(self._tool, request_id)
+        try:
+            await self.api.open_view(trigger, cards.reject_modal(request_id, tool, metadata))
+        except SlackCallFailed as exc:
+            log.warning("Slack: could not open the reject dialog: %s", exc.error)
+            await self._tell(
+                where, "Could not open the rejection dialog; reject on the dashboard instead."
+            )
+
+    def _refusal(self, request_id: str, approver: str) -> str | None:
+        """Why `approver` may not decide `request_id` now (checked again by decide)."""
+        with session_scope(self.engine) as session:
+            try:
+                request = lifecycle.get_request(session, request_id)
+            except lifecycle.NotFound as exc:
+                return exc.message
+            if request.status != RequestStatus.PENDING:
+                who = f" by {request.decided_by}" if request.decided_by else ""
+                return f"request {request.id} is already {request.status}{who}"
+            return lifecycle.may_decide(request, approver)
+
+    def _tool(self, request_id: str) -> str:
+        with session_scope(self.engine) as session:
+            return lifecycle.get_request(session, request_id).tool
+
+    def _decide_now(
+        self, request_id: str, approver: str, decision: str, comment: str | None
+    ) -> None:
+        with session_scope(self.engine) as session:
+            attach_hub(session, self.hub)
+            lifecycle.decide(
+                session,
+                request_id,
+                approver=approver,
+                decision=decision,
+                comment=comment,
+                channel="slack",
+            )
+
+    async def _decide(
+        self, where: Where, request_id: str, approver: str, decision: str, comment: str | None
+    ) -> None:
+        try:
+            await run_in_threadpool(self._decide_now, request_id, approver, decision, comment)
+        except lifecycle.LifecycleError as exc:
+            await self._tell(where, f"Nothing changed: {exc.message}")
+            if exc.code == "already_decided" and self.refresh is not None:
+                self.refresh(request_id)  # the card the user clicked may be out of date
+            return
+        log.info("Slack: %s %sd request %s", approver, decision, request_id)
+
+    # view_submission
+
+    async def _reject_submitted(self, payload: dict[str, Any], view: dict[str, Any]) -> None:
+        try:
+            meta = json.loads(view.get("private_metadata") or "{}")
+        except ValueError:
+            meta = {}
+        request_id = str(meta.get("request_id") or "")
+        where = Where(str((payload.get("user") or {}).get("id") or ""), meta.get("channel"))
+        values = ((view.get("state") or {}).get("values") or {}).get(cards.REASON_BLOCK) or {}
+        reason = str((values.get(cards.REASON_ACTION) or {}).get("value") or "").strip() or None
+        name, why = self.approver_for(where.user)
+        if name is None:
+            await self._tell(where, f"Nothing changed. {why}")
+            return
+        await self._decide(where, request_id, name, "reject", reason)
+
+
+def _runtime(request: Request) -> SlackRuntime:
+    runtime: SlackRuntime = request.app.state.slack
+    return runtime
+
+
+def _refuse(status: int, code: str, message: str) -> JSONResponse:
+    return JSONResponse(error_body(code, message), status_code=status)
+
+
+@router.post("/slack/interactions")
+async def interactions(request: Request) -> Response:
+    """Slack's interactivity request URL: verify, acknowledge, then act."""
+    runtime = _runtime(request)
+    guard = runtime.guard
+    if guard is None:
+        return _refuse(
+            404,
+            "slack_not_configured",
+            "Slack interactivity is off: set SIGNOFF_SLACK_SIGNING_SECRET",
+        )
+    body = await request.body()
+    if len(body) > MAX_BODY_BYTES:
+        return _refuse(413, "too_large", "the request body is too large")
+    refusal = guard.check(
+        body,
+        request.headers.get("x-slack-request-timestamp"),
+        request.headers.get("x-slack-signature"),
+    )
+    if refusal is not None:
+        log.warning("Slack: refused an interaction request: %s", refusal)
+        return _refuse(401, "invalid_signature", refusal)
+    try:
+        payload = json.loads(parse_qs(body.decode())["payload"][0])
+        if not isinstance(payload, dict):
+            raise ValueError("payload is not an object")
+    except (KeyError, IndexError, ValueError, UnicodeDecodeError):
+        return _refuse(400, "invalid_payload", "expected a form field `payload` holding JSON")
+    runtime.handlers.dispatch(payload)
+    return Response(status_code=200)

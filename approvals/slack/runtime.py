@@ -1,0 +1,107 @@
+"""Wires Slack into the service: the interactivity route and what runs in the background."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+
+from fastapi import FastAPI
+from sqlalchemy.engine import Engine
+
+from approvals.events import EventHub
+from approvals.settings import Settings
+from approvals.slack import interactions
+from approvals.slack.client import SlackApi, SlackCallFailed
+from approvals.slack.interactions import InteractionHandlers, SignatureGuard
+from approvals.slack.notifier import SlackNotifier
+from approvals.slack.socket_mode import SocketModeListener
+from gateway_plugin.policy import Policy
+
+log = logging.getLogger(__name__)
+
+
+class SlackRuntime:
+    """The Slack parts the settings switch on.
+
+    - SIGNOFF_SLACK_BOT_TOKEN: cards are posted and kept up to date;
+    - SIGNOFF_SLACK_SIGNING_SECRET: `POST /slack/interactions` accepts signed clicks;
+    - SIGNOFF_SLACK_APP_TOKEN: clicks arrive over Socket Mode instead.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        engine: Engine,
+        hub: EventHub,
+        policy: Callable[[], Policy | None],
+    ) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.hub = hub
+        self.policy = policy
+        self.guard = (
+            SignatureGuard(settings.slack_signing_secret) if settings.slack_signing_secret else None
+        )
+        self.api: SlackApi | None = None
+        self.notifier: SlackNotifier | None = None
+        self.socket_mode: SocketModeListener | None = None
+        self.handlers = InteractionHandlers(engine, hub, policy, None)
+        self._checks: set[asyncio.Task[None]] = set()
+
+    @property
+    def enabled(self) -> bool:
+        s = self.settings
+        return bool(s.slack_bot_token or s.slack_signing_secret or s.slack_app_token)
+
+    async def start(self) -> None:
+        s = self.settings
+        if not self.enabled:
+            return
+        if self.policy() is None:
+            log.warning(
+                "Slack is configured but the service has no policy (--policy / SIGNOFF_POLICY): "
+                "it cannot find the groups' channels nor tell who clicks"
+            )
+        if s.slack_bot_token:
+            self.api = SlackApi(s.slack_bot_token, s.slack_api_url)
+            self.notifier = SlackNotifier(self.api, self.engine, self.hub, s, self.policy)
+            await self.notifier.start()
+            check = asyncio.create_task(self._check_token(), name="slack-auth-test")
+            self._checks.add(check)
+            check.add_done_callback(self._checks.discard)
+        else:
+            log.warning("SIGNOFF_SLACK_BOT_TOKEN is unset: no Slack cards will be posted")
+        self.handlers.api = self.api
+        self.handlers.refresh = self.notifier.refresh if self.notifier else None
+        if s.slack_app_token:
+            self.socket_mode = SocketModeListener(s.slack_app_token, s.slack_api_url, self.handlers)
+            await self.socket_mode.start()
+
+    async def _check_token(self) -> None:
+        assert self.api is not None
+        try:
+            who = await self.api.auth_test()
+        except SlackCallFailed as exc:
+            log.error("Slack: the bot token does not work (%s); cards will fail", exc.error)
+            return
+        log.info("Slack: signed in as %s in team %s", who.get("user"), who.get("team"))
+
+    async def stop(self) -> None:
+        for task in list(self._checks):
+            task.cancel()
+        if self.socket_mode is not None:
+            await self.socket_mode.stop()
+        await self.handlers.drain()
+        if self.notifier is not None:
+            with contextlib.suppress(Exception):
+                await self.notifier.stop()
+
+
+def install(app: FastAPI, settings: Settings, engine: Engine, hub: EventHub) -> SlackRuntime:
+    """Add `POST /slack/interactions` to `app`; start the returned runtime in the lifespan."""
+    runtime = SlackRuntime(settings, engine, hub, lambda: getattr(app.state, "policy", None))
+    app.state.slack = runtime
+    app.include_router(interactions.router)
+    return runtime

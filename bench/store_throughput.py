@@ -1,0 +1,256 @@
+"""Create+decide throughput over HTTP, on SQLite and on PostgreSQL, one and two replicas.
+
+Each unit of work is what a held call costs the service: a gateway's
+`POST /requests` (a new request, its audit event, its `request.created` event)
+then an approver's `POST /requests/{id}/decisions` (the vote, the compare-and-set
+state change, three audit events, `request.decided`). Client processes keep
+`--concurrency` pairs in flight each, for `--seconds` after a warm-up; with two
+replicas every pair is created on one replica and decided on the other.
+
+The PostgreSQL server is Debian's, started in a temp dir as the tests do
+(tests/pgserver.py), or SIGNOFF_TEST_POSTGRES_URL's. Prints the figures and
+records them in bench/RESULTS.md:
+
+    .venv/bin/python bench/store_throughput.py [--seconds 10] [--clients 2] [--concurrency 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import multiprocessing
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(ROOT / "tests"))
+import pgserver  # noqa: E402
+from results import command_line, header, record  # noqa: E402
+from support import ServiceProcess  # noqa: E402
+
+HEADING = "Store throughput: create+decide over HTTP (bench/store_throughput.py)"
+TARGET_SQLITE_PER_SECOND = 1000.0
+
+
+def _body(worker: int, n: int) -> dict[str, Any]:
+    arguments = {"outputPath": f"/tmp/bench-{worker}-{n}-{time.monotonic_ns()}.spec.ts"}
+    return {
+        "tool": "end_codegen_session",
+        "server": "playwright",
+        "caller": "bench-agent",
+        "arguments": arguments,
+        "arguments_hash": hashlib.sha256(json.dumps(arguments).encode()).hexdigest(),
+        "approvers": ["alice"],
+        "quorum": 1,
+        "timeout_seconds": 3600,
+    }
+
+
+async def _client_main(
+    worker: int,
+    urls: list[str],
+    gateway: str,
+    alice: str,
+    concurrency: int,
+    warmup: float,
+    seconds: float,
+) -> tuple[int, int, list[float]]:
+    limits = httpx.Limits(
+        max_connections=concurrency * 2, max_keepalive_connections=concurrency * 2
+    )
+    clients = [
+        (
+            httpx.AsyncClient(
+                base_url=f"{url}/api/v1",
+                headers={"Authorization": f"Bearer {gateway}"},
+                limits=limits,
+                timeout=60,
+            ),
+            httpx.AsyncClient(
+                base_url=f"{url}/api/v1",
+                headers={"Authorization": f"Bearer {alice}"},
+                limits=limits,
+                timeout=60,
+            ),
+        )
+        for url in urls
+    ]
+    start = time.monotonic()
+    measure_from = start + warmup
+    stop_at = measure_from + seconds
+    done = errors = 0
+    latencies: list[float] = []
+    counter = 0
+
+    async def loop(slot: int) -> None:
+        nonlocal done, errors, counter
+        n = 0
+        while True:
+            t0 = time.monotonic()
+            if t0 >= stop_at:
+                return
+            counter += 1
+            creator = clients[(slot + counter) % len(clients)][0]
+            decider = clients[(slot + counter + 1) % len(clients)][1]
+            n += 1
+            created = await creator.post("/requests", json=_body(worker * 1000 + slot, n))
+            ok = created.status_code == 201
+            if ok:
+                request_id = created.json()["id"]
+                decided = await decider.post(
+                    f"/requests/{request_id}/decisions", json={"decision": "approve"}
+                )
+                ok = decided.status_code == 200
+            t1 = time.monotonic()
+            if t0 >= measure_from and t1 <= stop_at:
+                if ok:
+                    done += 1
+                    latencies.append(t1 - t0)
+                else:
+                    errors += 1
+
+    await asyncio.gather(*(loop(slot) for slot in range(concurrency)))
+    for pair in clients:
+        for client in pair:
+            await client.aclose()
+    return done, errors, latencies
+
+
+def _client_process(args: tuple[Any, ...], out: Any) -> None:
+    out.put(asyncio.run(_client_main(*args)))
+
+
+def run_case(
+    label: str,
+    db_url: str,
+    replicas: int,
+    folder: Path,
+    opts: argparse.Namespace,
+) -> dict[str, Any]:
+    procs = []
+    try:
+        for i in range(replicas):  # one at a time: the first one migrates
+            proc = ServiceProcess(folder / f"{label}-{i}.db", db_url=db_url, sweep_interval=1.0)
+            proc.start()
+            procs.append(proc)
+        gateway = procs[0].token("gateway", "bench-gw")
+        alice = procs[0].token("approver", "alice")
+        urls = [proc.url for proc in procs]
+        queue: Any = multiprocessing.Queue()
+        workers = [
+            multiprocessing.Process(
+                target=_client_process,
+                args=(
+                    (w, urls, gateway, alice, opts.concurrency, opts.warmup, opts.seconds),
+                    queue,
+                ),
+            )
+            for w in range(opts.clients)
+        ]
+        for worker in workers:
+            worker.start()
+        results = [queue.get(timeout=opts.warmup + opts.seconds + 120) for _ in workers]
+        for worker in workers:
+            worker.join()
+    finally:
+        for proc in procs:
+            proc.stop()
+    done = sum(r[0] for r in results)
+    errors = sum(r[1] for r in results)
+    latencies = sorted(x for r in results for x in r[2])
+    p50 = latencies[len(latencies) // 2] * 1000 if latencies else float("nan")
+    p99 = (
+        latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000
+        if latencies
+        else float("nan")
+    )
+    return {
+        "label": label,
+        "replicas": replicas,
+        "per_second": done / opts.seconds,
+        "done": done,
+        "errors": errors,
+        "p50": p50,
+        "p99": p99,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seconds", type=float, default=10.0, help="measured time per case")
+    parser.add_argument("--warmup", type=float, default=2.0)
+    parser.add_argument("--clients", type=int, default=2, help="client processes")
+    parser.add_argument("--concurrency", type=int, default=16, help="pairs in flight per client")
+    parser.add_argument("--no-record", action="store_true", help="print only")
+    opts = parser.parse_args()
+
+    ok, why = pgserver.available()
+    if not ok:
+        print(f"PostgreSQL unavailable: {why}", file=sys.stderr)
+        return 1
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="signoff-bench-") as tmp:
+        folder = Path(tmp)
+        server = pgserver.PostgresServer(folder / "pg")
+        (folder / "pg").mkdir()
+        server.start()
+        try:
+            cases = [
+                ("sqlite", f"sqlite:///{folder / 'one.db'}", 1),
+                ("sqlite", f"sqlite:///{folder / 'two.db'}", 2),
+                ("postgresql", server.database("bench_one"), 1),
+                ("postgresql", server.database("bench_two"), 2),
+            ]
+            for label, url, replicas in cases:
+                row = run_case(label, url, replicas, folder, opts)
+                rows.append(row)
+                print(
+                    f"{label:<10} replicas={replicas}  {row['per_second']:8.1f} pairs/s  "
+                    f"p50 {row['p50']:.1f} ms  p99 {row['p99']:.1f} ms  errors {row['errors']}",
+                    flush=True,
+                )
+        finally:
+            server.stop()
+
+    sqlite_one = rows[0]["per_second"]
+    verdict = "PASS" if sqlite_one >= TARGET_SQLITE_PER_SECOND else "FAIL"
+    table = [
+        "| store | replicas | create+decide per s | p50 ms | p99 ms | errors |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for row in rows:
+        table.append(
+            f"| {row['label']} | {row['replicas']} | {row['per_second']:.1f} | "
+            f"{row['p50']:.1f} | {row['p99']:.1f} | {row['errors']} |"
+        )
+    body = (
+        header(command_line())
+        + f"- cores: {os.cpu_count()}; {opts.clients} client processes x {opts.concurrency} "
+        f"pairs in flight, {opts.warmup:g} s warm-up, {opts.seconds:g} s measured per case; "
+        "service, clients and PostgreSQL share the machine\n"
+        "- a pair: `POST /requests` then `POST /requests/{id}/decisions` (approve); with two "
+        "replicas it is created on one and decided on the other\n"
+        "- two replicas on one SQLite file is not a supported deployment (no cross-process "
+        "fan-out); the row shows only how SQLite's single writer lock scales\n\n"
+        + "\n".join(table)
+        + f"\n\nSQLite, one replica: {sqlite_one:.0f}/s "
+        f"(target >= {TARGET_SQLITE_PER_SECOND:.0f}/s on 2 cores: {verdict}).\n"
+    )
+    print(body)
+    if not opts.no_record:
+        record(HEADING, body)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

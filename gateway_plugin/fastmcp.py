@@ -1,0 +1,152 @@
+"""Signoff as FastMCP middleware: the same gate inside any FastMCP server or proxy.
+
+    from fastmcp.server import create_proxy
+    from gateway_plugin.fastmcp import SignoffMiddleware
+
+    proxy = create_proxy(upstream, name="guarded")
+    proxy.add_middleware(SignoffMiddleware.from_settings(policy="policy.json",
+                                                         service="http://127.0.0.1:8000",
+                                                         token=os.environ["SIGNOFF_TOKEN"]))
+
+`on_call_tool` runs each call through `ApprovalGate.handle`: allowed calls go on
+to the tool (or the proxied upstream) untouched; denied, hidden and
+rate-limited ones come back as tool errors; calls that need approval are held
+in-band with progress notifications, then run, refused, or handed back as
+"pending approval, retry" exactly as in `signoff gateway`. `on_list_tools`
+drops the tools the policy hides.
+
+The caller is the FastMCP access token's client id when the server uses
+FastMCP auth, else the gate's `agent` (or the gateway token's name); the
+session is FastMCP's session id. Needs the optional extra: `pip install
+'signoff[fastmcp]'`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import mcp_types as mt
+from fastmcp.server.dependencies import get_access_token
+from fastmcp.server.middleware import CallNext, Middleware, MiddlewareContext
+from fastmcp.tools.base import Tool, ToolResult
+
+from gateway_plugin.audit_reporter import AuditReporter
+from gateway_plugin.decision_stream import DecisionStream
+from gateway_plugin.gate import DEFAULT_HOLD_SECONDS, ApprovalGate, ProgressFn, ToolCall
+from gateway_plugin.policy import load_policy
+from gateway_plugin.service_client import ServiceClient
+
+__all__ = ["SignoffMiddleware"]
+
+
+def _caller() -> str:
+    try:
+        token = get_access_token()
+    except Exception:  # no request context (in-memory transports)
+        return ""
+    return token.client_id if token is not None else ""
+
+
+def _session(context: MiddlewareContext[Any]) -> str | None:
+    ctx = context.fastmcp_context
+    if ctx is None:
+        return None
+    try:
+        return f"fastmcp:{ctx.session_id}"
+    except RuntimeError:
+        return None
+
+
+def _progress(context: MiddlewareContext[Any]) -> ProgressFn | None:
+    ctx = context.fastmcp_context
+    if ctx is None:
+        return None
+
+    async def report(progress: float, total: float | None, message: str | None) -> None:
+        # A no-op in FastMCP when the client sent no progressToken.
+        await ctx.report_progress(progress, total, message)
+
+    return report
+
+
+class SignoffMiddleware(Middleware):
+    """FastMCP middleware applying a Signoff policy to every tools/call."""
+
+    def __init__(self, gate: ApprovalGate, *, server: str = "") -> None:
+        self.gate = gate
+        self.server = server
+
+    @classmethod
+    def from_settings(
+        cls,
+        *,
+        policy: str | Path,
+        service: str,
+        token: str,
+        agent: str | None = None,
+        server: str = "",
+        hold: float = DEFAULT_HOLD_SECONDS,
+    ) -> SignoffMiddleware:
+        """Build the gate as `signoff gateway` does: service client, decision push, audit."""
+        decisions = DecisionStream(service, token)
+        gate = ApprovalGate(
+            load_policy(policy),
+            ServiceClient(service, token),
+            agent=agent,
+            token=token,
+            hold_seconds=hold,
+            decisions=decisions,
+            audit=AuditReporter(service, token),
+        )
+        middleware = cls(gate, server=server)
+        middleware._decisions = decisions
+        return middleware
+
+    _decisions: DecisionStream | None = None
+
+    async def aclose(self) -> None:
+        """Flush the audit queue and close the service connections (for `from_settings`)."""
+        await self.gate.drain(timeout=2)
+        if self.gate.audit is not None:
+            await self.gate.audit.aclose(timeout=2)
+        if self._decisions is not None:
+            await self._decisions.aclose()
+        await self.gate.service.aclose()
+
+    async def on_call_tool(
+        self,
+        context: MiddlewareContext[mt.CallToolRequestParams],
+        call_next: CallNext[mt.CallToolRequestParams, ToolResult],
+    ) -> ToolResult:
+        if self._decisions is not None:
+            self._decisions.start()  # idempotent; needs the server's running loop
+        params = context.message
+        call = ToolCall(
+            tool=params.name,
+            arguments=params.arguments or {},
+            server=self.server,
+            caller=_caller(),
+            session=_session(context),
+        )
+        ran: list[tuple[ToolResult, mt.CallToolResult]] = []
+
+        async def forward() -> mt.CallToolResult:
+            result = await call_next(context)
+            seen = mt.CallToolResult(content=list(result.content), is_error=bool(result.is_error))
+            ran.append((result, seen))
+            return seen
+
+        outcome = await self.gate.handle(call, forward, _progress(context))
+        if ran and outcome is ran[0][1]:
+            return ran[0][0]  # the tool ran: its own result, untouched
+        return ToolResult(content=list(outcome.content), is_error=True)
+
+    async def on_list_tools(
+        self,
+        context: MiddlewareContext[mt.ListToolsRequest],
+        call_next: CallNext[mt.ListToolsRequest, Sequence[Tool]],
+    ) -> Sequence[Tool]:
+        tools = await call_next(context)
+        return [tool for tool in tools if self.gate.visible(tool.name, self.server)]

@@ -1,0 +1,98 @@
+"""NOTIFY payloads between replicas: whole events when they fit, references when not."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from approvals import fanout, lifecycle, migrate
+from approvals.db import make_engine, session_scope
+from approvals.events import Event, EventHub, attach_hub
+from approvals.schemas import RequestCreate
+
+
+def create(engine: Any, arguments: dict[str, Any], hub: EventHub | None = None) -> str:
+    data = RequestCreate(
+        tool="end_codegen_session",
+        server="playwright",
+        caller="agent-7",
+        arguments=arguments,
+        arguments_hash="0" * 64,
+        approvers=["alice"],
+    )
+    with session_scope(engine) as session:
+        attach_hub(session, hub)
+        return lifecycle.create_request(session, data, created_by="gw").request.id
+
+
+@pytest.fixture
+def engine(tmp_path: Path) -> Any:
+    url = f"sqlite:///{tmp_path / 'fanout.db'}"
+    migrate.upgrade(url)
+    engine = make_engine(url)
+    yield engine
+    engine.dispose()
+
+
+def test_a_small_event_travels_whole_and_is_marked_remote(engine: Any) -> None:
+    evt = Event(type="request.created", request_id="r1", request={"id": "r1", "x": "é"})
+    payload = fanout.encode(evt, "replica-a")
+    data = json.loads(payload)
+    assert data["origin"] == "replica-a" and "event" in data
+    back = fanout.decode(data, engine)
+    assert (back.type, back.request_id, back.request, back.at) == (
+        evt.type,
+        evt.request_id,
+        evt.request,
+        evt.at,
+    )
+    assert back.remote and not evt.remote
+
+
+def test_a_big_event_travels_as_a_reference_and_is_read_back(engine: Any) -> None:
+    request_id = create(engine, {"script": "é" * 6000})  # > 8000 bytes as JSON
+    with session_scope(engine) as session:
+        view = lifecycle.public(session, lifecycle.get_request(session, request_id))
+    evt = Event(type="request.created", request_id=request_id, request=view.model_dump(mode="json"))
+    payload = fanout.encode(evt, "replica-a")
+    assert len(payload.encode()) < 8000
+    data = json.loads(payload)
+    assert "event" not in data and data["ref"]["request_id"] == request_id
+    back = fanout.decode(data, engine)
+    assert back.request == evt.request and back.type == "request.created"
+
+
+def test_the_relay_sees_exactly_the_committed_events(engine: Any) -> None:
+    hub = EventHub()
+    relayed: list[list[str]] = []
+    hub.relay = lambda session, events: relayed.append([e.type for e in events])
+    request_id = create(engine, {"a": 1}, hub)
+    assert relayed == [["request.created"]]
+    with session_scope(engine) as session, pytest.raises(lifecycle.Forbidden):
+        attach_hub(session, hub)
+        lifecycle.decide(session, request_id, approver="mallory", decision="approve")
+    assert relayed == [["request.created"]]
+
+
+@pytest.mark.anyio
+async def test_a_remote_event_reaches_local_waiters_and_own_events_are_skipped(
+    engine: Any,
+) -> None:
+    hub = EventHub()
+    hub.bind(asyncio.get_running_loop())
+    relay = fanout.PgFanout(engine, hub, replica_id="me")
+    sub = hub.subscribe()
+    evt = Event(type="request.decided", request_id="r9", request={"id": "r9"})
+    await relay._handle(fanout.encode(evt, "me"))
+    assert sub.queue.empty()
+    waiter = asyncio.create_task(hub.wait_for("r9", 5))
+    await asyncio.sleep(0)
+    await relay._handle(fanout.encode(evt, "other"))
+    got = await waiter
+    assert got is not None and got.remote and got.request_id == "r9"
+    assert sub.queue.get_nowait().request_id == "r9"
+    assert relay.received == 1

@@ -1,0 +1,65 @@
+"""The sweeper loses races to other replicas and to approvers without undoing their work."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from approvals import lifecycle, migrate
+from approvals.db import make_engine, session_scope
+from approvals.models import utcnow
+from approvals.schemas import RequestCreate
+
+
+@pytest.fixture
+def engine(tmp_path: Path) -> Any:
+    url = f"sqlite:///{tmp_path / 'sweep.db'}"
+    migrate.upgrade(url)
+    engine = make_engine(url)
+    yield engine
+    engine.dispose()
+
+
+def create(engine: Any, n: int) -> str:
+    data = RequestCreate(
+        tool="end_codegen_session",
+        server="playwright",
+        caller="agent-7",
+        arguments={"n": n},
+        arguments_hash=f"{n:064d}",
+        approvers=["alice"],
+        timeout_seconds=60,
+    )
+    with session_scope(engine) as session:
+        return lifecycle.create_request(session, data, created_by="gw").request.id
+
+
+def test_after_losing_one_request_the_sweeper_leaves_a_decided_one_alone(
+    engine: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ids = [create(engine, n) for n in range(3)]
+    later = utcnow() + timedelta(seconds=120)
+    real_expire = lifecycle._expire
+    calls: list[str] = []
+
+    def racing_expire(session: Any, request: Any, now: Any) -> None:
+        if len(calls) == 1:  # between two commits of this sweeper's batch:
+            with session_scope(engine) as other:  # another replica expires the 2nd,
+                real_expire(other, lifecycle.get_request(other, ids[1]), now)
+                other.commit()
+            with session_scope(engine) as other:  # and Alice's vote (in time) approves the 3rd
+                lifecycle.decide(other, ids[2], approver="alice", decision="approve")
+        calls.append(request.id)
+        real_expire(session, request, now)
+
+    monkeypatch.setattr(lifecycle, "_expire", racing_expire)
+    with session_scope(engine) as session:
+        assert lifecycle.expire_due(session, now=later) == ids[:1]
+    monkeypatch.undo()
+    with session_scope(engine) as session:
+        statuses = [lifecycle.get_request(session, i).status for i in ids]
+        assert statuses == ["expired", "expired", "approved"]
+        assert lifecycle.get_request(session, ids[2]).decided_by == "alice"

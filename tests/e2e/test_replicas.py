@@ -1,0 +1,250 @@
+"""Two service replicas share one PostgreSQL database behind a load balancer.
+
+A gateway held on replica A resumes when Alice approves on replica B; websocket
+clients on either replica hear every event; racing decisions spread over both
+replicas have exactly one winner; both sweepers run, yet each request expires once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import time
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+from sqlalchemy import select
+from support import ServiceProcess, pending_request, text_of
+from websockets.asyncio.client import ClientConnection, connect
+
+from approvals.audit.models import AuditEvent
+from approvals.db import make_engine
+
+pytestmark = pytest.mark.anyio
+
+END = "end_codegen_session"
+_calls = itertools.count()
+
+
+@pytest.fixture(scope="module")
+def shared_url(postgres: Any) -> str:
+    return str(postgres.database("replicas"))
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory: pytest.TempPathFactory, shared_url: str) -> Iterator[ServiceProcess]:
+    """Replica A (the e2e fixtures' service: gateways connect here)."""
+    proc = ServiceProcess(tmp_path_factory.mktemp("replica-a") / "a.db", db_url=shared_url)
+    proc.start()
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture(scope="module")
+def replica_b(
+    tmp_path_factory: pytest.TempPathFactory, shared_url: str, service: ServiceProcess
+) -> Iterator[ServiceProcess]:
+    """Replica B: another process on the same database (started after A has migrated it)."""
+    proc = ServiceProcess(tmp_path_factory.mktemp("replica-b") / "b.db", db_url=shared_url)
+    proc.start()
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture(scope="module")
+def audit_engine(shared_url: str) -> Iterator[Any]:
+    engine = make_engine(shared_url)
+    yield engine
+    engine.dispose()
+
+
+def audit_types(engine: Any, request_id: str) -> Counter[str]:
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(AuditEvent.type).where(AuditEvent.request_id == request_id)  # type: ignore[arg-type]
+        ).all()
+    return Counter(row[0] for row in rows)
+
+
+def call_body(**overrides: Any) -> dict[str, Any]:
+    arguments = {"outputPath": f"/tmp/replica-{next(_calls)}-{time.monotonic_ns()}.spec.ts"}
+    body: dict[str, Any] = {
+        "tool": END,
+        "server": "playwright",
+        "caller": "agent-r",
+        "arguments": arguments,
+        "arguments_hash": hashlib.sha256(json.dumps(arguments).encode()).hexdigest(),
+        "approvers": ["alice", "bob"],
+        "quorum": 1,
+        "timeout_seconds": 600,
+    }
+    body.update(overrides)
+    return body
+
+
+def ws_url(proc: ServiceProcess) -> str:
+    return proc.url.replace("http://", "ws://") + "/api/v1/events"
+
+
+async def subscribe(proc: ServiceProcess, token: str) -> ClientConnection:
+    ws = await connect(ws_url(proc), additional_headers={"Authorization": f"Bearer {token}"})
+    with anyio.fail_after(5):
+        hello = json.loads(await ws.recv())
+    assert hello["type"] == "hello"
+    return ws
+
+
+async def events_until(
+    ws: ClientConnection, done: Any, timeout: float = 15.0
+) -> list[dict[str, Any]]:
+    """Every event received until `done(events)` is true (or fail after `timeout`)."""
+    events: list[dict[str, Any]] = []
+    with anyio.fail_after(timeout):
+        while not done(events):
+            message = json.loads(await ws.recv())
+            if message.get("type", "").startswith("request."):
+                events.append(message)
+    return events
+
+
+async def test_a_gateway_on_replica_a_resumes_when_alice_approves_on_replica_b(
+    open_gateway: Any,
+    policy: Any,
+    agent_name: str,
+    service: ServiceProcess,
+    replica_b: ServiceProcess,
+    playwright_command: list[str],
+    tmp_path: Path,
+) -> None:
+    alice_on_b = replica_b.client(replica_b.token("approver", "alice"))
+    out_dir = tmp_path / "generated"
+    async with open_gateway(policy(), agent_name) as agent:
+        started = await agent.call_tool(
+            "start_codegen_session", {"options": {"outputPath": str(out_dir)}}
+        )
+        session_id = json.loads(text_of(started))["sessionId"]
+        results: list[Any] = []
+        resumed_after: list[float] = []
+
+        async def call_end() -> None:
+            results.append(await agent.call_tool(END, {"sessionId": session_id}))
+            resumed_after.append(time.monotonic() - approved_at[0])
+
+        approved_at: list[float] = []
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(call_end)
+            request = await pending_request(alice_on_b, agent_name, END)
+            await anyio.sleep(0.5)  # the gateway is subscribed on A and waiting
+            approved_at.append(time.monotonic())
+            answer = alice_on_b.post(
+                f"/requests/{request['id']}/decisions", json={"decision": "approve"}
+            )
+            assert answer.status_code == 200, answer.text
+
+    [result] = results
+    assert not result.is_error, text_of(result)
+    assert [p for p in out_dir.glob("*") if p.is_file()]
+    # Pushed across replicas (NOTIFY -> A's websocket), not found by a periodic re-check.
+    assert resumed_after[0] < 1.5
+
+
+async def test_websocket_clients_on_each_replica_hear_every_event(
+    service: ServiceProcess, replica_b: ServiceProcess
+) -> None:
+    gw_a = service.client(service.token("gateway", "gw-a"))
+    bob_b = replica_b.client(replica_b.token("approver", "bob"))
+    ws_a = await subscribe(service, service.token("auditor", "watcher-a"))
+    ws_b = await subscribe(replica_b, replica_b.token("auditor", "watcher-b"))
+    try:
+        created = gw_a.post("/requests", json=call_body()).json()  # on A
+        decided = bob_b.post(  # on B
+            f"/requests/{created['id']}/decisions", json={"decision": "reject", "comment": "no"}
+        )
+        assert decided.status_code == 200, decided.text
+        for ws in (ws_a, ws_b):
+            events = await events_until(ws, lambda evts: len(evts) >= 2)
+            assert [(e["type"], e["request_id"]) for e in events] == [
+                ("request.created", created["id"]),
+                ("request.decided", created["id"]),
+            ]
+            assert events[1]["request"]["status"] == "rejected"
+            assert events[1]["request"]["decided_by"] == "bob"
+    finally:
+        await ws_a.close()
+        await ws_b.close()
+
+
+def test_100_racing_decisions_on_both_replicas_have_exactly_one_winner(
+    service: ServiceProcess, replica_b: ServiceProcess, audit_engine: Any
+) -> None:
+    names = [f"racer-{i}" for i in range(100)]
+    replicas = [service, replica_b]
+    tokens = [service.token("approver", name) for name in names]
+    gateway = service.client(service.token("gateway", "gw-race"))
+    request = gateway.post("/requests", json=call_body(approvers=names)).json()
+
+    def vote(i: int) -> httpx.Response:
+        proc = replicas[i % 2]
+        with proc.client(tokens[i]) as client:
+            decision = "approve" if i % 3 else "reject"
+            return client.post(
+                f"/requests/{request['id']}/decisions",
+                json={"decision": decision, "comment": f"vote {i}"},
+            )
+
+    with ThreadPoolExecutor(max_workers=50) as pool:
+        answers = list(pool.map(vote, range(100)))
+
+    statuses = Counter(answer.status_code for answer in answers)
+    assert statuses == {200: 1, 409: 99}, statuses
+    [winner] = [i for i, answer in enumerate(answers) if answer.status_code == 200]
+    final = gateway.get(f"/requests/{request['id']}").json()
+    assert final["status"] == ("approved" if winner % 3 else "rejected")
+    assert final["decided_by"] == names[winner]
+    assert len(final["decisions"]) == 1
+    types = audit_types(audit_engine, request["id"])
+    assert types["decision.recorded"] == 1
+    assert types["request.approved"] + types["request.rejected"] == 1
+
+
+async def test_both_sweepers_run_yet_each_request_expires_exactly_once(
+    service: ServiceProcess, replica_b: ServiceProcess, audit_engine: Any
+) -> None:
+    gw_a = service.client(service.token("gateway", "gw-sweep-a"))
+    gw_b = replica_b.client(replica_b.token("gateway", "gw-sweep-b"))
+    ws_a = await subscribe(service, service.token("auditor", "sweep-watch-a"))
+    ws_b = await subscribe(replica_b, replica_b.token("auditor", "sweep-watch-b"))
+    try:
+        ids = []
+        for i in range(40):
+            client = gw_a if i % 2 else gw_b
+            created = client.post("/requests", json=call_body(timeout_seconds=0.5))
+            assert created.status_code == 201, created.text
+            ids.append(created.json()["id"])
+
+        def all_expired(evts: list[dict[str, Any]]) -> bool:
+            return {e["request_id"] for e in evts if e["type"] == "request.expired"} >= set(ids)
+
+        for ws in (ws_a, ws_b):
+            events = await events_until(ws, all_expired, timeout=20)
+            # Let any duplicate arrive (a second sweeper would publish right after).
+            with anyio.move_on_after(1.5):
+                while True:
+                    events.append(json.loads(await ws.recv()))
+            expired = Counter(e["request_id"] for e in events if e.get("type") == "request.expired")
+            assert {expired[request_id] for request_id in ids} == {1}
+
+        for request_id in ids:
+            view = gw_a.get(f"/requests/{request_id}").json()
+            assert view["status"] == "expired" and view["decided_by"] == "system"
+            assert audit_types(audit_engine, request_id)["request.expired"] == 1
+    finally:
+        await ws_a.close()
+        await ws_b.close()

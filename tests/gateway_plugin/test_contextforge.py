@@ -1,0 +1,285 @@
+"""`gateway_plugin.contextforge.SignoffPlugin` under ContextForge's own plugin framework (cpex).
+
+ContextForge's gateway package pins `mcp<2`, so it cannot share this
+environment (mcp 2.3); its plugin framework `cpex` runs on mcp 2 and is what
+the gateway uses to run plugins. These tests drive the plugin the way the
+gateway does: `PluginManager.invoke_hook("tool_pre_invoke", ...)`, with the
+plugin loaded natively from a config file, and as an external plugin server
+(cpex's MCP runtime over streamable HTTP) reached by the manager's client.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+import yaml
+from support import free_port, pending_request, requests_of, require
+
+try:
+    from cpex.framework import GlobalContext, PluginManager, ToolPreInvokePayload
+    from cpex.framework.hooks.tools import ToolHookType
+except ImportError:
+    PluginManager = None  # type: ignore[assignment,misc]
+
+pytestmark = [pytest.mark.anyio, pytest.mark.timeout(90)]
+
+KIND = "gateway_plugin.contextforge.SignoffPlugin"
+POLICY = {
+    "version": "1",
+    "default": "deny",
+    "approvers": {"alice": {"slack_user": "U0ALICE"}, "bob": {"slack_user": "U0BOB"}},
+    "approver_groups": {"leads": {"members": ["alice", "bob"]}},
+    "hide": ["read_secrets"],
+    "tools": {
+        "get_weather": {"action": "allow"},
+        "send_email": {"action": "require_approval", "approvers": "leads", "timeout": "10m"},
+        "drop_table": {"action": "deny", "reason": "never in production"},
+    },
+}
+
+
+def plugin_entry(policy: Path, service_url: str, hold: float) -> dict[str, Any]:
+    return {
+        "name": "signoff",
+        "kind": KIND,
+        "description": "Signoff human approval",
+        "version": "0.1.0",
+        "author": "signoff",
+        "hooks": ["tool_pre_invoke"],
+        "mode": "enforce",
+        "priority": 10,
+        "config": {"policy": str(policy), "service": service_url, "hold": hold},
+    }
+
+
+def write_config(path: Path, plugins: list[dict[str, Any]]) -> Path:
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "plugins": plugins,
+                "plugin_dirs": [],
+                "plugin_settings": {"plugin_timeout": 30, "fail_on_plugin_error": False},
+            }
+        )
+    )
+    return path
+
+
+@pytest.fixture
+def policy_file(tmp_path: Path) -> Path:
+    path = tmp_path / "policy.json"
+    path.write_text(json.dumps(POLICY))
+    return path
+
+
+@asynccontextmanager
+async def manager(config: Path) -> AsyncIterator[Any]:
+    """ContextForge's plugin manager loaded from `config` (it is a process-wide singleton)."""
+    require(PluginManager is not None, "cpex is not installed (pip install -e '.[contextforge]')")
+    PluginManager.reset()
+    plugins = PluginManager(str(config), timeout=30)
+    await plugins.initialize()
+    try:
+        yield plugins
+    finally:
+        await plugins.shutdown()
+        PluginManager.reset()
+
+
+async def pre_invoke(plugins: Any, tool: str, args: dict[str, Any], user: str) -> Any:
+    payload = ToolPreInvokePayload(name=tool, args=args)
+    context = GlobalContext(request_id=f"req-{time.monotonic_ns()}", user=user)
+    result, _ = await plugins.invoke_hook(ToolHookType.TOOL_PRE_INVOKE, payload, context)
+    return result
+
+
+@pytest.fixture
+def native_config(
+    service: Any, policy_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Path:
+    monkeypatch.setenv("SIGNOFF_TOKEN", service.token("gateway", "contextforge"))
+    return write_config(tmp_path / "plugins.yaml", [plugin_entry(policy_file, service.url, 1.0)])
+
+
+async def test_allowed_denied_and_hidden_calls(native_config: Path) -> None:
+    async with manager(native_config) as plugins:
+        allowed = await pre_invoke(plugins, "get_weather", {"city": "Oslo"}, "dev@example.com")
+        assert allowed.continue_processing and allowed.violation is None
+        denied = await pre_invoke(plugins, "drop_table", {"name": "users"}, "dev@example.com")
+        assert not denied.continue_processing
+        assert denied.violation.code == "SIGNOFF_REFUSED"
+        assert "never in production" in denied.violation.description
+        hidden = await pre_invoke(plugins, "read_secrets", {}, "dev@example.com")
+        assert "hidden by policy" in hidden.violation.description
+
+
+async def test_pending_is_a_retry_violation_and_the_approved_retry_proceeds(
+    native_config: Path, service: Any
+) -> None:
+    bob = service.client(service.token("approver", "bob"))
+    user = "mallory@example.com"
+    args = {"to": "all@example.com", "body": "hi"}
+    async with manager(native_config) as plugins:
+        first = await pre_invoke(plugins, "send_email", args, user)
+        assert not first.continue_processing
+        assert first.violation.code == "SIGNOFF_PENDING_APPROVAL"
+        assert first.violation.details["retry"] is True
+        [request] = requests_of(bob, user, "send_email")
+        assert request["id"] in first.violation.description
+        assert "Retry this identical call" in first.violation.description
+        # The identical retry attaches to the same request.
+        again = await pre_invoke(plugins, "send_email", args, user)
+        assert again.violation.code == "SIGNOFF_PENDING_APPROVAL"
+        assert len(requests_of(bob, user, "send_email")) == 1
+
+        bob.post(f"/requests/{request['id']}/decisions", json={"decision": "approve"})
+        go = await pre_invoke(plugins, "send_email", args, user)
+        assert go.continue_processing and go.violation is None
+        assert bob.get(f"/requests/{request['id']}").json()["claimed_at"] is not None
+
+
+async def test_the_user_cannot_approve_their_own_call(native_config: Path, service: Any) -> None:
+    alice = service.client(service.token("approver", "alice"))
+    async with manager(native_config) as plugins:
+        await pre_invoke(plugins, "send_email", {"to": "x"}, "alice")
+        request = await pending_request(alice, "alice", "send_email")
+        own = alice.post(f"/requests/{request['id']}/decisions", json={"decision": "approve"})
+        assert own.status_code == 403
+
+
+async def test_an_unreachable_service_fails_closed(
+    policy_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SIGNOFF_TOKEN", "so_whatever")
+    down = f"http://127.0.0.1:{free_port()}"
+    config = write_config(tmp_path / "down.yaml", [plugin_entry(policy_file, down, 1.0)])
+    async with manager(config) as plugins:
+        result = await pre_invoke(plugins, "send_email", {"to": "x"}, "dev@example.com")
+        assert not result.continue_processing
+        assert "could not reach the approval service" in result.violation.description
+        allowed = await pre_invoke(plugins, "get_weather", {}, "dev@example.com")
+        assert allowed.continue_processing
+
+
+def wait_for_port(port: int, proc: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"plugin server exited:\n{log.read_text()}")
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"plugin server did not listen:\n{log.read_text()}")
+
+
+@pytest.fixture
+def external_server(service: Any, policy_file: Path, tmp_path: Path) -> Iterator[str]:
+    """cpex's external plugin runtime serving SignoffPlugin over streamable HTTP."""
+    require(PluginManager is not None, "cpex is not installed (pip install -e '.[contextforge]')")
+    port = free_port()
+    config = write_config(
+        tmp_path / "server-plugins.yaml", [plugin_entry(policy_file, service.url, 1.0)]
+    )
+    env = dict(
+        os.environ,
+        SIGNOFF_TOKEN=service.token("gateway", "contextforge-external"),
+        PLUGINS_CONFIG_PATH=str(config),
+        PLUGINS_TRANSPORT="http",
+        PLUGINS_SERVER_HOST="127.0.0.1",
+        PLUGINS_SERVER_PORT=str(port),
+        ENABLE_METRICS="false",
+    )
+    log = tmp_path / "plugin-server.log"
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "cpex.framework.external.mcp.server.runtime"],
+            stdout=out, stderr=subprocess.STDOUT, env=env, cwd=tmp_path,
+        )  # fmt: skip
+    try:
+        wait_for_port(port, proc, log)
+        yield f"http://127.0.0.1:{port}/mcp"
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture
+def loopback_plugins(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The plugin server is on loopback, which cpex's SSRF guard refuses by default."""
+    from cpex.framework.settings import get_ssrf_settings
+
+    monkeypatch.setenv("PLUGINS_SSRF_PROTECTION_ENABLED", "false")
+    get_ssrf_settings.cache_clear()
+    yield
+    monkeypatch.undo()
+    get_ssrf_settings.cache_clear()
+
+
+@pytest.mark.usefixtures("loopback_plugins")
+async def test_as_an_external_plugin_over_streamable_http(
+    external_server: str, service: Any, tmp_path: Path
+) -> None:
+    config = write_config(
+        tmp_path / "gateway-plugins.yaml",
+        [
+            {
+                "name": "signoff",
+                "kind": "external",
+                "hooks": ["tool_pre_invoke"],
+                "mode": "enforce",
+                "priority": 10,
+                "mcp": {"proto": "STREAMABLEHTTP", "url": external_server},
+            }
+        ],
+    )
+    bob = service.client(service.token("approver", "bob"))
+    user = "external@example.com"
+    async with manager(config) as plugins:
+        allowed = await pre_invoke(plugins, "get_weather", {"city": "Rome"}, user)
+        assert allowed.continue_processing
+        denied = await pre_invoke(plugins, "drop_table", {}, user)
+        assert not denied.continue_processing and "never in production" in (
+            denied.violation.description
+        )
+        pending = await pre_invoke(plugins, "send_email", {"to": "y"}, user)
+        assert pending.violation.code == "SIGNOFF_PENDING_APPROVAL"
+        request = await pending_request(bob, user, "send_email")
+        bob.post(f"/requests/{request['id']}/decisions", json={"decision": "approve"})
+        with anyio.fail_after(10):
+            go = await pre_invoke(plugins, "send_email", {"to": "y"}, user)
+        assert go.continue_processing, go.violation
+
+
+def test_the_plugin_refuses_to_load_without_a_policy_or_token(
+    service: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    require(PluginManager is not None, "cpex is not installed (pip install -e '.[contextforge]')")
+    from cpex.framework import PluginConfig
+
+    from gateway_plugin.contextforge import SignoffPlugin
+
+    base = {"name": "signoff", "kind": KIND, "hooks": ["tool_pre_invoke"]}
+    with pytest.raises(ValueError, match="config.policy"):
+        SignoffPlugin(PluginConfig(**base, config={}))
+    monkeypatch.delenv("SIGNOFF_TOKEN", raising=False)
+    policy = tmp_path / "p.json"
+    policy.write_text(json.dumps(POLICY))
+    with pytest.raises(ValueError, match="SIGNOFF_TOKEN"):
+        SignoffPlugin(PluginConfig(**base, config={"policy": str(policy)}))

@@ -1,0 +1,82 @@
+"""The slack_messages table: migrated up and down on a real SQLite file; one card per request."""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+from pathlib import Path
+
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlmodel import SQLModel
+
+import approvals.audit.models  # noqa: F401
+import approvals.models  # noqa: F401
+import approvals.slack.models  # noqa: F401
+from approvals import lifecycle, migrate
+from approvals.db import make_engine, session_scope
+from approvals.schemas import RequestCreate
+from approvals.slack.notifier import claim_card
+
+
+def tables(path: Path) -> set[str]:
+    with sqlite3.connect(path) as conn:
+        rows = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
+    return {name for (name,) in rows}
+
+
+def test_upgrade_adds_slack_messages_and_downgrade_removes_only_it(tmp_path: Path) -> None:
+    path = tmp_path / "signoff.db"
+    url = f"sqlite:///{path}"
+    migrate.upgrade(url, "0002")
+    assert "slack_messages" not in tables(path)
+    migrate.upgrade(url)
+    assert "slack_messages" in tables(path)
+    with sqlite3.connect(path) as conn:
+        columns = [row[1] for row in conn.execute("PRAGMA table_info(slack_messages)")]
+        head = conn.execute("SELECT version_num FROM alembic_version").fetchone()
+    assert columns == [
+        "request_id",
+        "channel",
+        "ts",
+        "rendered_version",
+        "replies_posted",
+        "created_at",
+        "updated_at",
+    ]
+    assert head == ("0003",)
+
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            context = MigrationContext.configure(
+                conn, opts={"compare_type": True, "render_as_batch": True}
+            )
+            assert compare_metadata(context, SQLModel.metadata) == []
+    finally:
+        engine.dispose()
+
+    migrate.downgrade(url, "0002")
+    assert "slack_messages" not in tables(path)
+    assert {"approval_requests", "audit_events"} <= tables(path)
+    migrate.upgrade(url)
+    assert "slack_messages" in tables(path)
+
+
+def test_a_card_is_claimed_once_per_request(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'signoff.db'}"
+    migrate.upgrade(url)
+    engine = make_engine(url)
+    try:
+        with session_scope(engine) as session:
+            data = RequestCreate(
+                tool="end_codegen_session",
+                caller="agent-7",
+                arguments_hash=hashlib.sha256(b"{}").hexdigest(),
+            )
+            request = lifecycle.create_request(session, data, created_by="gw").request
+        # Two replicas hear of the same request: exactly one may post its card.
+        assert claim_card(engine, request.id, "C0QALEADS") is True
+        assert claim_card(engine, request.id, "C0QALEADS") is False
+    finally:
+        engine.dispose()
