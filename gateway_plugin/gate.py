@@ -72,6 +72,9 @@ def _summary(result: CallToolResult, limit: int = 500) -> str:
 class ApprovalGate:
     """Applies a policy to tool calls, holding risky ones for a human decision."""
 
+    # Whether `forward` returns the real result, so its outcome can be recorded.
+    reports_outcomes = True
+
     def __init__(
         self,
         policy: Policy,
@@ -226,8 +229,9 @@ class ApprovalGate:
             if refusal is not None:
                 return refusal
         result = await forward()
-        # The agent gets its result now; the outcome is recorded behind its back.
-        self._background(self._report(request, result))
+        if self.reports_outcomes:
+            # The agent gets its result now; the outcome is recorded behind its back.
+            self._background(self._report(request, result))
         return result
 
     async def _claim(self, request: ApprovalRequestView) -> CallToolResult | None:

@@ -16,12 +16,9 @@ attaches to the same request and goes ahead once it is approved.
 
 from __future__ import annotations
 
-from typing import Any
-
 from mcp_types import CallToolResult, TextContent
 
 from gateway_plugin.gate import ApprovalGate, ProgressFn, ToolCall
-from gateway_plugin.wire import ApprovalRequestView
 
 __all__ = ["HandBackGate"]
 
@@ -36,16 +33,13 @@ async def _go_ahead() -> CallToolResult:
 class HandBackGate(ApprovalGate):
     """An `ApprovalGate` whose `forward` is "let the host run it"."""
 
+    # The host runs the call: its result never passes through here, so there is no
+    # outcome to record (the claim already logged `call.forwarded`).
+    reports_outcomes = False
+
     async def decide(
         self, call: ToolCall, progress: ProgressFn | None = None
     ) -> CallToolResult | None:
         """None when the host may run `call` now; else the tool error to return instead."""
         result = await self.handle(call, _go_ahead, progress)
         return None if result is _GO_AHEAD else result
-
-    async def _report(self, request: ApprovalRequestView, result: CallToolResult) -> Any:
-        # The host runs the call: its result never passes through here, so there is no
-        # outcome to record (the claim already logged `call.forwarded`).
-        if result is _GO_AHEAD:
-            return None
-        return await super()._report(request, result)
