@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -73,6 +75,25 @@ def _tune_sqlite(engine: Engine) -> None:
     def _on_begin(conn: Any) -> None:
         read_only = conn.get_execution_options().get("signoff_read_only", False)
         conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+
+
+_WRITE_LOCKS: weakref.WeakKeyDictionary[Engine, threading.Lock] = weakref.WeakKeyDictionary()
+
+
+@contextmanager
+def write_turn(engine: Engine) -> Iterator[None]:
+    """Queue this process's writers on SQLite before they ask SQLite for its write lock.
+
+    SQLite admits one writer; the others wait in its busy handler, which sleeps in
+    growing steps (up to 100 ms) and makes tail latency balloon under load. A lock
+    in the process hands the turn over at once. Other stores need no turn.
+    """
+    if not is_sqlite(str(engine.url)):
+        yield
+        return
+    lock = _WRITE_LOCKS.setdefault(engine, threading.Lock())
+    with lock:
+        yield
 
 
 @contextmanager

@@ -11,7 +11,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from approvals.api.errors import ApiError
-from approvals.db import read_session, session_scope
+from approvals.db import read_session, session_scope, write_turn
 from approvals.events import EventHub, attach_hub
 from approvals.models import Role
 from approvals.settings import Settings
@@ -47,7 +47,8 @@ SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 
 
 def get_session(engine: EngineDep, hub: HubDep) -> Iterator[Session]:
-    with session_scope(engine) as session:
+    # Only routes that write take a SessionDep (reads use ReadSessionDep).
+    with write_turn(engine), session_scope(engine) as session:
         attach_hub(session, hub)
         yield session
 
