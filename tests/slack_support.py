@@ -12,16 +12,12 @@ import hashlib
 import hmac
 import itertools
 import json
-import re
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
-import httpx
 from slack_standin import BOT_TOKEN, TEAM, SlackStandin
-from support import ServiceProcess
 
 SIGNING_SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
 CHANNEL = "C0QALEADS"
@@ -75,25 +71,6 @@ def action_ids(card: dict[str, Any]) -> list[str]:
         if block["type"] == "actions"
         for element in block["elements"]
     ]
-
-
-@dataclass
-class DashboardUser:
-    http: httpx.Client
-    csrf: str
-
-
-def dashboard_sign_in(service: ServiceProcess, token: str) -> DashboardUser:
-    """Sign in on the dashboard as a browser would (form, cookie, CSRF token)."""
-    http = httpx.Client(base_url=service.url, timeout=30)
-    form = http.get("/login")
-    login_csrf = re.search(r'name="csrf_token" value="([^"]+)"', form.text)
-    assert login_csrf is not None
-    done = http.post("/login", data={"token": token, "csrf_token": login_csrf[1], "next": "/"})
-    assert done.status_code == 303, done.text
-    csrf = re.search(r'<meta name="csrf-token" content="([^"]+)"', http.get("/").text)
-    assert csrf is not None
-    return DashboardUser(http, csrf[1])
 
 
 _triggers = itertools.count(1)

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
+import itertools
+import json
 import os
+import re
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -135,3 +140,58 @@ def requests_of(approver: httpx.Client, agent: str, tool: str) -> list[dict[str,
     """Every request `agent` made for `tool`, newest first."""
     page = approver.get("/requests", params={"tool": tool, "limit": 200}).json()
     return [item for item in page["items"] if item["caller"] == agent]
+
+
+_held_calls = itertools.count()
+
+
+def held_call_body(**overrides: Any) -> dict[str, Any]:
+    """The body a gateway sends to queue a held end_codegen_session call.
+
+    Each body has distinct arguments unless `arguments` is given.
+    """
+    arguments = overrides.pop("arguments", {"outputPath": f"/tmp/test-{next(_held_calls)}.spec.ts"})
+    digest = hashlib.sha256(json.dumps(arguments, sort_keys=True).encode()).hexdigest()
+    body: dict[str, Any] = {
+        "tool": "end_codegen_session",
+        "server": "playwright",
+        "caller": "agent-7",
+        "arguments": arguments,
+        "arguments_hash": digest,
+        "policy_key": "end_codegen_session",
+        "reason": "writes a generated test file to disk",
+        "approver_group": "qa-leads",
+        "approvers": ["alice", "bob"],
+        "quorum": 1,
+        "timeout_seconds": 600,
+    }
+    body.update(overrides)
+    return body
+
+
+def queue_held_call(gateway: httpx.Client, **overrides: Any) -> dict[str, Any]:
+    """Queue a held call as the gateway would (see `held_call_body`); returns the request."""
+    created = gateway.post("/requests", json=held_call_body(**overrides))
+    assert created.status_code == 201, created.text
+    return dict(created.json())
+
+
+@dataclass
+class DashboardSession:
+    """An HTTP client signed in to the dashboard, and the CSRF token its pages carry."""
+
+    http: httpx.Client
+    csrf: str
+
+
+def dashboard_sign_in(service: ServiceProcess, token: str) -> DashboardSession:
+    """Sign in on the dashboard as a browser would (form, cookie, CSRF token)."""
+    http = httpx.Client(base_url=service.url, timeout=30)
+    form = http.get("/login")
+    login_csrf = re.search(r'name="csrf_token" value="([^"]+)"', form.text)
+    assert login_csrf is not None
+    done = http.post("/login", data={"token": token, "csrf_token": login_csrf[1], "next": "/"})
+    assert done.status_code == 303, done.text
+    csrf = re.search(r'<meta name="csrf-token" content="([^"]+)"', http.get("/").text)
+    assert csrf is not None
+    return DashboardSession(http, csrf[1])

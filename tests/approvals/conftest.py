@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 import itertools
-import json
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import pytest
+from support import held_call_body
 
 _counter = itertools.count()
 
@@ -37,28 +36,7 @@ def team(service: Any) -> Team:
     )
 
 
-def _call_body(**overrides: Any) -> dict[str, Any]:
-    """A create body for a distinct suspended call (unique arguments each time)."""
-    arguments = overrides.pop("arguments", {"outputPath": f"/tmp/test-{next(_counter)}.spec.ts"})
-    digest = hashlib.sha256(json.dumps(arguments, sort_keys=True).encode()).hexdigest()
-    body: dict[str, Any] = {
-        "tool": "end_codegen_session",
-        "server": "playwright",
-        "caller": "agent-7",
-        "arguments": arguments,
-        "arguments_hash": digest,
-        "policy_key": "end_codegen_session",
-        "reason": "writes a generated test file to disk",
-        "approver_group": "qa-leads",
-        "approvers": ["alice", "bob"],
-        "quorum": 1,
-        "timeout_seconds": 600,
-    }
-    body.update(overrides)
-    return body
-
-
 @pytest.fixture
 def new_call() -> Any:
     """Factory of create bodies, each for a distinct call unless arguments are given."""
-    return _call_body
+    return held_call_body

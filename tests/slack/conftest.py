@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
 import itertools
-import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -13,7 +11,7 @@ import httpx
 import pytest
 from slack_standin import SlackStandin
 from slack_support import form_body, signed_headers, slack_env, write_service_policy
-from support import ServiceProcess
+from support import ServiceProcess, queue_held_call
 
 _counter = itertools.count()
 
@@ -68,25 +66,10 @@ def queue_call(gateway: httpx.Client) -> Callable[..., dict[str, Any]]:
     """Queue a distinct held call as the gateway would; returns the request."""
 
     def queue(**overrides: Any) -> dict[str, Any]:
-        arguments = overrides.pop("arguments", {"sessionId": f"s-{next(_counter)}"})
-        digest = hashlib.sha256(json.dumps(arguments, sort_keys=True).encode()).hexdigest()
-        body: dict[str, Any] = {
-            "tool": "end_codegen_session",
-            "server": "playwright",
-            "caller": "agent-7",
-            "arguments": arguments,
-            "arguments_hash": digest,
-            "policy_key": "end_codegen_session",
-            "reason": "writes a generated test file to disk",
-            "approver_group": "qa-leads",
-            "approvers": ["alice", "bob", "agent-7"],
-            "quorum": 1,
-            "timeout_seconds": 600,
-        }
-        body.update(overrides)
-        created = gateway.post("/requests", json=body)
-        assert created.status_code == 201, created.text
-        return dict(created.json())
+        overrides.setdefault("arguments", {"sessionId": f"s-{next(_counter)}"})
+        # The caller is a member too, so the self-approval refusal can be seen.
+        overrides.setdefault("approvers", ["alice", "bob", "agent-7"])
+        return queue_held_call(gateway, **overrides)
 
     return queue
 

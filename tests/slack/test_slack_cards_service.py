@@ -13,9 +13,9 @@ from typing import Any
 
 import httpx
 from slack_standin import BOT_TOKEN, SlackStandin
-from slack_support import CHANNEL, action_ids, dashboard_sign_in
+from slack_support import CHANNEL, action_ids
 from slack_support import card_text as block_text
-from support import ServiceProcess
+from support import ServiceProcess, dashboard_sign_in
 
 
 def test_a_held_call_posts_a_card_to_the_groups_channel(
