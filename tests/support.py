@@ -195,3 +195,26 @@ def dashboard_sign_in(service: ServiceProcess, token: str) -> DashboardSession:
     csrf = re.search(r'<meta name="csrf-token" content="([^"]+)"', http.get("/").text)
     assert csrf is not None
     return DashboardSession(http, csrf[1])
+
+
+def wait_for_port(port: int, proc: subprocess.Popen[bytes], log: Path, timeout: float = 30) -> None:
+    """Wait until `proc` listens on loopback `port`; its log explains a failure."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{proc.args!r} exited early:\n{log.read_text()}")
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on port {port}:\n{log.read_text()}")
+
+
+async def start_codegen(agent: Any, out_dir: Path, prefix: str = "Signoff") -> str:
+    """Start a Playwright codegen session writing into `out_dir`; returns its id."""
+    started = await agent.call_tool(
+        "start_codegen_session",
+        {"options": {"outputPath": str(out_dir), "testNamePrefix": prefix}},
+    )
+    assert not started.is_error, text_of(started)
+    return str(json.loads(text_of(started))["sessionId"])

@@ -24,7 +24,15 @@ import mcp_types as types
 import pytest
 from netproxy import NoWebsocketProxy
 from playwright.async_api import async_playwright, expect
-from support import ROOT, ServiceProcess, free_port, pending_request, require, text_of
+from support import (
+    ROOT,
+    ServiceProcess,
+    free_port,
+    pending_request,
+    require,
+    start_codegen,
+    text_of,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -86,15 +94,6 @@ def api(service: ServiceProcess, tokens: dict[str, str]) -> dict[str, httpx.Clie
     return {name: service.client(token) for name, token in tokens.items()}
 
 
-async def codegen_session(agent: Any, out_dir: Path) -> str:
-    started = await agent.call_tool(
-        "start_codegen_session",
-        {"options": {"outputPath": str(out_dir), "testNamePrefix": "Dash"}},
-    )
-    assert not started.is_error, text_of(started)
-    return str(json.loads(text_of(started))["sessionId"])
-
-
 async def test_sign_in_and_sign_out(service: ServiceProcess, tokens: dict[str, str]) -> None:
     async with chromium() as browser:
         page = await sign_in(browser, service, tokens["alice"])
@@ -120,7 +119,7 @@ async def test_a_held_call_appears_in_two_pages_and_approve_in_one_resumes_it(
     async with chromium() as browser, open_gateway(policy(), agent_name) as agent:
         alice = await sign_in(browser, service, tokens["alice"])
         bob = await sign_in(browser, service, tokens["bob"])
-        session_id = await codegen_session(agent, out_dir)
+        session_id = await start_codegen(agent, out_dir, prefix="Dash")
         results: list[types.CallToolResult] = []
 
         async def call_end() -> None:
@@ -174,7 +173,7 @@ async def test_reject_with_a_comment_returns_the_comment_to_the_agent(
 ) -> None:
     async with chromium() as browser, open_gateway(policy(), agent_name) as agent:
         bob = await sign_in(browser, service, tokens["bob"])
-        session_id = await codegen_session(agent, tmp_path / "out")
+        session_id = await start_codegen(agent, tmp_path / "out", prefix="Dash")
         results: list[types.CallToolResult] = []
 
         async def call_end() -> None:

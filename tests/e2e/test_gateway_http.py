@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
@@ -27,7 +25,7 @@ import pytest
 from mcp import ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
 from mcp.client.streamable_http import streamable_http_client
-from support import ROOT, free_port, mcp_server_command, pending_request, text_of
+from support import ROOT, free_port, mcp_server_command, pending_request, text_of, wait_for_port
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(90)]
 
@@ -38,18 +36,6 @@ SIGNOFF = str(Path(sys.executable).parent / "signoff")
 UPSTREAM = ROOT / "tests" / "gateway_plugin" / "conformance_upstream.py"
 UPSTREAM_BEARER = "Bearer upstream-secret"
 HELD = "test_simple_text"
-
-
-def wait_for_port(port: int, proc: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"exited early ({proc.returncode}):\n{log.read_text()}")
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on {port}:\n{log.read_text()}")
 
 
 @contextmanager

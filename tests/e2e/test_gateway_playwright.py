@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -13,7 +12,7 @@ from typing import Any
 import anyio
 import mcp_types as types
 import pytest
-from support import ServiceProcess, pending_request, requests_of, text_of
+from support import ServiceProcess, pending_request, requests_of, start_codegen, text_of
 
 pytestmark = pytest.mark.anyio
 
@@ -21,15 +20,6 @@ pytestmark = pytest.mark.anyio
 STORES = ("sqlite", "postgresql")
 
 END = "end_codegen_session"
-
-
-async def start_codegen(session: Any, out_dir: Path) -> str:
-    result = await session.call_tool(
-        "start_codegen_session",
-        {"options": {"outputPath": str(out_dir), "testNamePrefix": "Signoff"}},
-    )
-    assert not result.is_error, text_of(result)
-    return str(json.loads(text_of(result))["sessionId"])
 
 
 def written_tests(out_dir: Path) -> list[Path]:

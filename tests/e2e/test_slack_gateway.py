@@ -7,7 +7,6 @@ resumes the held MCP call.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,13 +22,12 @@ from slack_support import (
     action_ids,
     block_action,
     card_text,
-    dashboard_sign_in,
     form_body,
     signed_headers,
     slack_env,
     write_service_policy,
 )
-from support import ServiceProcess, pending_request, text_of
+from support import ServiceProcess, dashboard_sign_in, pending_request, start_codegen, text_of
 
 pytestmark = pytest.mark.anyio
 
@@ -62,15 +60,6 @@ def click(service: ServiceProcess, payload: dict[str, Any]) -> httpx.Response:
     return httpx.post(
         f"{service.url}/slack/interactions", content=body, headers=signed_headers(body)
     )
-
-
-async def start_codegen(session: Any, out_dir: Path) -> str:
-    result = await session.call_tool(
-        "start_codegen_session",
-        {"options": {"outputPath": str(out_dir), "testNamePrefix": "Signoff"}},
-    )
-    assert not result.is_error, text_of(result)
-    return str(json.loads(text_of(result))["sessionId"])
 
 
 async def wait_card(standin: SlackStandin, request_id: str) -> dict[str, Any]:

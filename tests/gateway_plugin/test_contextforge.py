@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,7 +24,7 @@ from typing import Any
 import anyio
 import pytest
 import yaml
-from support import free_port, pending_request, requests_of, require
+from support import free_port, pending_request, requests_of, require, wait_for_port
 
 try:
     from cpex.framework import GlobalContext, PluginManager, ToolPreInvokePayload
@@ -171,18 +170,6 @@ async def test_an_unreachable_service_fails_closed(
         assert "could not reach the approval service" in result.violation.description
         allowed = await pre_invoke(plugins, "get_weather", {}, "dev@example.com")
         assert allowed.continue_processing
-
-
-def wait_for_port(port: int, proc: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"plugin server exited:\n{log.read_text()}")
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise RuntimeError(f"plugin server did not listen:\n{log.read_text()}")
 
 
 @pytest.fixture
