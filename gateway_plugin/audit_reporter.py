@@ -45,6 +45,13 @@ class GatewayFact(BaseModel):
     comment: str | None = None
 
 
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
 class AuditReporter:
     """Queues gateway facts and sends them in the background; never raises into a call."""
 
@@ -71,7 +78,9 @@ class AuditReporter:
         self._batch_size = batch_size
         self._attempts = attempts
         self._first_retry_delay = first_retry_delay
-        self._loop: asyncio.AbstractEventLoop | None = None
+        # Known from the start when built on the gateway's loop, so reports from the
+        # proxy's reader threads (the fast path) are sent without waiting for a loop call.
+        self._loop: asyncio.AbstractEventLoop | None = _running_loop()
         self._task: asyncio.Task[None] | None = None
         self._closed = False
         self.sent = 0
@@ -118,10 +127,7 @@ class AuditReporter:
             log.exception("could not queue an audit fact")
 
     def _kick(self) -> None:
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            loop = None
+        loop = _running_loop()
         if loop is None:
             known = self._loop
             if known is not None and not known.is_closed():

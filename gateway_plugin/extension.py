@@ -18,6 +18,9 @@ from gateway_plugin.policy import Evaluation
 from gateway_plugin.proxy.context import caller_name, progress_reporter, session_key
 from gateway_plugin.proxy.fastpath import Verdict
 
+_FORWARD: Verdict = ("forward", None)
+_INTERCEPT: Verdict = ("intercept", None)
+
 
 class SignoffExtension(Extension):
     """Holds, denies or forwards each tools/call according to the Signoff policy."""
@@ -30,12 +33,14 @@ class SignoffExtension(Extension):
 
     def screen_tool_call(self, name: str, arguments: Mapping[str, Any], session: str) -> Verdict:
         """Settle a call without a request context when no human is needed (the fast path)."""
+        gate = self.gate
         call = ToolCall(tool=name, arguments=arguments, server=self.server, session=session)
-        if self.gate.needs_approval(call):
-            return ("intercept", None)
-        refusal = self.gate.screen(call)
+        evaluation = gate.evaluate(call)
+        if gate.needs_approval(call, evaluation):
+            return _INTERCEPT
+        refusal = gate.screen(call, evaluation)
         assert not isinstance(refusal, Evaluation)  # only approvals evaluate to one
-        return ("forward", None) if refusal is None else ("reply", refusal)
+        return _FORWARD if refusal is None else ("reply", refusal)
 
     def visible_tools(self, tools: list[types.Tool]) -> list[types.Tool]:
         """Drop the tools the policy hides."""

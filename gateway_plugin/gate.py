@@ -117,15 +117,25 @@ class ApprovalGate:
         """False for tools the policy hides from tools/list."""
         return not self.policy.is_hidden(tool, server or None)
 
-    def needs_approval(self, call: ToolCall) -> bool:
+    def evaluate(self, call: ToolCall) -> Evaluation:
+        """The current policy's decision for `call` (pure: consumes no rate limit)."""
+        return self.policy.evaluate(call.tool, call.arguments, call.server or None)
+
+    def needs_approval(self, call: ToolCall, evaluation: Evaluation | None = None) -> bool:
         """True when the policy wants a human for `call` (pure: consumes no rate limit)."""
-        evaluation = self.policy.evaluate(call.tool, call.arguments, call.server or None)
+        if evaluation is None:
+            evaluation = self.evaluate(call)
         return evaluation.action == "require_approval" and not evaluation.hidden
 
-    def screen(self, call: ToolCall) -> CallToolResult | Evaluation | None:
+    def screen(
+        self, call: ToolCall, evaluation: Evaluation | None = None
+    ) -> CallToolResult | Evaluation | None:
         """Settle what needs no human: None to forward, a tool error to refuse, else the
-        evaluation that asks for approval. Counts the call against its rate limits."""
-        evaluation = self.policy.evaluate(call.tool, call.arguments, call.server or None)
+        evaluation that asks for approval. Counts the call against its rate limits.
+
+        `evaluation` is `evaluate(call)` when the caller already has it."""
+        if evaluation is None:
+            evaluation = self.evaluate(call)
         if evaluation.hidden:
             self._record(call, evaluation, "policy.denied", "hidden", evaluation.reason)
             return error_result(messages.hidden(call.tool))

@@ -7,31 +7,39 @@ client session costs several times what the upstream itself needs to answer.
 So the stdio host offers every line from the agent and from the upstream to
 this relay first. For each `tools/call` it asks the extensions to screen it:
 
-- "forward": the line goes upstream as it came (under an id of our own), and
-  the upstream's answer, progress and errors go straight back to the agent;
+- "forward": the agent's line goes upstream unchanged, and the upstream's
+  answer and progress go straight back to the agent, also unchanged;
 - "reply": the extension's `CallToolResult` is the answer (denied, hidden,
   rate-limited) and nothing reaches the upstream;
 - "intercept": the line continues to the SDK server, whose handler chain
   (`Extension.intercept_tool_call`) does the rest.
 
-Everything else passes on untouched. The relay is active only when every
-extension can screen (`ScreeningExtension`) and the agent asked for the same
-protocol version the upstream session speaks, so lines need no translation.
-Its callbacks are synchronous: a relayed message costs one JSON parse and one
-write, with no task switch.
+Lines pass unchanged because the gateway's own SDK session marks its ids
+(`wire_ids`): an unmarked answer from the upstream can only be the agent's.
+The relay is active only when every extension can screen
+(`ScreeningExtension`) and the agent asked for the same protocol version the
+upstream session speaks, so lines need no translation.
+
+Its callbacks are synchronous and run in the pipes' reader threads (agent
+lines in one, upstream lines in another), and they do as little as they can:
+a relayed call costs one JSON parse of the request and a look at the bytes of
+the answer. The table of calls in flight is shared by both threads, so it is
+changed under a lock.
 """
 
 from __future__ import annotations
 
-import itertools
-import json
 import logging
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal, Protocol, runtime_checkable
 
 import mcp_types as types
 from mcp.server.extension import Extension
 from mcp_types.jsonrpc import CONNECTION_CLOSED
+from pydantic_core import from_json, to_json
+
+from gateway_plugin.proxy.wire_ids import NO_ID, JSONRPCMessage, SdkIds, answer_id
 
 logger = logging.getLogger(__name__)
 
@@ -50,12 +58,13 @@ class ScreeningExtension(Protocol):
 
 
 def _line(message: dict[str, Any]) -> bytes:
-    return json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+    return to_json(message) + b"\n"
 
 
 def _loads(line: bytes) -> dict[str, Any] | None:
+    # pydantic-core's parser: several times faster than the json module's.
     try:
-        message = json.loads(line)
+        message = from_json(line)
     except ValueError:
         return None
     return message if isinstance(message, dict) else None
@@ -72,11 +81,10 @@ class FastPath:
         self._upstream_version: str | None = None
         self._to_agent: WriteLine | None = None
         self._to_upstream: WriteLine | None = None
-        self._ids = itertools.count(1)
-        # upstream request id -> (agent request id, agent progress token)
-        self._pending: dict[str, tuple[Any, Any]] = {}
-        self._by_agent_id: dict[Any, str] = {}
-        self._tokens: set[Any] = set()
+        self.ids = SdkIds()
+        # The agent's ids of relayed calls still waiting for the upstream's answer.
+        self._in_flight: set[Any] = set()
+        self._lock = threading.Lock()
 
     def connect(
         self, *, upstream_version: str | None, to_agent: WriteLine, to_upstream: WriteLine
@@ -86,33 +94,55 @@ class FastPath:
         self._to_agent = to_agent
         self._to_upstream = to_upstream
 
+    # Agent -> upstream (the agent's reader thread)
+
     def on_agent_line(self, line: bytes) -> bool:
         """Offer one line from the agent; True when the relay consumed it."""
-        if self._screeners is None or self._to_upstream is None or b'"method"' not in line:
+        # Flat on purpose: this runs right after a wake-up, where every call costs.
+        if b'"tools/call"' in line and self._active:
+            try:
+                message = from_json(line)
+            except ValueError:
+                return False
+            if type(message) is dict and message.get("method") == "tools/call":
+                return self._tools_call(line, message)
             return False
         if not self._active:
-            if b'"initialize"' in line:
-                message = _loads(line)
-                if message is not None and message.get("method") == "initialize":
-                    requested = (message.get("params") or {}).get("protocolVersion")
-                    self._active = requested == self._upstream_version
-            return False
-        if b'"tools/call"' in line:
-            message = _loads(line)
-            if message is not None and message.get("method") == "tools/call" and "id" in message:
-                return self._tools_call(message)
+            self._watch_handshake(line)
         elif b'"notifications/cancelled"' in line:
             return self._cancelled(line)
         return False
 
-    def _tools_call(self, message: dict[str, Any]) -> bool:
+    def _watch_handshake(self, line: bytes) -> None:
+        """Turn the relay on when the agent asks for the upstream session's protocol version."""
+        if self._screeners is None or self._to_upstream is None or b'"initialize"' not in line:
+            return
+        message = _loads(line)
+        if message is not None and message.get("method") == "initialize":
+            requested = (message.get("params") or {}).get("protocolVersion")
+            self._active = requested == self._upstream_version
+            logger.debug(
+                "fast path %s (agent asks for %s, upstream speaks %s)",
+                "on" if self._active else "off",
+                requested,
+                self._upstream_version,
+            )
+
+    def _tools_call(self, line: bytes, message: dict[str, Any]) -> bool:
         assert self._screeners is not None and self._to_agent and self._to_upstream
         params = message.get("params") or {}
         name, arguments = params.get("name"), params.get("arguments") or {}
+        agent_id = message.get("id")
         if not isinstance(name, str) or not isinstance(arguments, dict):
             return False  # the SDK server answers with the proper validation error
+        if not isinstance(agent_id, int | str) or self.ids.is_marked(agent_id):
+            return False  # odd ids take the full path, which checks them
+        action, result = "forward", None
         try:
-            action, result = self._screen(name, arguments)
+            for extension in self._screeners:
+                action, result = extension.screen_tool_call(name, arguments, self._session)
+                if action != "forward":
+                    break
         except Exception:
             logger.exception("screening %s failed; handing the call to the full path", name)
             return False
@@ -121,68 +151,77 @@ class FastPath:
         if action == "reply":
             assert result is not None
             body = result.model_dump(by_alias=True, mode="json", exclude_none=True)
-            self._to_agent(_line({"jsonrpc": "2.0", "id": message["id"], "result": body}))
+            self._to_agent(_line({"jsonrpc": "2.0", "id": agent_id, "result": body}))
             return True
-        upstream_id = f"signoff-{next(self._ids)}"
-        meta = params.get("_meta")
-        token = meta.get("progressToken") if isinstance(meta, dict) else None
-        if not isinstance(token, str | int):
-            token = None
-        self._pending[upstream_id] = (message["id"], token)
-        self._by_agent_id[message["id"]] = upstream_id
-        if token is not None:
-            self._tokens.add(token)
-        self._to_upstream(_line({**message, "id": upstream_id}))
+        with self._lock:
+            self._in_flight.add(agent_id)
+        self._to_upstream(line)
         return True
-
-    def _screen(self, name: str, arguments: dict[str, Any]) -> Verdict:
-        assert self._screeners is not None
-        for extension in self._screeners:
-            verdict = extension.screen_tool_call(name, arguments, self._session)
-            if verdict[0] != "forward":
-                return verdict
-        return ("forward", None)
 
     def _cancelled(self, line: bytes) -> bool:
         message = _loads(line)
         params = (message or {}).get("params") or {}
-        upstream_id = self._by_agent_id.get(params.get("requestId"))
-        if message is None or upstream_id is None or self._to_upstream is None:
+        request_id = params.get("requestId")
+        if self._to_upstream is None or not isinstance(request_id, int | str):
             return False
-        self._to_upstream(_line({**message, "params": {**params, "requestId": upstream_id}}))
+        if request_id not in self._in_flight:
+            return False  # a call on the full path: the SDK server cancels it
+        self._to_upstream(line)
         return True
 
-    def _finish(self, upstream_id: str) -> Any:
-        agent_id, token = self._pending.pop(upstream_id)
-        self._by_agent_id.pop(agent_id, None)
-        self._tokens.discard(token)
-        return agent_id
+    # Upstream -> agent (the upstream's reader thread)
 
     def on_upstream_line(self, line: bytes) -> bool:
-        """Offer one line from the upstream; True when it belonged to a relayed call."""
-        if not self._pending or self._to_agent is None:
-            return False
-        if b'"signoff-' in line:
+        """Offer one line from the upstream; True when it went straight to the agent."""
+        if not self._active or self._to_agent is None or self.ids.marker in line:
+            return False  # for the SDK session (checked again once parsed: `incoming`)
+        if b'"method"' in line:
             message = _loads(line)
-            if message is not None and ("result" in message or "error" in message):
-                upstream_id = message.get("id")
-                if isinstance(upstream_id, str) and upstream_id in self._pending:
-                    message["id"] = self._finish(upstream_id)
-                    self._to_agent(_line(message))
-                    return True
-        if self._tokens and b'"notifications/progress"' in line:
-            message = _loads(line)
-            token = ((message or {}).get("params") or {}).get("progressToken")
-            if isinstance(token, str | int) and token in self._tokens:
-                self._to_agent(line)
+            if message is None:
+                return False
+            method = message.get("method")
+            if method == "notifications/progress":
+                self._to_agent(line)  # unmarked token: one of the agent's relayed calls
                 return True
-        return False
+            if method is not None:
+                return False  # the upstream's own requests and notifications
+        # An answer with an unmarked id: a relayed call's. The agent gets it first;
+        # the bookkeeping can wait, since agents never reuse an id in flight.
+        self._to_agent(line)
+        self._settle(answer_id(line))
+        return True
+
+    def _settle(self, agent_id: Any) -> None:
+        if agent_id is not NO_ID:
+            with self._lock:
+                self._in_flight.discard(agent_id)
+
+    # The loop's side of the upstream session
+
+    def outgoing(self, message: JSONRPCMessage) -> JSONRPCMessage:
+        """Mark a message the gateway's SDK session sends upstream."""
+        return self.ids.outgoing(message)
+
+    def incoming(self, line: bytes, message: JSONRPCMessage) -> JSONRPCMessage | None:
+        """Restore a message for the SDK session, or relay an agent's answer it was not for."""
+        if (
+            self._active
+            and self._to_agent is not None
+            and isinstance(message, types.JSONRPCResponse | types.JSONRPCError)
+            and not self.ids.is_marked(message.id)
+        ):
+            # The mark appeared only inside the result: the answer is the agent's.
+            self._settle(message.id)
+            self._to_agent(line)
+            return None
+        return self.ids.incoming(message)
 
     def upstream_closed(self) -> None:
         """Answer every relayed call still in flight: the upstream is gone."""
         if self._to_agent is None:
             return
-        for upstream_id in list(self._pending):
-            agent_id = self._finish(upstream_id)
+        with self._lock:
+            in_flight, self._in_flight = self._in_flight, set()
+        for agent_id in in_flight:
             error = {"code": CONNECTION_CLOSED, "message": "Connection closed"}
             self._to_agent(_line({"jsonrpc": "2.0", "id": agent_id, "error": error}))

@@ -31,7 +31,7 @@ from mcp.server.stdio import stdio_server
 from gateway_plugin.proxy.context import ProxyRunState
 from gateway_plugin.proxy.fastpath import FastPath
 from gateway_plugin.proxy.forwarding import build_proxy_server, gateway_version
-from gateway_plugin.proxy.pipes import native_stdio
+from gateway_plugin.proxy.pipes import threaded_stdio
 from gateway_plugin.proxy.relay import UpstreamRelay, open_upstream_session
 from gateway_plugin.proxy.sessions import UpstreamTransport
 from gateway_plugin.proxy.upstream import UpstreamStartError, spawn_upstream
@@ -108,8 +108,8 @@ async def _serve_transport(
             session, extensions, name=name, visible_tool_filter=visible_tool_filter, relay=relay
         )
         async with (
-            native_stdio() as pipes,
-            stdio_server(*(pipes or ())) as (agent_read, agent_write),  # type: ignore[arg-type]
+            threaded_stdio() as pipes,
+            stdio_server(*pipes) as (agent_read, agent_write),  # type: ignore[arg-type]
         ):
             await server.run(agent_read, agent_write, server.create_initialization_options())
 
@@ -126,7 +126,7 @@ async def _serve(
     run_state = ProxyRunState()
     fast = FastPath(extensions, session=f"connection:{run_state.run_id}")
     async with (
-        spawn_upstream(upstream, on_line=fast.on_upstream_line) as child,
+        spawn_upstream(upstream, tap=fast) as child,
         open_upstream_session(
             child.read_stream,
             child.write_stream,
@@ -146,18 +146,16 @@ async def _serve(
         )
         upstream_died = False
         async with (
-            native_stdio() as pipes,
-            stdio_server(*(pipes or ())) as (agent_read, agent_write),  # type: ignore[arg-type]
+            threaded_stdio() as (agent_lines, agent_out),
+            stdio_server(agent_lines, agent_out) as (agent_read, agent_write),  # type: ignore[arg-type]
         ):
-            if pipes is not None:
-                # The fast path needs raw lines; over the SDK's threaded stdio it stays off.
-                handshake = session.initialize_result
-                fast.connect(
-                    upstream_version=handshake.protocol_version if handshake else None,
-                    to_agent=pipes[1].write_line,
-                    to_upstream=child.write_line,
-                )
-                pipes[0].intercept = fast.on_agent_line
+            handshake = session.initialize_result
+            fast.connect(
+                upstream_version=handshake.protocol_version if handshake else None,
+                to_agent=agent_out.write_line,
+                to_upstream=child.write_line,
+            )
+            agent_lines.intercept = fast.on_agent_line
             async with anyio.create_task_group() as tg:
 
                 async def serve() -> None:
@@ -169,7 +167,7 @@ async def _serve(
                 tg.start_soon(serve)
                 await child.ended.wait()
                 upstream_died = True
-                fast.upstream_closed()
+                await anyio.to_thread.run_sync(fast.upstream_closed)
                 # Requests in flight are failing with CONNECTION_CLOSED right now;
                 # let those answers reach the agent before the loop is torn down.
                 await anyio.sleep(_UPSTREAM_GONE_GRACE_SECONDS)
@@ -177,13 +175,7 @@ async def _serve(
             if upstream_died:
                 logger.error("upstream MCP server exited; stopping the proxy")
                 # stdio_server() is left only once its stdin reader has seen EOF.
-                if pipes is not None:
-                    pipes[0].close()
-                else:
-                    # The SDK's threaded reader blocks in a worker thread that nothing
-                    # can interrupt, so the proxy would linger until the agent wrote again.
-                    sys.stderr.flush()
-                    os._exit(_UPSTREAM_GONE_EXIT_CODE)
+                agent_lines.close()
     if upstream_died:
         # Exit the way the upstream did, which is what the agent would have seen without us.
         raise SystemExit(_UPSTREAM_GONE_EXIT_CODE)

@@ -1,11 +1,14 @@
 """A minimal SDK-built upstream for what server-everything cannot show (test_proxy_stdio.py).
 
 Tools: `block` waits until cancelled and then appends "cancelled" to the file
-named by $FAKE_UPSTREAM_LOG; `die` ends the process mid-call.
+named by $FAKE_UPSTREAM_LOG; `die` ends the process mid-call; `ids_seen`
+answers with the ids of the requests this server has received (a result that
+quotes the gateway's own request ids).
 """
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any
 
@@ -18,20 +21,26 @@ from mcp.server.stdio import stdio_server
 _TOOLS = [
     types.Tool(name="block", input_schema={"type": "object"}),
     types.Tool(name="die", input_schema={"type": "object"}),
+    types.Tool(name="ids_seen", input_schema={"type": "object"}),
 ]
+_SEEN: list[types.RequestId | None] = []
 
 
 async def list_tools(
     ctx: ServerRequestContext[Any, Any], params: types.PaginatedRequestParams | None
 ) -> types.ListToolsResult:
-    """List the two tools."""
+    """List the tools."""
+    _SEEN.append(ctx.request_id)
     return types.ListToolsResult(tools=_TOOLS)
 
 
 async def call_tool(
     ctx: ServerRequestContext[Any, Any], params: types.CallToolRequestParams
 ) -> types.CallToolResult:
-    """Block until cancelled, or exit the process."""
+    """Block until cancelled, exit the process, or tell the request ids seen."""
+    _SEEN.append(ctx.request_id)
+    if params.name == "ids_seen":
+        return types.CallToolResult(content=[types.TextContent(text=json.dumps(_SEEN))])
     if params.name == "die":
         os._exit(3)
     try:

@@ -313,7 +313,8 @@ async def test_client_cancellation_reaches_upstream(tmp_path: Path) -> None:
         with anyio.move_on_after(1.0):
             await gateway.call_tool("block", {})
         await eventually(lambda: log.exists() and "cancelled" in log.read_text())
-        assert [tool.name for tool in (await gateway.list_tools()).tools] == ["block", "die"]
+        tools = (await gateway.list_tools()).tools
+        assert [tool.name for tool in tools] == ["block", "die", "ids_seen"]
 
 
 async def test_proxy_exits_when_upstream_dies(tmp_path: Path) -> None:
@@ -369,6 +370,20 @@ async def test_proxy_exits_when_upstream_dies(tmp_path: Path) -> None:
             # the agent keeps its end of the pipe open.
             assert reply["id"] == 2 and reply["error"]["message"] == "Connection closed"
             assert await process.wait() == 1
+
+
+async def test_an_answer_quoting_the_gateways_own_request_ids_reaches_the_agent() -> None:
+    """The proxy tells its own upstream requests from the agent's by a mark on their ids;
+    a tool result that happens to contain such an id is still the agent's answer."""
+    fake = [sys.executable, str(HERE / "fake_upstream.py")]
+    async with connect(proxied(fake)) as session:
+        await session.list_tools()  # the proxy's own session asks upstream, under a marked id
+        with anyio.fail_after(10):
+            result = await session.call_tool("ids_seen", {})
+        again = await session.call_tool("ids_seen", {})
+    seen = json.loads(text_of(result))
+    assert any(isinstance(i, str) and i.startswith("signoff-") for i in seen), seen
+    assert len(json.loads(text_of(again))) == len(seen) + 1
 
 
 async def test_roots_forwarding_both_ways() -> None:
