@@ -4,8 +4,8 @@ The agent is the official `mcp` client. It calls the echo tool of the real
 @modelcontextprotocol/server-everything three times per round: directly,
 through the gateway (allow policy), and through bench/line_relay.py (a relay
 that parses nothing: the floor for any extra process hop), rotating the order
-so every path sees the same machine load. Also measures policy evaluation on a generated 1,000-entry
-policy and the gateway's resident memory. Prints the figures and records them
+so every path sees the same machine load. Also measures policy evaluation on a
+generated 1,000-entry policy and the gateway's resident memory. Prints the figures and records them
 in bench/RESULTS.md. Run by hand (after `make test` installed the servers):
 
     .venv/bin/python bench/gateway_overhead.py [--rounds 2000]
