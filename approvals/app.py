@@ -17,8 +17,8 @@ from approvals.api import requests as requests_api
 from approvals.api.deps import EngineDep
 from approvals.api.errors import install_error_handlers
 from approvals.audit import api as audit_api
-from approvals.db import make_engine
-from approvals.events import EventHub
+from approvals.db import WriteRunner, make_engine
+from approvals.events import EventHub, attach_hub
 from approvals.fanout import PgFanout
 from approvals.settings import Settings, get_settings
 from approvals.slack.runtime import install as install_slack
@@ -33,6 +33,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     engine = make_engine(settings.database_url)
     hub = EventHub(queue_size=settings.ws_queue_size)
+    writes = WriteRunner(engine, prepare=lambda session: attach_hub(session, hub))
     # Several replicas on one PostgreSQL hear each other's events through LISTEN/NOTIFY.
     fanout = PgFanout(engine, hub) if engine.dialect.name == "postgresql" else None
 
@@ -64,12 +65,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             for task in background:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            writes.close()
             engine.dispose()
 
     app = FastAPI(title="Signoff", version="0.1.0", lifespan=lifespan)
     app.state.settings = settings
     app.state.engine = engine
     app.state.hub = hub
+    app.state.writes = writes
     app.state.fanout = fanout
     # Approvers' Slack ids and groups' channels (validated by `signoff serve` at start).
     app.state.policy = load_policy(settings.policy) if settings.policy else None

@@ -69,13 +69,20 @@ class TokenCache:
         self.max_entries = max_entries
         self._entries: dict[str, tuple[float, str, str]] = {}
 
+    def cached(self, token: str) -> tuple[str, str] | None:
+        """(name, role) of a token checked less than `ttl` seconds ago; None if unknown."""
+        hit = self._entries.get(hash_token(token))
+        if hit is not None and hit[0] > time.monotonic():
+            return hit[1], hit[2]
+        return None
+
     def lookup(self, engine: Engine, token: str) -> tuple[str, str] | None:
         """(name, role) of a live token, or None."""
+        hit = self.cached(token)
+        if hit is not None:
+            return hit
         key = hash_token(token)
         now = time.monotonic()
-        hit = self._entries.get(key)
-        if hit is not None and hit[0] > now:
-            return hit[1], hit[2]
         with read_session(engine) as session:
             row = authenticate(session, token)
         if row is None:

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from approvals.api.errors import ApiError
-from approvals.db import read_session, session_scope, write_turn
+from approvals.db import WriteRunner, read_session, session_scope, write_turn
 from approvals.events import EventHub, attach_hub
 from approvals.models import Role
 from approvals.settings import Settings
@@ -26,24 +27,35 @@ class Principal:
     role: str
 
 
-def get_engine(request: Request) -> Engine:
+# The dependencies below are `async def` although they never await: FastAPI runs
+# a plain `def` dependency in a worker thread, one thread hop per dependency.
+
+
+async def get_engine(request: Request) -> Engine:
     engine: Engine = request.app.state.engine
     return engine
 
 
-def get_hub(request: Request) -> EventHub:
+async def get_hub(request: Request) -> EventHub:
     hub: EventHub = request.app.state.hub
     return hub
 
 
-def get_app_settings(request: Request) -> Settings:
+async def get_app_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
+
+
+async def get_writes(request: Request) -> WriteRunner:
+    writes: WriteRunner = request.app.state.writes
+    return writes
 
 
 EngineDep = Annotated[Engine, Depends(get_engine)]
 HubDep = Annotated[EventHub, Depends(get_hub)]
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
+# Runs a route's write work in one transaction on the writer (see db.WriteRunner).
+WritesDep = Annotated[WriteRunner, Depends(get_writes)]
 
 
 def get_session(engine: EngineDep, hub: HubDep) -> Iterator[Session]:
@@ -67,25 +79,27 @@ ReadSessionDep = Annotated[Session, Depends(get_read_session)]
 _UNAUTHENTICATED = {"WWW-Authenticate": "Bearer"}
 
 
-def get_principal(request: Request, engine: EngineDep) -> Principal:
+async def get_principal(request: Request, engine: EngineDep) -> Principal:
     """The caller named by the bearer token; 401 without a valid one."""
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise ApiError(401, "unauthenticated", "a bearer token is required", _UNAUTHENTICATED)
-    # Its own short session (inside the cache): a long-poll must not hold a transaction open.
     cache: TokenCache = request.app.state.token_cache
-    found = cache.lookup(engine, token.strip())
+    found = cache.cached(token.strip())
+    if found is None:
+        # Its own short session (inside the cache): a long-poll must not hold a transaction open.
+        found = await run_in_threadpool(cache.lookup, engine, token.strip())
     if found is None:
         raise ApiError(401, "invalid_token", "the bearer token is not valid", _UNAUTHENTICATED)
     return Principal(name=found[0], role=found[1])
 
 
-def require_role(*roles: Role) -> Callable[..., Principal]:
+def require_role(*roles: Role) -> Callable[..., Awaitable[Principal]]:
     """A dependency admitting tokens of `roles` (admins are always admitted)."""
     allowed = {r.value for r in roles} | {Role.ADMIN.value}
 
-    def dependency(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
+    async def dependency(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
         if principal.role not in allowed:
             needed = ", ".join(sorted(allowed - {Role.ADMIN.value})) + " or admin"
             raise ApiError(

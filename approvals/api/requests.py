@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Header, Query, Response
 from fastapi.concurrency import run_in_threadpool
+from sqlmodel import Session
 
 from approvals import lifecycle, queries
 from approvals.api.deps import (
@@ -18,8 +19,8 @@ from approvals.api.deps import (
     ListerDep,
     ReaderDep,
     ReadSessionDep,
-    SessionDep,
     SettingsDep,
+    WritesDep,
 )
 from approvals.db import read_session
 from approvals.models import RequestStatus
@@ -46,20 +47,22 @@ def whoami(principal: AnyPrincipalDep) -> TokenIdentity:
 
 
 @router.post("/requests", status_code=201)
-def create_request(
+async def create_request(
     body: RequestCreate,
     response: Response,
-    session: SessionDep,
+    writes: WritesDep,
     principal: GatewayDep,
     idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
 ) -> RequestPublic:
     """Queue a suspended tool call (or return the open one for the identical call)."""
-    result = lifecycle.create_request(
-        session, body, created_by=principal.name, idempotency_key=idempotency_key
+    result = await writes.run(
+        lambda session: lifecycle.create_request(
+            session, body, created_by=principal.name, idempotency_key=idempotency_key
+        )
     )
     if not result.created:
         response.status_code = 200
-    return lifecycle.public(session, result.request)
+    return result.view
 
 
 @router.get("/requests")
@@ -110,44 +113,58 @@ async def wait_for_decision(
 
 
 @router.post("/requests/{request_id}/decisions")
-def decide(
+async def decide(
     request_id: str,
     body: DecisionCreate,
-    session: SessionDep,
+    writes: WritesDep,
     principal: ApproverDep,
     x_signoff_channel: Annotated[Literal["api", "cli"], Header()] = "api",
 ) -> RequestPublic:
     """Approve or reject; the first settling decision wins, later ones get 409."""
-    result = lifecycle.decide(
-        session,
-        request_id,
-        approver=principal.name,
-        decision=body.decision,
-        comment=body.comment,
-        channel=x_signoff_channel,
+    result = await writes.run(
+        lambda session: lifecycle.decide(
+            session,
+            request_id,
+            approver=principal.name,
+            decision=body.decision,
+            comment=body.comment,
+            channel=x_signoff_channel,
+        )
     )
-    return lifecycle.public(session, result.request)
+    return result.view
 
 
 @router.post("/requests/{request_id}/cancel")
-def cancel(request_id: str, session: SessionDep, principal: GatewayDep) -> RequestPublic:
+async def cancel(request_id: str, writes: WritesDep, principal: GatewayDep) -> RequestPublic:
     """The agent went away before a decision."""
-    request = lifecycle.cancel(session, request_id, by=principal.name)
-    return lifecycle.public(session, request)
+
+    def work(session: Session) -> RequestPublic:
+        request = lifecycle.cancel(session, request_id, by=principal.name)
+        return lifecycle.public(session, request)
+
+    return await writes.run(work)
 
 
 @router.post("/requests/{request_id}/claim")
-def claim(request_id: str, session: SessionDep, principal: GatewayDep) -> RequestPublic:
+async def claim(request_id: str, writes: WritesDep, principal: GatewayDep) -> RequestPublic:
     """Use the approval for its one execution; 409 if it was already used or is not approved."""
-    return lifecycle.public(session, lifecycle.claim(session, request_id, by=principal.name))
+
+    def work(session: Session) -> RequestPublic:
+        return lifecycle.public(session, lifecycle.claim(session, request_id, by=principal.name))
+
+    return await writes.run(work)
 
 
 @router.post("/requests/{request_id}/outcome")
-def record_outcome(
-    request_id: str, body: OutcomeCreate, session: SessionDep, principal: GatewayDep
+async def record_outcome(
+    request_id: str, body: OutcomeCreate, writes: WritesDep, principal: GatewayDep
 ) -> RequestPublic:
     """Store the result of the forwarded call."""
-    request = lifecycle.record_outcome(
-        session, request_id, is_error=body.is_error, summary=body.summary, by=principal.name
-    )
-    return lifecycle.public(session, request)
+
+    def work(session: Session) -> RequestPublic:
+        request = lifecycle.record_outcome(
+            session, request_id, is_error=body.is_error, summary=body.summary, by=principal.name
+        )
+        return lifecycle.public(session, request)
+
+    return await writes.run(work)
