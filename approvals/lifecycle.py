@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import and_, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session, col, select
 
 from approvals.audit import record as audit
@@ -67,18 +68,29 @@ def binding_hash(caller: str, server: str, tool: str, arguments_hash: str) -> st
     return hashlib.sha256(material.encode()).hexdigest()
 
 
-def public(session: Session, request: ApprovalRequest) -> RequestPublic:
-    """The public view of `request` with its decisions."""
-    decisions = session.exec(
-        select(Decision).where(Decision.request_id == request.id).order_by(col(Decision.id))
-    ).all()
+def public(
+    session: Session, request: ApprovalRequest, decisions: Sequence[Decision] | None = None
+) -> RequestPublic:
+    """The public view of `request` with its decisions (read unless the caller knows them)."""
+    if decisions is None:
+        decisions = session.exec(
+            select(Decision).where(Decision.request_id == request.id).order_by(col(Decision.id))
+        ).all()
     return RequestPublic.build(request, list(decisions))
 
 
-def _emit(session: Session, event_type: str, request: ApprovalRequest) -> None:
+def _emit(
+    session: Session,
+    event_type: str,
+    request: ApprovalRequest,
+    decisions: Sequence[Decision] | None = None,
+) -> RequestPublic:
+    """Queue the event for after the commit; the public view it carries is returned."""
     session.flush()
-    payload = public(session, request).model_dump(mode="json")
+    view = public(session, request, decisions)
+    payload = view.model_dump(mode="json")
     emit(session, Event(type=event_type, request_id=request.id, request=payload))
+    return view
 
 
 def _fact(
@@ -111,7 +123,7 @@ def _fact(
 
 def _audit(session: Session, *facts: audit.EventDraft) -> None:
     """Append audit events to this transaction; every caller commits right after."""
-    audit.append_events(session, facts)
+    audit.append_rows(session, facts)
 
 
 def get_request(session: Session, request_id: str) -> ApprovalRequest:
@@ -127,6 +139,8 @@ class Created:
     request: ApprovalRequest
     # False when an identical open request (or the same Idempotency-Key) was reused.
     created: bool
+    # The request as the API shows it, read in the same transaction.
+    view: RequestPublic
 
 
 def create_request(
@@ -153,11 +167,11 @@ def create_request(
                     "Idempotency-Key was already used for a different call",
                     code="idempotency_conflict",
                 )
-            return Created(existing, created=False)
+            return Created(existing, created=False, view=public(session, existing))
 
     open_request = _open_request_for(session, binding, now)
     if open_request is not None:
-        return Created(open_request, created=False)
+        return Created(open_request, created=False, view=public(session, open_request))
 
     request = ApprovalRequest(
         id=new_request_id(),
@@ -183,7 +197,7 @@ def create_request(
     )
     session.add(request)
     try:
-        _emit(session, "request.created", request)
+        view = _emit(session, "request.created", request, decisions=[])
         _audit(
             session,
             _fact(
@@ -204,7 +218,7 @@ def create_request(
         return create_request(
             session, data, created_by=created_by, idempotency_key=idempotency_key, now=now
         )
-    return Created(request, created=True)
+    return Created(request, created=True, view=view)
 
 
 def _open_request_for(session: Session, binding: str, now: datetime) -> ApprovalRequest | None:
@@ -248,7 +262,10 @@ def _transition(session: Session, request: ApprovalRequest, **changes: object) -
     if result.rowcount != 1:  # type: ignore[attr-defined]
         session.rollback()
         raise Conflict("the request was changed by someone else at the same time; reload it")
-    session.refresh(request)
+    # What the row now holds is known: set it without another read (and without
+    # marking the object dirty, which would write it again at the next flush).
+    for key, value in {**changes, "version": request.version + 1}.items():
+        set_committed_value(request, key, value)
 
 
 def _require_pending(request: ApprovalRequest) -> None:
@@ -275,6 +292,8 @@ class Decided:
     decision: Decision
     # True when this vote settled the request (quorum reached, or a rejection).
     final: bool
+    # The request as the API shows it after the vote, read in the same transaction.
+    view: RequestPublic
 
 
 def decide(
@@ -299,14 +318,8 @@ def decide(
     refusal = may_decide(request, approver)
     if refusal is not None:
         raise Forbidden(refusal, code="not_allowed_to_decide")
-    already = session.exec(
-        select(Decision).where(Decision.request_id == request.id, Decision.approver == approver)
-    ).first()
-    if already is not None:
-        raise Conflict(
-            f"{approver} has already voted on request {request.id}", code="duplicate_vote"
-        )
-
+    # A second vote by the same approver is refused by the table's unique
+    # constraint when the vote is flushed below.
     vote = Decision(
         request_id=request.id,
         approver=approver,
@@ -334,8 +347,11 @@ def decide(
         raise Conflict(
             f"{approver} has already voted on request {request.id}", code="duplicate_vote"
         ) from None
+    earlier_votes = request.approvals_count
     _transition(session, request, **changes)
-    _emit(session, "request.decided", request)
+    # Votes before this one were approvals (a rejection settles the request), so
+    # with none counted this vote is the only one and need not be read back.
+    view = _emit(session, "request.decided", request, None if earlier_votes else [vote])
     facts = [
         _fact(
             audit.DECISION_RECORDED,
@@ -374,7 +390,7 @@ def decide(
         )
     _audit(session, *facts)
     session.commit()
-    return Decided(request, vote, final)
+    return Decided(request, vote, final, view)
 
 
 def _expire(session: Session, request: ApprovalRequest, now: datetime) -> None:

@@ -17,6 +17,7 @@ from approvals.audit.record import (
     GATEWAY_EVENT_TYPES,
     EventDraft,
     append_events,
+    append_rows,
     record_event,
     timeline,
 )
@@ -31,6 +32,7 @@ __all__ = [
     "Problem",
     "Verification",
     "append_events",
+    "append_rows",
     "record_event",
     "timeline",
     "verify_chain",

@@ -112,6 +112,11 @@ def _lock_head(session: Session) -> tuple[int, str]:
 
 def append_events(session: Session, drafts: Sequence[EventDraft]) -> list[AuditEvent]:
     """Chain and insert `drafts` in order, in the session's open transaction (no commit)."""
+    return [AuditEvent(**row) for row in append_rows(session, drafts)]
+
+
+def append_rows(session: Session, drafts: Sequence[EventDraft]) -> list[dict[str, Any]]:
+    """`append_events` for callers that need no objects back: the inserted rows as dicts."""
     if not drafts:
         return []
     last_id, prev_hash = _lock_head(session)
@@ -154,7 +159,7 @@ def append_events(session: Session, drafts: Sequence[EventDraft]) -> list[AuditE
     session.execute(
         update(head).where(head.c.id == HEAD_ROW_ID).values(last_id=last_id, last_hash=prev_hash)
     )
-    return [AuditEvent(**row) for row in rows]
+    return rows
 
 
 def record_event(
