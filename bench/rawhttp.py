@@ -1,0 +1,59 @@
+"""A minimal keep-alive HTTP/1.1 client for load generators.
+
+Benchmarks share two cores with the service they measure; httpx spends several
+times more CPU per request than this does, which would be CPU taken from the
+service. It speaks only what the benchmarks need: requests with a JSON body or
+none, answers with a Content-Length (as uvicorn sends them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from typing import Any
+from urllib.parse import urlsplit
+
+
+class RawHttp:
+    """One persistent connection; one request at a time."""
+
+    def __init__(self, base_url: str, token: str) -> None:
+        parts = urlsplit(base_url)
+        self._host = parts.hostname or "127.0.0.1"
+        self._port = parts.port or 80
+        self._prefix = parts.path.rstrip("/")
+        self._auth = f"Authorization: Bearer {token}\r\n"
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+
+    async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        if self._reader is None or self._writer is None or self._writer.is_closing():
+            self._reader, self._writer = await asyncio.open_connection(self._host, self._port)
+        return self._reader, self._writer
+
+    async def post(self, path: str, body: Any) -> tuple[int, Any]:
+        """POST `body` as JSON; the status and the decoded JSON answer."""
+        payload = json.dumps(body, separators=(",", ":")).encode()
+        head = (
+            f"POST {self._prefix}{path} HTTP/1.1\r\nHost: {self._host}\r\n{self._auth}"
+            f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n"
+        ).encode()
+        reader, writer = await self._connect()
+        writer.write(head + payload)
+        status_line_and_headers = await reader.readuntil(b"\r\n\r\n")
+        status = int(status_line_and_headers[9:12])
+        length = 0
+        for line in status_line_and_headers.split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+                break
+        data = await reader.readexactly(length) if length else b""
+        return status, json.loads(data) if data else None
+
+    async def aclose(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            with contextlib.suppress(OSError):
+                await self._writer.wait_closed()
