@@ -230,6 +230,11 @@ class LineReader:
     def __aiter__(self) -> LineReader:
         return self
 
+    @property
+    def started(self) -> bool:
+        """True once the reader thread owns the descriptor."""
+        return self._loop is not None
+
     async def __anext__(self) -> str:
         if self._loop is None:
             # Started on the first read, so whoever sets `intercept` sees the very first line.
@@ -301,5 +306,5 @@ async def threaded_stdio() -> AsyncIterator[tuple[LineReader, LineWriter]]:
         pipe.close()
         os.dup2(saved_stdout, 1)
         os.close(saved_stdout)
-        if reader._loop is None:  # the reader thread never started, so the fd is still ours
+        if not reader.started:  # no reader thread took the descriptor, so it is still ours
             os.close(stdin)
