@@ -29,7 +29,7 @@ from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.applications import Starlette
 from starlette.routing import Route
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway_plugin.agent_auth import AgentAuthMiddleware, ServiceAgentAuth
 from gateway_plugin.proxy.forwarding import ToolFilter, build_routed_proxy_server, gateway_version
@@ -96,10 +96,10 @@ class _SessionTracker:
             return
         status: int | None = None
 
-        async def watch(message: dict[str, object]) -> None:
+        async def watch(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
-                status = int(message["status"])  # type: ignore[call-overload]
+                status = int(message["status"])
             await send(message)
 
         self.upstreams.request_started(session_id)
