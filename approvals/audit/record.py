@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from approvals.audit.chain import HASHED_FIELDS, canonical_time, compute_hash
@@ -98,14 +98,27 @@ def _head_table() -> Any:
     return AuditChainHead.__table__  # type: ignore[attr-defined]
 
 
+# Every write appends, so the statements are built once: building one costs
+# more than SQLite takes to run it.
+_READ_HEAD_FOR_UPDATE = (
+    select(_head_table().c.last_id, _head_table().c.last_hash)
+    .where(_head_table().c.id == HEAD_ROW_ID)
+    .with_for_update()
+)
+_INSERT_EVENTS = insert(_table())
+_MOVE_HEAD = (
+    update(_head_table())
+    .where(_head_table().c.id == HEAD_ROW_ID)
+    .values(last_id=bindparam("new_last_id"), last_hash=bindparam("new_last_hash"))
+)
+
+
 def _lock_head(session: Session) -> tuple[int, str]:
-    head = _head_table()
-    row = session.execute(
-        select(head.c.last_id, head.c.last_hash).where(head.c.id == HEAD_ROW_ID).with_for_update()
-    ).first()
+    row = session.execute(_READ_HEAD_FOR_UPDATE).first()
     if row is not None:
         return int(row[0]), str(row[1])
     # Migrations create the row; a database built another way gets it on first use.
+    head = _head_table()
     session.execute(insert(head).values(id=HEAD_ROW_ID, last_id=0, last_hash=GENESIS_HASH))
     return 0, GENESIS_HASH
 
@@ -154,11 +167,8 @@ def append_rows(session: Session, drafts: Sequence[EventDraft]) -> list[dict[str
         row["hash"] = digest
         rows.append(row)
         prev_hash = digest
-    session.execute(insert(_table()), rows)
-    head = _head_table()
-    session.execute(
-        update(head).where(head.c.id == HEAD_ROW_ID).values(last_id=last_id, last_hash=prev_hash)
-    )
+    session.execute(_INSERT_EVENTS, rows)
+    session.execute(_MOVE_HEAD, {"new_last_id": last_id, "new_last_hash": prev_hash})
     return rows
 
 
