@@ -8,14 +8,16 @@ State changes are compare-and-set on `version`, so exactly one writer wins a rac
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
-from sqlalchemy import and_, update
+from sqlalchemy import and_, bindparam, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session, col, select
@@ -68,14 +70,31 @@ def binding_hash(caller: str, server: str, tool: str, arguments_hash: str) -> st
     return hashlib.sha256(material.encode()).hexdigest()
 
 
+# Statements every create or decide runs, built once (building costs more than running).
+_OPEN_FOR_BINDING = (
+    select(ApprovalRequest)
+    .where(
+        ApprovalRequest.binding_hash == bindparam("binding"),
+        col(ApprovalRequest.claimed_at).is_(None),
+        col(ApprovalRequest.status).in_(
+            [RequestStatus.PENDING, RequestStatus.APPROVED, RequestStatus.EXPIRED]
+        ),
+    )
+    .order_by(col(ApprovalRequest.created_at).desc())
+)
+_DECISIONS_OF = (
+    select(Decision)
+    .where(Decision.request_id == bindparam("request_id"))
+    .order_by(col(Decision.id))
+)
+
+
 def public(
     session: Session, request: ApprovalRequest, decisions: Sequence[Decision] | None = None
 ) -> RequestPublic:
     """The public view of `request` with its decisions (read unless the caller knows them)."""
     if decisions is None:
-        decisions = session.exec(
-            select(Decision).where(Decision.request_id == request.id).order_by(col(Decision.id))
-        ).all()
+        decisions = session.exec(_DECISIONS_OF, params={"request_id": request.id}).all()
     return RequestPublic.build(request, list(decisions))
 
 
@@ -223,17 +242,7 @@ def create_request(
 
 def _open_request_for(session: Session, binding: str, now: datetime) -> ApprovalRequest | None:
     """The request a retry of the identical call should continue, if any."""
-    candidates = session.exec(
-        select(ApprovalRequest)
-        .where(
-            ApprovalRequest.binding_hash == binding,
-            col(ApprovalRequest.claimed_at).is_(None),
-            col(ApprovalRequest.status).in_(
-                [RequestStatus.PENDING, RequestStatus.APPROVED, RequestStatus.EXPIRED]
-            ),
-        )
-        .order_by(col(ApprovalRequest.created_at).desc())
-    ).all()
+    candidates = session.exec(_OPEN_FOR_BINDING, params={"binding": binding}).all()
     for request in candidates:
         if request.status == RequestStatus.PENDING and request.expires_at <= now:
             try:
@@ -246,19 +255,27 @@ def _open_request_for(session: Session, binding: str, now: datetime) -> Approval
     return None
 
 
-def _transition(session: Session, request: ApprovalRequest, **changes: object) -> None:
-    """Compare-and-set: apply `changes` only if nobody changed the request since we read it."""
-    result = session.execute(
+@functools.cache
+def _compare_and_set(columns: tuple[str, ...]) -> Any:
+    """The UPDATE for one set of changed columns, built once per set."""
+    return (
         update(ApprovalRequest)
         .where(
             and_(
-                col(ApprovalRequest.id) == request.id,
-                col(ApprovalRequest.version) == request.version,
+                col(ApprovalRequest.id) == bindparam("cas_id"),
+                col(ApprovalRequest.version) == bindparam("cas_version"),
             )
         )
-        .values(version=request.version + 1, **changes)
+        .values(version=bindparam("cas_next"), **{c: bindparam(f"set_{c}") for c in columns})
         .execution_options(synchronize_session=False)
     )
+
+
+def _transition(session: Session, request: ApprovalRequest, **changes: object) -> None:
+    """Compare-and-set: apply `changes` only if nobody changed the request since we read it."""
+    params = {f"set_{column}": value for column, value in changes.items()}
+    params.update(cas_id=request.id, cas_version=request.version, cas_next=request.version + 1)
+    result = session.execute(_compare_and_set(tuple(changes)), params)
     if result.rowcount != 1:  # type: ignore[attr-defined]
         session.rollback()
         raise Conflict("the request was changed by someone else at the same time; reload it")
