@@ -40,29 +40,31 @@ router = APIRouter(prefix="/api/v1")
 _RECHECK_SECONDS = 2.0
 
 
+def _json(view: RequestPublic, status: int = 200) -> Response:
+    """The view as the JSON body, encoded once by pydantic (the hot write routes' answer)."""
+    return Response(view.model_dump_json(), status_code=status, media_type="application/json")
+
+
 @router.get("/whoami")
 def whoami(principal: AnyPrincipalDep) -> TokenIdentity:
     """The name and role of the presented token."""
     return TokenIdentity(name=principal.name, role=principal.role)
 
 
-@router.post("/requests", status_code=201)
+@router.post("/requests", status_code=201, response_model=RequestPublic)
 async def create_request(
     body: RequestCreate,
-    response: Response,
     writes: WritesDep,
     principal: GatewayDep,
     idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
-) -> RequestPublic:
+) -> Response:
     """Queue a suspended tool call (or return the open one for the identical call)."""
     result = await writes.run(
         lambda session: lifecycle.create_request(
             session, body, created_by=principal.name, idempotency_key=idempotency_key
         )
     )
-    if not result.created:
-        response.status_code = 200
-    return result.view
+    return _json(result.view, 201 if result.created else 200)
 
 
 @router.get("/requests")
@@ -112,14 +114,14 @@ async def wait_for_decision(
         await hub.wait_for(request_id, min(remaining, _RECHECK_SECONDS))
 
 
-@router.post("/requests/{request_id}/decisions")
+@router.post("/requests/{request_id}/decisions", response_model=RequestPublic)
 async def decide(
     request_id: str,
     body: DecisionCreate,
     writes: WritesDep,
     principal: ApproverDep,
     x_signoff_channel: Annotated[Literal["api", "cli"], Header()] = "api",
-) -> RequestPublic:
+) -> Response:
     """Approve or reject; the first settling decision wins, later ones get 409."""
     result = await writes.run(
         lambda session: lifecycle.decide(
@@ -131,7 +133,7 @@ async def decide(
             channel=x_signoff_channel,
         )
     )
-    return result.view
+    return _json(result.view)
 
 
 @router.post("/requests/{request_id}/cancel")
