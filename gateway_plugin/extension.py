@@ -34,6 +34,8 @@ class SignoffExtension(Extension):
     def screen_tool_call(self, name: str, arguments: Mapping[str, Any], session: str) -> Verdict:
         """Settle a call without a request context when no human is needed (the fast path)."""
         gate = self.gate
+        if gate.allows_outright(name, self.server):
+            return _FORWARD
         call = ToolCall(tool=name, arguments=arguments, server=self.server, session=session)
         evaluation = gate.evaluate(call)
         if gate.needs_approval(call, evaluation):

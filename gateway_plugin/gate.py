@@ -97,6 +97,8 @@ class ApprovalGate:
         self.decisions = decisions
         self.hold_seconds = hold_seconds
         self.limiter = RateLimiter()
+        # (server, tool) -> (policy, answer) for `allows_outright`; a reloaded policy starts afresh.
+        self._outright: dict[tuple[str, str], tuple[Policy, bool]] = {}
         self._pending_reports: set[asyncio.Task[None]] = set()
         self._agent = agent
         # Without --agent the grant is the token; rate limits key on a digest of
@@ -116,6 +118,27 @@ class ApprovalGate:
     def visible(self, tool: str, server: str = "") -> bool:
         """False for tools the policy hides from tools/list."""
         return not self.policy.is_hidden(tool, server or None)
+
+    def allows_outright(self, tool: str, server: str = "") -> bool:
+        """True when `screen` forwards every call of `tool` untouched: an allow that reads
+        no arguments, counts no limit and records nothing. Remembered per policy, so the
+        fast path answers such calls without building anything."""
+        policy = self.policy
+        known = self._outright.get((server, tool))
+        if known is not None and known[0] is policy:
+            return known[1]
+        evaluation = policy.evaluate(tool, None, server or None)
+        outright = (
+            not policy.reads_arguments(tool, server or None)
+            and evaluation.action == "allow"
+            and not evaluation.hidden
+            and not evaluation.limits
+            and not (evaluation.audit or self.audit_allowed)
+        )
+        if len(self._outright) >= 4096:  # bounded, whatever tool names agents send
+            self._outright.clear()
+        self._outright[(server, tool)] = (policy, outright)
+        return outright
 
     def evaluate(self, call: ToolCall) -> Evaluation:
         """The current policy's decision for `call` (pure: consumes no rate limit)."""

@@ -176,6 +176,10 @@ class Policy:
         """The names that are not hidden, in their order."""
         return [name for name in names if not self.is_hidden(name, server)]
 
+    def reads_arguments(self, tool: str, server: str | None = None) -> bool:
+        """Whether the decision for `tool` depends on the call's arguments (it has rules)."""
+        return bool(self._resolve(server, tool).rules)
+
     def evaluate(
         self, tool: str, arguments: Mapping[str, Any] | None, server: str | None = None
     ) -> Evaluation:

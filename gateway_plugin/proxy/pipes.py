@@ -278,14 +278,10 @@ class LineWriter:
     """`write`/`flush` coroutines over a `PipeWriter`, the shape `stdio_server` writes to."""
 
     def __init__(self, pipe: PipeWriter) -> None:
-        self._pipe = pipe
+        self.pipe = pipe
 
     async def write(self, text: str) -> None:
-        await self._pipe.write(text.encode("utf-8"))
-
-    def write_line(self, data: bytes) -> None:
-        """Write one raw line for the agent from a reader thread (the fast path's writes)."""
-        self._pipe.write_line(data)
+        await self.pipe.write(text.encode("utf-8"))
 
     async def flush(self) -> None:
         """Nothing to do: every write reaches the pipe before it returns."""

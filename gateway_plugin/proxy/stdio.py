@@ -152,8 +152,9 @@ async def _serve(
             handshake = session.initialize_result
             fast.connect(
                 upstream_version=handshake.protocol_version if handshake else None,
-                to_agent=agent_out.write_line,
-                to_upstream=child.write_line,
+                # The pipes' own writers: no wrapper calls on the fast path.
+                to_agent=agent_out.pipe.write_line,
+                to_upstream=child.stdin.write_line,
             )
             agent_lines.intercept = fast.on_agent_line
             async with anyio.create_task_group() as tg:

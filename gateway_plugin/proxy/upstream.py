@@ -3,7 +3,7 @@
 It yields the same pair of message streams as `mcp.client.stdio.stdio_client`,
 so the SDK's `ClientSession` runs on it unchanged. The difference is the
 optional `LineTap` (the fast path): a reader thread offers it every line the
-server writes first (in that thread), `write_line` puts bytes on the server's
+server writes first (in that thread), `stdin.write_line` puts bytes on the server's
 stdin directly, and the tap may rewrite the SDK session's messages both ways,
 so the fast path relays a message without parsing it into SDK models or
 waking the event loop (see `pipes`).
@@ -65,10 +65,6 @@ class UpstreamProcess:
     ended: anyio.Event
     process: asyncio.subprocess.Process
     stdin: PipeWriter
-
-    def write_line(self, data: bytes) -> None:
-        """Write one raw JSON-RPC line (ending in a newline) to the server, from any thread."""
-        self.stdin.write_line(data)
 
 
 def _parse(line: bytes, tap: LineTap | None) -> SessionMessage | Exception | None:
