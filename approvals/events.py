@@ -26,6 +26,7 @@ from sqlalchemy import event
 from sqlalchemy.orm import Session as OrmSession
 
 from approvals.models import utcnow
+from gateway_plugin.loops import call_on_loop
 
 _PENDING_KEY = "signoff_pending_events"
 _HUB_KEY = "signoff_hub"
@@ -100,17 +101,7 @@ class EventHub:
 
     def publish(self, evt: Event) -> None:
         """Deliver `evt` to every waiter for its request."""
-        loop = self._loop
-        if loop is None or loop.is_closed():
-            return
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is loop:
-            self._deliver(evt)
-        else:
-            loop.call_soon_threadsafe(self._deliver, evt)
+        call_on_loop(self._loop, self._deliver, evt)
 
     def _deliver(self, evt: Event) -> None:
         with self._lock:

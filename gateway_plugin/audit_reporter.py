@@ -25,6 +25,8 @@ from typing import Any, Literal
 import httpx
 from pydantic import BaseModel, Field
 
+from gateway_plugin.loops import call_on_loop, running_loop
+
 log = logging.getLogger(__name__)
 
 FactType = Literal["policy.denied", "policy.rate_limited", "call.allowed"]
@@ -43,13 +45,6 @@ class GatewayFact(BaseModel):
     policy_key: str | None = None
     outcome: str | None = None
     comment: str | None = None
-
-
-def _running_loop() -> asyncio.AbstractEventLoop | None:
-    try:
-        return asyncio.get_running_loop()
-    except RuntimeError:
-        return None
 
 
 class AuditReporter:
@@ -80,7 +75,7 @@ class AuditReporter:
         self._first_retry_delay = first_retry_delay
         # Known from the start when built on the gateway's loop, so reports from the
         # proxy's reader threads (the fast path) are sent without waiting for a loop call.
-        self._loop: asyncio.AbstractEventLoop | None = _running_loop()
+        self._loop: asyncio.AbstractEventLoop | None = running_loop()
         self._task: asyncio.Task[None] | None = None
         self._closed = False
         self.sent = 0
@@ -127,11 +122,9 @@ class AuditReporter:
             log.exception("could not queue an audit fact")
 
     def _kick(self) -> None:
-        loop = _running_loop()
+        loop = running_loop()
         if loop is None:
-            known = self._loop
-            if known is not None and not known.is_closed():
-                known.call_soon_threadsafe(self._start)
+            call_on_loop(self._loop, self._start)
             return
         self._loop = loop
         self._start()

@@ -17,7 +17,6 @@ the event loop: when a pipe is full, the rest is written from a worker thread.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import select
@@ -27,6 +26,8 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 import anyio
+
+from gateway_plugin.loops import call_on_loop
 
 logger = logging.getLogger(__name__)
 
@@ -253,25 +254,11 @@ class LineReader:
         return line.decode("utf-8", errors="replace")
 
     def _deliver(self, line: bytes) -> None:
-        self._call(self._lines.put_nowait, line)
+        call_on_loop(self._loop, self._lines.put_nowait, line)
 
     def close(self) -> None:
         """End the stream as if the agent had closed stdin (from any thread)."""
-        self._call(self._lines.put_nowait, None)
-
-    def _call(self, callback: Callable[[bytes | None], None], value: bytes | None) -> None:
-        loop = self._loop
-        if loop is None or loop.is_closed():
-            return
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is loop:
-            callback(value)
-            return
-        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: no reader left
-            loop.call_soon_threadsafe(callback, value)
+        call_on_loop(self._loop, self._lines.put_nowait, None)
 
 
 class LineWriter:

@@ -27,6 +27,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from mcp.client.stdio import StdioServerParameters, get_default_environment
 from mcp.shared.message import SessionMessage
 
+from gateway_plugin.loops import call_on_loop
 from gateway_plugin.proxy.pipes import PipeWriter, start_reader
 from gateway_plugin.proxy.wire_ids import JSONRPCMessage
 
@@ -119,11 +120,10 @@ async def spawn_upstream(
     upstream = UpstreamProcess(read_receive, write_send, anyio.Event(), process, stdin)
 
     def deliver(line: bytes) -> None:
-        loop.call_soon_threadsafe(lines.put_nowait, line)
+        call_on_loop(loop, lines.put_nowait, line)
 
     def end() -> None:
-        with contextlib.suppress(RuntimeError):  # the loop is already closed
-            loop.call_soon_threadsafe(lines.put_nowait, None)
+        call_on_loop(loop, lines.put_nowait, None)
 
     start_reader(
         our_stdout,
