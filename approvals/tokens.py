@@ -71,18 +71,21 @@ class TokenCache:
 
     def cached(self, token: str) -> tuple[str, str] | None:
         """(name, role) of a token checked less than `ttl` seconds ago; None if unknown."""
-        hit = self._entries.get(hash_token(token))
-        if hit is not None and hit[0] > time.monotonic():
+        return self._fresh(hash_token(token), time.monotonic())
+
+    def _fresh(self, key: str, now: float) -> tuple[str, str] | None:
+        hit = self._entries.get(key)
+        if hit is not None and hit[0] > now:
             return hit[1], hit[2]
         return None
 
     def lookup(self, engine: Engine, token: str) -> tuple[str, str] | None:
         """(name, role) of a live token, or None."""
-        hit = self.cached(token)
-        if hit is not None:
-            return hit
         key = hash_token(token)
         now = time.monotonic()
+        hit = self._fresh(key, now)
+        if hit is not None:
+            return hit
         with read_session(engine) as session:
             row = authenticate(session, token)
         if row is None:

@@ -21,7 +21,8 @@ JSONRPCMessage = (
     types.JSONRPCRequest | types.JSONRPCNotification | types.JSONRPCResponse | types.JSONRPCError
 )
 
-_NO_ID = object()
+# What `answer_id` returns for a line without an id (None is a JSON value, so not that).
+NO_ID = object()
 _WHITESPACE = b" \t\r\n"
 
 
@@ -90,7 +91,7 @@ def answer_id(line: bytes) -> Any:
     Most servers write the id as the last member (`...,"id":7}`) or right
     after `{"jsonrpc":"2.0",`; a value found there is the top-level id, since
     anything nested would close with a brace of its own. Other layouts are
-    parsed in full. Returns `_NO_ID` when the line has none.
+    parsed in full. Returns `NO_ID` when the line has none.
     """
     end = len(line)
     while end and line[end - 1] in _WHITESPACE:
@@ -99,28 +100,25 @@ def answer_id(line: bytes) -> Any:
         start = line.rfind(b'"id":', max(0, end - 200), end)
         if start > 0 and line[start - 1] in b",{":
             found = _scalar(line[start + 5 : end - 1])
-            if found is not _NO_ID:
+            if found is not NO_ID:
                 return found
     head = b'{"jsonrpc":"2.0","id":'
     if line.startswith(head):
         comma = line.find(b",", len(head), len(head) + 200)
         if comma > 0:
             found = _scalar(line[len(head) : comma])
-            if found is not _NO_ID:
+            if found is not NO_ID:
                 return found
     try:
         message = from_json(line)
     except ValueError:
-        return _NO_ID
-    return message.get("id", _NO_ID) if isinstance(message, dict) else _NO_ID
+        return NO_ID
+    return message.get("id", NO_ID) if isinstance(message, dict) else NO_ID
 
 
 def _scalar(raw: bytes) -> Any:
     try:
         value = from_json(raw)
     except ValueError:
-        return _NO_ID
-    return value if isinstance(value, int | str) and not isinstance(value, bool) else _NO_ID
-
-
-NO_ID = _NO_ID
+        return NO_ID
+    return value if isinstance(value, int | str) and not isinstance(value, bool) else NO_ID
