@@ -36,7 +36,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT / "tests"))
 import pgserver  # noqa: E402
 from rawhttp import RawHttp  # noqa: E402
-from results import command_line, header, record  # noqa: E402
+from results import command_line, header, percentile, record  # noqa: E402
 from support import ServiceProcess  # noqa: E402
 
 HEADING = "Store throughput: create+decide over HTTP (bench/store_throughput.py)"
@@ -154,12 +154,11 @@ def run_case(
             proc.stop()
     done = sum(r[0] for r in results)
     errors = sum(r[1] for r in results)
-    latencies = sorted(x for r in results for x in r[2])
-    p50 = latencies[len(latencies) // 2] * 1000 if latencies else float("nan")
-    p99 = (
-        latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000
+    latencies = [x for r in results for x in r[2]]
+    p50, p99 = (
+        (percentile(latencies, 0.5) * 1000, percentile(latencies, 0.99) * 1000)
         if latencies
-        else float("nan")
+        else (float("nan"), float("nan"))
     )
     return {
         "label": label,
