@@ -8,7 +8,6 @@ State changes are compare-and-set on `version`, so exactly one writer wins a rac
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import secrets
@@ -17,16 +16,17 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, bindparam, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.attributes import set_committed_value
-from sqlmodel import Session, col, select
+from sqlmodel import Session, select
 
+from approvals import request_store as store
 from approvals.audit import record as audit
 from approvals.audit.models import AuditEvent
 from approvals.audit.schemas import GatewayFact
 from approvals.events import Event, emit
 from approvals.models import ApprovalRequest, Decision, RequestStatus, utcnow
+from approvals.request_store import RequestRow
 from approvals.schemas import RequestCreate, RequestPublic
 from gateway_plugin.policy import redact_arguments
 
@@ -70,39 +70,22 @@ def binding_hash(caller: str, server: str, tool: str, arguments_hash: str) -> st
     return hashlib.sha256(material.encode()).hexdigest()
 
 
-# Statements every create or decide runs, built once (building costs more than running).
-_OPEN_FOR_BINDING = (
-    select(ApprovalRequest)
-    .where(
-        ApprovalRequest.binding_hash == bindparam("binding"),
-        col(ApprovalRequest.claimed_at).is_(None),
-        col(ApprovalRequest.status).in_(
-            [RequestStatus.PENDING, RequestStatus.APPROVED, RequestStatus.EXPIRED]
-        ),
-    )
-    .order_by(col(ApprovalRequest.created_at).desc())
-)
-_DECISIONS_OF = (
-    select(Decision)
-    .where(Decision.request_id == bindparam("request_id"))
-    .order_by(col(Decision.id))
-)
-
-
 def public(
-    session: Session, request: ApprovalRequest, decisions: Sequence[Decision] | None = None
+    session: Session,
+    request: ApprovalRequest | RequestRow,
+    decisions: Sequence[Decision | Any] | None = None,
 ) -> RequestPublic:
     """The public view of `request` with its decisions (read unless the caller knows them)."""
     if decisions is None:
-        decisions = session.exec(_DECISIONS_OF, params={"request_id": request.id}).all()
-    return RequestPublic.build(request, list(decisions))
+        decisions = store.decisions_of(session.connection(), request.id)
+    return RequestPublic.build(request, decisions)
 
 
 def _emit(
     session: Session,
     event_type: str,
-    request: ApprovalRequest,
-    decisions: Sequence[Decision] | None = None,
+    request: ApprovalRequest | RequestRow,
+    decisions: Sequence[Decision | Any] | None = None,
 ) -> RequestPublic:
     """Queue the event for after the commit; the public view it carries is returned."""
     session.flush()
@@ -114,7 +97,7 @@ def _emit(
 
 def _fact(
     event_type: str,
-    request: ApprovalRequest,
+    request: ApprovalRequest | RequestRow,
     *,
     actor: str,
     channel: str,
@@ -155,7 +138,8 @@ def get_request(session: Session, request_id: str) -> ApprovalRequest:
 
 @dataclass(frozen=True)
 class Created:
-    request: ApprovalRequest
+    # As stored after the call: a new row, or the request that was reused.
+    request: ApprovalRequest | RequestRow
     # False when an identical open request (or the same Idempotency-Key) was reused.
     created: bool
     # The request as the API shows it, read in the same transaction.
@@ -173,13 +157,9 @@ def create_request(
     """Queue a suspended call, or attach to the open request for the identical call."""
     now = now or utcnow()
     binding = binding_hash(data.caller, data.server, data.tool, data.arguments_hash)
+    conn = session.connection()
     if idempotency_key is not None:
-        existing = session.exec(
-            select(ApprovalRequest).where(
-                ApprovalRequest.created_by == created_by,
-                ApprovalRequest.idempotency_key == idempotency_key,
-            )
-        ).first()
+        existing = store.by_idempotency_key(conn, created_by, idempotency_key)
         if existing is not None:
             if existing.binding_hash != binding:
                 raise Conflict(
@@ -192,91 +172,95 @@ def create_request(
     if open_request is not None:
         return Created(open_request, created=False, view=public(session, open_request))
 
-    request = ApprovalRequest(
-        id=new_request_id(),
-        tool=data.tool,
-        server=data.server,
-        caller=data.caller,
-        session_id=data.session_id,
-        # Gateways mask before sending; masking again here keeps secrets out of
-        # the database even when a gateway forgot to.
-        arguments=redact_arguments(data.arguments),
-        arguments_hash=data.arguments_hash,
-        binding_hash=binding,
-        policy_key=data.policy_key,
-        reason=data.reason,
-        approver_group=data.approver_group,
-        approvers=sorted(set(data.approvers)),
-        quorum=data.quorum,
-        on_timeout=data.on_timeout,
-        created_by=created_by,
-        idempotency_key=idempotency_key,
-        created_at=now,
-        expires_at=now + timedelta(seconds=data.timeout_seconds),
-    )
-    session.add(request)
     try:
-        view = _emit(session, "request.created", request, decisions=[])
-        _audit(
-            session,
-            _fact(
-                audit.REQUEST_CREATED,
-                request,
-                actor=created_by,
-                channel="gateway",
-                now=now,
-                outcome="pending",
-                comment=request.reason,
-                with_arguments=True,
-            ),
+        request = store.insert_request(
+            conn,
+            {
+                "id": new_request_id(),
+                "status": RequestStatus.PENDING,
+                "tool": data.tool,
+                "server": data.server,
+                "caller": data.caller,
+                "session_id": data.session_id,
+                # Gateways mask before sending; masking again here keeps secrets out
+                # of the database even when a gateway forgot to.
+                "arguments": redact_arguments(data.arguments),
+                "arguments_hash": data.arguments_hash,
+                "binding_hash": binding,
+                "policy_key": data.policy_key,
+                "reason": data.reason,
+                "approver_group": data.approver_group,
+                "approvers": sorted(set(data.approvers)),
+                "quorum": data.quorum,
+                "approvals_count": 0,
+                "on_timeout": data.on_timeout,
+                "created_by": created_by,
+                "idempotency_key": idempotency_key,
+                "created_at": now,
+                "expires_at": now + timedelta(seconds=data.timeout_seconds),
+                **_UNDECIDED,
+            },
         )
-        session.commit()
     except IntegrityError:
         # A concurrent retry with the same Idempotency-Key won; hand back its request.
         session.rollback()
         return create_request(
             session, data, created_by=created_by, idempotency_key=idempotency_key, now=now
         )
+    view = _emit(session, "request.created", request, decisions=[])
+    _audit(
+        session,
+        _fact(
+            audit.REQUEST_CREATED,
+            request,
+            actor=created_by,
+            channel="gateway",
+            now=now,
+            outcome="pending",
+            comment=request.reason,
+            with_arguments=True,
+        ),
+    )
+    session.commit()
     return Created(request, created=True, view=view)
 
 
-def _open_request_for(session: Session, binding: str, now: datetime) -> ApprovalRequest | None:
+# The columns of a new request that only later events fill in.
+_UNDECIDED: dict[str, object] = {
+    "decided_at": None,
+    "decided_by": None,
+    "decision_comment": None,
+    "decision_channel": None,
+    "claimed_at": None,
+    "outcome_is_error": None,
+    "outcome_summary": None,
+    "outcome_at": None,
+    "version": 0,
+}
+
+
+def _open_request_for(
+    session: Session, binding: str, now: datetime
+) -> ApprovalRequest | RequestRow | None:
     """The request a retry of the identical call should continue, if any."""
-    candidates = session.exec(_OPEN_FOR_BINDING, params={"binding": binding}).all()
-    for request in candidates:
-        if request.status == RequestStatus.PENDING and request.expires_at <= now:
+    for row in store.open_for_binding(session.connection(), binding):
+        request: ApprovalRequest | RequestRow = row
+        if row.status == RequestStatus.PENDING and row.expires_at <= now:
+            stored = get_request(session, row.id)
             try:
-                _expire(session, request, now)
+                _expire(session, stored, now)
                 session.commit()
             except Conflict:
-                session.refresh(request)
+                session.refresh(stored)
+            request = stored
         if request.status == RequestStatus.PENDING or request.allows_call():
             return request
     return None
 
 
-@functools.cache
-def _compare_and_set(columns: tuple[str, ...]) -> Any:
-    """The UPDATE for one set of changed columns, built once per set."""
-    return (
-        update(ApprovalRequest)
-        .where(
-            and_(
-                col(ApprovalRequest.id) == bindparam("cas_id"),
-                col(ApprovalRequest.version) == bindparam("cas_version"),
-            )
-        )
-        .values(version=bindparam("cas_next"), **{c: bindparam(f"set_{c}") for c in columns})
-        .execution_options(synchronize_session=False)
-    )
-
-
 def _transition(session: Session, request: ApprovalRequest, **changes: object) -> None:
     """Compare-and-set: apply `changes` only if nobody changed the request since we read it."""
-    params = {f"set_{column}": value for column, value in changes.items()}
-    params.update(cas_id=request.id, cas_version=request.version, cas_next=request.version + 1)
-    result = session.execute(_compare_and_set(tuple(changes)), params)
-    if result.rowcount != 1:  # type: ignore[attr-defined]
+    if not store.compare_and_set(session.connection(), request.id, request.version, changes):
         session.rollback()
         raise Conflict("the request was changed by someone else at the same time; reload it")
     # What the row now holds is known: set it without another read (and without
@@ -285,7 +269,7 @@ def _transition(session: Session, request: ApprovalRequest, **changes: object) -
         set_committed_value(request, key, value)
 
 
-def _require_pending(request: ApprovalRequest) -> None:
+def _require_pending(request: ApprovalRequest | RequestRow) -> None:
     if request.status != RequestStatus.PENDING:
         who = f" by {request.decided_by}" if request.decided_by else ""
         raise Conflict(
@@ -293,7 +277,7 @@ def _require_pending(request: ApprovalRequest) -> None:
         )
 
 
-def may_decide(request: ApprovalRequest, approver: str) -> str | None:
+def may_decide(request: ApprovalRequest | RequestRow, approver: str) -> str | None:
     """Why `approver` may not decide `request`, or None when they may."""
     if approver == request.caller:
         return f"{approver} made this call and cannot approve it"
@@ -305,8 +289,8 @@ def may_decide(request: ApprovalRequest, approver: str) -> str | None:
 
 @dataclass(frozen=True)
 class Decided:
-    request: ApprovalRequest
-    decision: Decision
+    # As stored after the vote.
+    request: ApprovalRequest | RequestRow
     # True when this vote settled the request (quorum reached, or a rejection).
     final: bool
     # The request as the API shows it after the vote, read in the same transaction.
@@ -327,27 +311,39 @@ def decide(
     if decision not in ("approve", "reject"):
         raise LifecycleError("decision must be 'approve' or 'reject'", code="invalid_decision")
     now = now or utcnow()
-    request = get_request(session, request_id)
-    if request.status == RequestStatus.PENDING and request.expires_at <= now:
+    conn = session.connection()
+    row = store.load(conn, request_id)
+    if row is None:
+        raise NotFound(f"no request with id {request_id!r}")
+    request: ApprovalRequest | RequestRow = row
+    if row.status == RequestStatus.PENDING and row.expires_at <= now:
+        request = get_request(session, request_id)
         _expire(session, request, now)
         session.commit()
     _require_pending(request)
     refusal = may_decide(request, approver)
     if refusal is not None:
         raise Forbidden(refusal, code="not_allowed_to_decide")
-    # A second vote by the same approver is refused by the table's unique
-    # constraint when the vote is flushed below.
-    vote = Decision(
-        request_id=request.id,
-        approver=approver,
-        decision=decision,
-        comment=comment,
-        channel=channel,
-        created_at=now,
-    )
-    session.add(vote)
-    approvals = request.approvals_count + (1 if decision == "approve" else 0)
-    final = decision == "reject" or approvals >= request.quorum
+    try:
+        vote = store.insert_vote(
+            conn,
+            {
+                "request_id": row.id,
+                "approver": approver,
+                "decision": decision,
+                "comment": comment,
+                "channel": channel,
+                "created_at": now,
+            },
+        )
+    except IntegrityError:  # the table allows one vote per approver and request
+        session.rollback()
+        raise Conflict(
+            f"{approver} has already voted on request {row.id}", code="duplicate_vote"
+        ) from None
+    earlier_votes = row.approvals_count
+    approvals = earlier_votes + (1 if decision == "approve" else 0)
+    final = decision == "reject" or approvals >= row.quorum
     changes: dict[str, object] = {"approvals_count": approvals}
     if final:
         changes.update(
@@ -357,18 +353,14 @@ def decide(
             decision_comment=comment,
             decision_channel=channel,
         )
-    try:
-        session.flush()
-    except IntegrityError:
+    if not store.compare_and_set(conn, row.id, row.version, changes):
         session.rollback()
-        raise Conflict(
-            f"{approver} has already voted on request {request.id}", code="duplicate_vote"
-        ) from None
-    earlier_votes = request.approvals_count
-    _transition(session, request, **changes)
+        raise Conflict("the request was changed by someone else at the same time; reload it")
+    for key, value in {**changes, "version": row.version + 1}.items():
+        setattr(row, key, value)
     # Votes before this one were approvals (a rejection settles the request), so
     # with none counted this vote is the only one and need not be read back.
-    view = _emit(session, "request.decided", request, None if earlier_votes else [vote])
+    view = _emit(session, "request.decided", row, None if earlier_votes else [vote])
     facts = [
         _fact(
             audit.DECISION_RECORDED,
@@ -407,7 +399,7 @@ def decide(
         )
     _audit(session, *facts)
     session.commit()
-    return Decided(request, vote, final, view)
+    return Decided(row, final, view)
 
 
 def _expire(session: Session, request: ApprovalRequest, now: datetime) -> None:

@@ -60,6 +60,13 @@ TERMINAL_STATUSES = frozenset(
 )
 
 
+def call_allowed(status: str, on_timeout: str) -> bool:
+    """True when a request in `status` lets its call run: approved, or expired with allow."""
+    return status == RequestStatus.APPROVED or (
+        status == RequestStatus.EXPIRED and on_timeout == "allow"
+    )
+
+
 class Role(enum.StrEnum):
     GATEWAY = "gateway"
     APPROVER = "approver"
@@ -112,9 +119,7 @@ class ApprovalRequest(SQLModel, table=True):
 
     def allows_call(self) -> bool:
         """True when the suspended call may run: approved, or timed out with on_timeout allow."""
-        return self.status == RequestStatus.APPROVED or (
-            self.status == RequestStatus.EXPIRED and self.on_timeout == "allow"
-        )
+        return call_allowed(self.status, self.on_timeout)
 
 
 class Decision(SQLModel, table=True):

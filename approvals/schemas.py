@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from approvals.models import ApprovalRequest, Decision, RequestStatus
+from approvals.request_store import RequestRow
 
 Channel = Literal["api", "cli", "dashboard", "slack", "gateway", "sweeper"]
 
@@ -95,8 +97,10 @@ class RequestPublic(BaseModel):
     decisions: list[DecisionPublic]
 
     @classmethod
-    def build(cls, request: ApprovalRequest, decisions: list[Decision]) -> RequestPublic:
-        """Assemble the public view of a stored request."""
+    def build(
+        cls, request: ApprovalRequest | RequestRow, decisions: Sequence[Decision | Any]
+    ) -> RequestPublic:
+        """Assemble the public view of a stored request (`decisions`: objects or rows)."""
         outcome = None
         if request.outcome_is_error is not None:
             outcome = OutcomePublic(

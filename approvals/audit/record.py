@@ -27,6 +27,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from approvals.audit.chain import HASHED_FIELDS, canonical_time, compute_hash
@@ -113,13 +114,13 @@ _MOVE_HEAD = (
 )
 
 
-def _lock_head(session: Session) -> tuple[int, str]:
-    row = session.execute(_READ_HEAD_FOR_UPDATE).first()
+def _lock_head(conn: Connection) -> tuple[int, str]:
+    row = conn.execute(_READ_HEAD_FOR_UPDATE).first()
     if row is not None:
         return int(row[0]), str(row[1])
     # Migrations create the row; a database built another way gets it on first use.
     head = _head_table()
-    session.execute(insert(head).values(id=HEAD_ROW_ID, last_id=0, last_hash=GENESIS_HASH))
+    conn.execute(insert(head).values(id=HEAD_ROW_ID, last_id=0, last_hash=GENESIS_HASH))
     return 0, GENESIS_HASH
 
 
@@ -132,7 +133,9 @@ def append_rows(session: Session, drafts: Sequence[EventDraft]) -> list[dict[str
     """`append_events` for callers that need no objects back: the inserted rows as dicts."""
     if not drafts:
         return []
-    last_id, prev_hash = _lock_head(session)
+    # Core on the session's connection: the ORM adds nothing to these inserts.
+    conn = session.connection()
+    last_id, prev_hash = _lock_head(conn)
     rows: list[dict[str, Any]] = []
     for draft in drafts:
         if draft.time.tzinfo is None:
@@ -167,8 +170,8 @@ def append_rows(session: Session, drafts: Sequence[EventDraft]) -> list[dict[str
         row["hash"] = digest
         rows.append(row)
         prev_hash = digest
-    session.execute(_INSERT_EVENTS, rows)
-    session.execute(_MOVE_HEAD, {"new_last_id": last_id, "new_last_hash": prev_hash})
+    conn.execute(_INSERT_EVENTS, rows)
+    conn.execute(_MOVE_HEAD, {"new_last_id": last_id, "new_last_hash": prev_hash})
     return rows
 
 

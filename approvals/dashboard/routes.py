@@ -301,7 +301,7 @@ async def decide(request: Request, request_id: str, engine: EngineDep) -> Respon
                 comment=comment_text[:4000] or None,
                 channel="dashboard",
             )
-            return lifecycle.public(session, result.request)
+            return result.view
 
     try:
         public = await run_in_threadpool(run)
