@@ -17,13 +17,14 @@ from approvals.api import requests as requests_api
 from approvals.api.deps import EngineDep
 from approvals.api.errors import install_error_handlers
 from approvals.audit import api as audit_api
-from approvals.db import WriteRunner, make_engine
-from approvals.events import EventHub, attach_hub
+from approvals.db import make_engine
+from approvals.events import EventHub
 from approvals.fanout import PgFanout
 from approvals.settings import Settings, get_settings
 from approvals.slack.runtime import install as install_slack
 from approvals.sweeper import run_sweeper
 from approvals.tokens import TokenCache
+from approvals.writes import WriteRunner
 from gateway_plugin.policy import load_policy
 from gateway_plugin.policy_reload import watch_policy
 
@@ -33,7 +34,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     engine = make_engine(settings.database_url)
     hub = EventHub(queue_size=settings.ws_queue_size)
-    writes = WriteRunner(engine, prepare=lambda session: attach_hub(session, hub))
+    writes = WriteRunner(engine, hub)
     # Several replicas on one PostgreSQL hear each other's events through LISTEN/NOTIFY.
     fanout = PgFanout(engine, hub) if engine.dialect.name == "postgresql" else None
 

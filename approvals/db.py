@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import asyncio
+import fcntl
+import os
 import threading
 import weakref
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from pathlib import Path
+from typing import Any
 
-import anyio.to_thread
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, create_engine
-
-T = TypeVar("T")
 
 
 def is_sqlite(url: str) -> bool:
@@ -82,60 +80,87 @@ def _tune_sqlite(engine: Engine) -> None:
         conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
 
-_WRITE_LOCKS: weakref.WeakKeyDictionary[Engine, threading.Lock] = weakref.WeakKeyDictionary()
-
-
-@contextmanager
-def write_turn(engine: Engine) -> Iterator[None]:
-    """Queue this process's writers on SQLite before they ask SQLite for its write lock.
+class WriteTurn:
+    """One SQLite file's write turn, shared by every thread and process that writes it.
 
     SQLite admits one writer; the others wait in its busy handler, which sleeps in
-    growing steps (up to 100 ms) and makes tail latency balloon under load. A lock
-    in the process hands the turn over at once. Other stores need no turn.
-    """
-    if not is_sqlite(str(engine.url)):
-        yield
-        return
-    lock = _WRITE_LOCKS.setdefault(engine, threading.Lock())
-    with lock:
-        yield
-
-
-class WriteRunner:
-    """Runs units of write work, each in its own session and transaction scope.
-
-    On SQLite every write runs on one dedicated thread, one after another: the
-    store admits a single writer anyway, and handing the turn between many
-    worker threads (a lock wake-up and a GIL hand-over per request) cost more
-    than the writes. Other stores run writes concurrently in the worker pool.
-    `prepare(session)` runs first in each session (the event hub attaches there).
+    growing steps (up to 100 ms) and makes tail latency balloon under load. The
+    turn hands over at once instead: a lock for this process's threads, then a
+    file lock (`<database>-writer.lock`) for the other processes (more service
+    processes on the same file, the CLI).
     """
 
-    def __init__(self, engine: Engine, prepare: Callable[[Session], None] | None = None) -> None:
-        self.engine = engine
-        self._prepare = prepare
-        self._writer = (
-            ThreadPoolExecutor(max_workers=1, thread_name_prefix="signoff-writer")
-            if is_sqlite(str(engine.url))
-            else None
-        )
+    def __init__(self, database: str | None) -> None:
+        # Re-entrant: a thread that already holds the turn may open another session
+        # (SQLite itself then decides, as it would without the turn).
+        self._threads = threading.RLock()
+        self._depth = 0  # how deeply the owning thread holds it
+        self._fd: int | None = None
+        if database and database != ":memory:" and not database.startswith("file:"):
+            path = Path(database).resolve()
+            self._fd = os.open(f"{path}-writer.lock", os.O_RDWR | os.O_CREAT, 0o600)
 
-    async def run(self, work: Callable[[Session], T]) -> T:
-        """The result of `work(session)`, run off the event loop."""
-        if self._writer is None:
-            return await anyio.to_thread.run_sync(self._run, work)
-        return await asyncio.wrap_future(self._writer.submit(self._run, work))
+    def acquire(self) -> None:
+        """Wait for the turn."""
+        self._threads.acquire()
+        if self._depth == 0 and self._fd is not None:
+            try:
+                fcntl.flock(self._fd, fcntl.LOCK_EX)
+            except BaseException:
+                self._threads.release()
+                raise
+        self._depth += 1
 
-    def _run(self, work: Callable[[Session], T]) -> T:
-        with write_turn(self.engine), session_scope(self.engine) as session:
-            if self._prepare is not None:
-                self._prepare(session)
-            return work(session)
+    def try_acquire(self) -> bool:
+        """Take the turn if nobody else holds it; never waits."""
+        if not self._threads.acquire(blocking=False):
+            return False
+        if self._depth == 0 and self._fd is not None:
+            try:
+                fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                self._threads.release()
+                return False
+        self._depth += 1
+        return True
+
+    def release(self) -> None:
+        self._depth -= 1
+        if self._depth == 0 and self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+        self._threads.release()
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        """Hold the turn for the block."""
+        self.acquire()
+        try:
+            yield
+        finally:
+            self.release()
 
     def close(self) -> None:
-        """Stop the writer thread once the queued work is done."""
-        if self._writer is not None:
-            self._writer.shutdown(wait=True)
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+_WRITE_TURNS: weakref.WeakKeyDictionary[Engine, WriteTurn] = weakref.WeakKeyDictionary()
+_TURNS_LOCK = threading.Lock()
+
+
+def write_turn_of(engine: Engine) -> WriteTurn | None:
+    """The write turn of an SQLite engine's file; None for other stores (they need none)."""
+    if not is_sqlite(str(engine.url)):
+        return None
+    turn = _WRITE_TURNS.get(engine)
+    if turn is None:
+        with _TURNS_LOCK:
+            turn = _WRITE_TURNS.get(engine)
+            if turn is None:
+                turn = _WRITE_TURNS[engine] = WriteTurn(engine.url.database)
+                weakref.finalize(engine, turn.close)
+    return turn
 
 
 @contextmanager
@@ -147,6 +172,16 @@ def read_session(engine: Engine) -> Iterator[Session]:
 
 @contextmanager
 def session_scope(engine: Engine) -> Iterator[Session]:
-    """A session that is closed (and rolled back if uncommitted) on exit."""
-    with Session(engine, expire_on_commit=False) as session:
+    """A session for writing, closed (and rolled back if uncommitted) on exit.
+
+    On SQLite it holds the file's write turn for its whole scope (its transactions
+    take SQLite's write lock anyway, with `BEGIN IMMEDIATE`): keep the work in it
+    short, and read with `read_session`.
+    """
+    turn = write_turn_of(engine)
+    if turn is None:
+        with Session(engine, expire_on_commit=False) as session:
+            yield session
+        return
+    with turn.held(), Session(engine, expire_on_commit=False) as session:
         yield session

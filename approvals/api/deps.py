@@ -12,11 +12,12 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from approvals.api.errors import ApiError
-from approvals.db import WriteRunner, read_session, session_scope, write_turn
-from approvals.events import EventHub, attach_hub
+from approvals.db import read_session
+from approvals.events import EventHub
 from approvals.models import Role
 from approvals.settings import Settings
 from approvals.tokens import TokenCache
+from approvals.writes import WriteRunner
 
 
 @dataclass(frozen=True)
@@ -54,18 +55,8 @@ async def get_writes(request: Request) -> WriteRunner:
 EngineDep = Annotated[Engine, Depends(get_engine)]
 HubDep = Annotated[EventHub, Depends(get_hub)]
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
-# Runs a route's write work in one transaction on the writer (see db.WriteRunner).
+# Runs a route's write work in its own transaction (see approvals/writes.py).
 WritesDep = Annotated[WriteRunner, Depends(get_writes)]
-
-
-def get_session(engine: EngineDep, hub: HubDep) -> Iterator[Session]:
-    # Only routes that write take a SessionDep (reads use ReadSessionDep).
-    with write_turn(engine), session_scope(engine) as session:
-        attach_hub(session, hub)
-        yield session
-
-
-SessionDep = Annotated[Session, Depends(get_session)]
 
 
 def get_read_session(engine: EngineDep) -> Iterator[Session]:

@@ -1,0 +1,162 @@
+"""Write routes on SQLite: requests that arrive together commit together, but fail alone."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import event, func, select
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
+from approvals import lifecycle
+from approvals.db import WriteTurn, make_engine, read_session, write_turn_of
+from approvals.events import EventHub
+from approvals.migrate import upgrade
+from approvals.models import ApiToken, ApprovalRequest, utcnow
+from approvals.schemas import RequestCreate
+from approvals.writes import WriteRunner
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def engine(tmp_path: Path) -> Iterator[Engine]:
+    url = f"sqlite:///{tmp_path / 'writes.db'}"
+    upgrade(url)
+    engine = make_engine(url)
+    yield engine
+    engine.dispose()
+
+
+def _call(n: int) -> RequestCreate:
+    arguments = {"outputPath": f"/tmp/tests/story-{n}.spec.ts"}
+    return RequestCreate(
+        tool="end_codegen_session",
+        server="playwright",
+        caller="agent",
+        arguments=arguments,
+        arguments_hash=hashlib.sha256(json.dumps(arguments).encode()).hexdigest(),
+        approvers=["alice"],
+    )
+
+
+async def _create(writes: WriteRunner, n: int) -> lifecycle.Created:
+    return await writes.run(lambda s: lifecycle.create_request(s, _call(n), created_by="gw"))
+
+
+def _count(engine: Engine, model: Any) -> int:
+    with read_session(engine) as session:
+        return int(session.exec(select(func.count()).select_from(model)).one()[0])
+
+
+def _transactions(engine: Engine) -> list[int]:
+    begun: list[int] = []
+    event.listen(engine, "begin", lambda conn: begun.append(1))
+    return begun
+
+
+async def test_calls_that_arrive_together_share_one_commit_and_fail_alone(engine: Engine) -> None:
+    hub = EventHub()
+    hub.bind(asyncio.get_running_loop())
+    heard = hub.subscribe()
+    writes = WriteRunner(engine, hub)
+    begun = _transactions(engine)
+
+    def half_done_then_broken(session: Session) -> None:
+        # A unit that wrote something and then failed must leave nothing behind.
+        session.add(
+            ApiToken(
+                name="ghost", role="gateway", token_hash="0" * 64, prefix="x", created_at=utcnow()
+            )
+        )
+        session.flush()
+        raise RuntimeError("the unit broke half way")
+
+    results = await asyncio.gather(
+        *(_create(writes, n) for n in range(5)),
+        writes.run(lambda s: lifecycle.decide(s, "nope", approver="alice", decision="approve")),
+        writes.run(half_done_then_broken),
+        return_exceptions=True,
+    )
+
+    created, missing, broken = results[:5], results[5], results[6]
+    assert all(isinstance(r, lifecycle.Created) and r.created for r in created)
+    assert isinstance(missing, lifecycle.NotFound)
+    assert isinstance(broken, RuntimeError)
+    assert len(begun) == 1, "the seven units should have run in one transaction"
+    assert _count(engine, ApprovalRequest) == 5
+    assert _count(engine, ApiToken) == 0
+    # Each committed request was announced once; the failures announced nothing.
+    announced = [heard.queue.get_nowait().request_id for _ in range(heard.queue.qsize())]
+    assert sorted(announced) == sorted(r.view.id for r in created)  # type: ignore[union-attr]
+
+
+async def test_when_the_commit_fails_every_call_of_the_batch_fails_and_nothing_is_announced(
+    engine: Engine,
+) -> None:
+    hub = EventHub()
+    hub.bind(asyncio.get_running_loop())
+    heard = hub.subscribe()
+    writes = WriteRunner(engine, hub)
+
+    def disk_full(conn: Any) -> None:
+        raise OSError("disk full")
+
+    event.listen(engine, "commit", disk_full)
+    results = await asyncio.gather(
+        *(_create(writes, n) for n in range(3)),
+        return_exceptions=True,
+    )
+    event.remove(engine, "commit", disk_full)
+
+    assert all(isinstance(r, OSError) for r in results)
+    assert heard.queue.empty()
+    assert _count(engine, ApprovalRequest) == 0
+    # The runner is still usable afterwards.
+    again = await _create(writes, 9)
+    assert again.created and _count(engine, ApprovalRequest) == 1
+
+
+async def test_while_another_process_writes_the_loop_keeps_serving(engine: Engine) -> None:
+    hub = EventHub()
+    hub.bind(asyncio.get_running_loop())
+    writes = WriteRunner(engine, hub)
+    # A second lock file handle on the same database is what another process holds.
+    other_process = WriteTurn(engine.url.database)
+    assert other_process.try_acquire()
+    try:
+        pending = asyncio.ensure_future(_create(writes, 1))
+        # Were the loop waiting for the turn, these sleeps (and the release) would never run.
+        await asyncio.sleep(0.2)
+        assert not pending.done()
+    finally:
+        other_process.release()
+    result = await asyncio.wait_for(pending, 10)
+    assert result.created and _count(engine, ApprovalRequest) == 1
+    other_process.close()
+
+
+def test_the_write_turn_is_shared_between_processes_through_a_lock_file(tmp_path: Path) -> None:
+    database = str(tmp_path / "shared.db")
+    here, there = WriteTurn(database), WriteTurn(database)
+    try:
+        assert here.try_acquire()
+        assert not there.try_acquire()
+        here.release()
+        assert there.try_acquire()
+        there.release()
+    finally:
+        here.close()
+        there.close()
+    assert (tmp_path / "shared.db-writer.lock").exists()
+
+
+def test_postgresql_needs_no_write_turn() -> None:
+    engine = make_engine("postgresql+psycopg://signoff@127.0.0.1:1/none")
+    assert write_turn_of(engine) is None
