@@ -22,6 +22,7 @@ from datetime import datetime
 from functools import cached_property
 from typing import Any
 
+from pydantic import BaseModel
 from sqlalchemy import event
 from sqlalchemy.orm import Session as OrmSession
 
@@ -40,18 +41,27 @@ class Event:
 
     type: str
     request_id: str
-    request: dict[str, Any]
+    # The request as clients see it: the view made in this process, or the JSON a
+    # replica sent. A view is turned into JSON only when someone listens.
+    request: BaseModel | dict[str, Any]
     at: datetime = field(default_factory=utcnow)
     # True when another replica made the change (delivered here by approvals.fanout):
     # side effects that must happen once per change (Slack posts) belong to the origin.
     remote: bool = False
+
+    @cached_property
+    def request_json(self) -> dict[str, Any]:
+        """The request as a JSON object."""
+        if isinstance(self.request, BaseModel):
+            return self.request.model_dump(mode="json")
+        return self.request
 
     def to_json(self) -> dict[str, Any]:
         return {
             "type": self.type,
             "request_id": self.request_id,
             "at": self.at.isoformat(),
-            "request": self.request,
+            "request": self.request_json,
         }
 
     @cached_property

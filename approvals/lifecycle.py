@@ -90,8 +90,7 @@ def _emit(
     """Queue the event for after the commit; the public view it carries is returned."""
     session.flush()
     view = public(session, request, decisions)
-    payload = view.model_dump(mode="json")
-    emit(session, Event(type=event_type, request_id=request.id, request=payload))
+    emit(session, Event(type=event_type, request_id=request.id, request=view))
     return view
 
 
