@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 
 from approvals import migrate
@@ -54,7 +55,13 @@ def _serve(args: argparse.Namespace) -> int:
     )
     _check_policy(settings)
     migrate.upgrade(settings.database_url)
-    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level=args.log_level)
+    app = create_app(settings)
+    # What start-up built (modules, the app, SQLAlchemy's and pydantic's caches) lives
+    # as long as the process. Freezing it keeps the collector's full passes from
+    # walking ~150k objects each time: measured under load, a pass took ~70 ms
+    # and the passes ate a tenth of the CPU; frozen, a pass takes ~3 ms.
+    gc.freeze()
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
     return 0
 
 
