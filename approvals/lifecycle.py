@@ -257,11 +257,18 @@ def _open_request_for(
     return None
 
 
-def _transition(session: Session, request: ApprovalRequest, **changes: object) -> None:
-    """Compare-and-set: apply `changes` only if nobody changed the request since we read it."""
+def _compare_and_set(
+    session: Session, request: ApprovalRequest | RequestRow, changes: dict[str, object]
+) -> None:
+    """Apply `changes` only if nobody changed the request since we read it, else Conflict."""
     if not store.compare_and_set(session.connection(), request.id, request.version, changes):
         session.rollback()
         raise Conflict("the request was changed by someone else at the same time; reload it")
+
+
+def _transition(session: Session, request: ApprovalRequest, **changes: object) -> None:
+    """Compare-and-set on a loaded request, which then shows the new values."""
+    _compare_and_set(session, request, changes)
     # What the row now holds is known: set it without another read (and without
     # marking the object dirty, which would write it again at the next flush).
     for key, value in {**changes, "version": request.version + 1}.items():
@@ -352,9 +359,7 @@ def decide(
             decision_comment=comment,
             decision_channel=channel,
         )
-    if not store.compare_and_set(conn, row.id, row.version, changes):
-        session.rollback()
-        raise Conflict("the request was changed by someone else at the same time; reload it")
+    _compare_and_set(session, row, changes)
     for key, value in {**changes, "version": row.version + 1}.items():
         setattr(row, key, value)
     # Votes before this one were approvals (a rejection settles the request), so

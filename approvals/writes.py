@@ -4,9 +4,11 @@ A unit of work is a function of a session that does one request's writes and
 commits (a `lifecycle` call). On PostgreSQL units run concurrently in the worker
 pool, each in its own session and transaction.
 
-On SQLite only one writer runs at a time anyway, and what a unit costs is mostly
-the commit (every index page it touched is written to the WAL) plus the hand-over
-between threads. So units are run in batches, on the event loop thread: the units
+On SQLite only one writer runs at a time anyway. A commit costs about as much
+as the rest of a unit (every index page touched is written to the WAL), and
+handing work to a thread and back cost more than the unit itself, because the
+thread and the loop take turns at the GIL. So units are run in batches, on the
+event loop thread: the units
 that arrived during one turn of the loop run one after another in one
 transaction, each in its own SAVEPOINT, and one COMMIT makes them all durable.
 A unit that fails rolls back to its savepoint and fails alone; if the commit

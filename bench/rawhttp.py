@@ -11,8 +11,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 from typing import Any
 from urllib.parse import urlsplit
+
+# Below uvicorn's keep-alive timeout (5 s).
+KEEPALIVE_SECONDS = 4.0
 
 
 class RawHttp:
@@ -26,10 +30,24 @@ class RawHttp:
         self._auth = f"Authorization: Bearer {token}\r\n"
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
+        self._last_used = 0.0
 
     async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        if self._reader is None or self._writer is None or self._writer.is_closing():
+        now = time.monotonic()
+        # uvicorn closes a connection idle for 5 s; reusing one it closed (or is about
+        # to) loses the request, so like other clients open a new one instead.
+        stale = now - self._last_used > KEEPALIVE_SECONDS
+        if (
+            self._reader is None
+            or self._writer is None
+            or self._writer.is_closing()
+            or self._reader.at_eof()
+            or stale
+        ):
+            if self._writer is not None:
+                await self.aclose()
             self._reader, self._writer = await asyncio.open_connection(self._host, self._port)
+        self._last_used = now
         return self._reader, self._writer
 
     async def post(self, path: str, body: Any) -> tuple[int, Any]:

@@ -235,8 +235,9 @@ def main() -> int:
         "service, clients and PostgreSQL share the machine\n"
         "- a pair: `POST /requests` then `POST /requests/{id}/decisions` (approve); with two "
         "replicas it is created on one and decided on the other\n"
-        "- two replicas on one SQLite file is not a supported deployment (no cross-process "
-        "fan-out); the row shows only how SQLite's single writer lock scales\n\n"
+        "- two replicas on one SQLite file take turns at writing through the file lock "
+        "(approvals/db.py WriteTurn) but hear nothing of each other's events, so it is not a "
+        "supported deployment; the row shows only how SQLite's single writer lock scales\n\n"
         + "\n".join(table)
         + f"\n\nSQLite, one replica: {sqlite_one:.0f}/s "
         f"(target >= {TARGET_SQLITE_PER_SECOND:.0f}/s on 2 cores: {verdict}).\n"
