@@ -9,10 +9,10 @@ import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import event
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlmodel import Session, create_engine
 
 
@@ -78,6 +78,27 @@ def _tune_sqlite(engine: Engine) -> None:
     def _on_begin(conn: Any) -> None:
         read_only = conn.get_execution_options().get("signoff_read_only", False)
         conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+
+
+class WriteScope(Protocol):
+    """What the business rules need of a transaction to write in.
+
+    A `Session` is one. So is a unit of a group commit (approvals/writes.py),
+    whose `commit` and `rollback` end its savepoint rather than the transaction.
+    """
+
+    @property
+    def info(self) -> dict[Any, Any]:
+        """Per-transaction notes (events waiting for the commit, the hub to tell)."""
+        ...
+
+    def connection(self) -> Connection:
+        """The connection whose transaction this scope writes in."""
+        ...
+
+    def commit(self) -> None: ...
+
+    def rollback(self) -> None: ...
 
 
 class WriteTurn:

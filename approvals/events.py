@@ -26,6 +26,7 @@ from pydantic import BaseModel
 from sqlalchemy import event
 from sqlalchemy.orm import Session as OrmSession
 
+from approvals.db import WriteScope
 from approvals.models import utcnow
 from gateway_plugin.loops import call_on_loop
 
@@ -161,28 +162,40 @@ class EventHub:
                         del self._waiters[request_id]
 
 
-def attach_hub(session: OrmSession, hub: EventHub | None) -> None:
-    """Make `session` publish its committed events to `hub`."""
-    session.info[_HUB_KEY] = hub
+def attach_hub(scope: WriteScope, hub: EventHub | None) -> None:
+    """Make `scope` (a session, or a group commit's unit) publish committed events to `hub`."""
+    scope.info[_HUB_KEY] = hub
 
 
-def emit(session: OrmSession, evt: Event) -> None:
-    """Queue `evt` for publication when `session` commits."""
-    session.info.setdefault(_PENDING_KEY, []).append(evt)
+def hub_of(scope: WriteScope) -> EventHub | None:
+    """The hub `scope` publishes to, if any."""
+    hub: EventHub | None = scope.info.get(_HUB_KEY)
+    return hub
+
+
+def emit(scope: WriteScope, evt: Event) -> None:
+    """Queue `evt` for publication when `scope` commits."""
+    scope.info.setdefault(_PENDING_KEY, []).append(evt)
+
+
+def take_pending(scope: WriteScope) -> list[Event]:
+    """The events emitted in `scope` since its last commit or rollback, taken from it."""
+    pending: list[Event] = scope.info.pop(_PENDING_KEY, [])
+    return pending
 
 
 @event.listens_for(OrmSession, "before_commit")
 def _relay_pending(session: OrmSession) -> None:
     pending: list[Event] = session.info.get(_PENDING_KEY, [])
-    hub: EventHub | None = session.info.get(_HUB_KEY)
+    hub = hub_of(session)
     if pending and hub is not None and hub.relay is not None:
         hub.relay(session, pending)
 
 
 @event.listens_for(OrmSession, "after_commit")
 def _publish_committed(session: OrmSession) -> None:
-    pending: list[Event] = session.info.pop(_PENDING_KEY, [])
-    hub: EventHub | None = session.info.get(_HUB_KEY)
+    pending = take_pending(session)
+    hub = hub_of(session)
     if hub is not None:
         for evt in pending:
             hub.publish(evt)
@@ -190,4 +203,4 @@ def _publish_committed(session: OrmSession) -> None:
 
 @event.listens_for(OrmSession, "after_rollback")
 def _drop_rolled_back(session: OrmSession) -> None:
-    session.info.pop(_PENDING_KEY, None)
+    take_pending(session)

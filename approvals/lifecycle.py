@@ -1,8 +1,10 @@
 """The business rules of an approval request, in one place.
 
 Every channel (REST API, CLI, dashboard, Slack, the sweeper) goes through these
-functions. Each takes a session, does its work in one transaction, commits, and
-returns the result; events are published by the session once the commit lands.
+functions. Each takes a session (or another `db.WriteScope`: the API's group
+commit gives each unit a savepoint), does its work in one transaction, commits,
+and returns the result; events are published once the commit lands. Writers read
+and write plain rows (approvals/request_store.py); ORM objects are for readers.
 State changes are compare-and-set on `version`, so exactly one writer wins a race.
 """
 
@@ -24,6 +26,7 @@ from approvals import request_store as store
 from approvals.audit import record as audit
 from approvals.audit.models import AuditEvent
 from approvals.audit.schemas import GatewayFact
+from approvals.db import WriteScope
 from approvals.events import Event, emit
 from approvals.models import ApprovalRequest, Decision, RequestStatus, utcnow
 from approvals.request_store import RequestRow
@@ -71,7 +74,7 @@ def binding_hash(caller: str, server: str, tool: str, arguments_hash: str) -> st
 
 
 def public(
-    session: Session,
+    session: WriteScope,
     request: ApprovalRequest | RequestRow,
     decisions: Sequence[Decision | Any] | None = None,
 ) -> RequestPublic:
@@ -82,13 +85,12 @@ def public(
 
 
 def _emit(
-    session: Session,
+    session: WriteScope,
     event_type: str,
     request: ApprovalRequest | RequestRow,
     decisions: Sequence[Decision | Any] | None = None,
 ) -> RequestPublic:
     """Queue the event for after the commit; the public view it carries is returned."""
-    session.flush()
     view = public(session, request, decisions)
     emit(session, Event(type=event_type, request_id=request.id, request=view))
     return view
@@ -122,14 +124,22 @@ def _fact(
     )
 
 
-def _audit(session: Session, *facts: audit.EventDraft) -> None:
+def _audit(session: WriteScope, *facts: audit.EventDraft) -> None:
     """Append audit events to this transaction; every caller commits right after."""
     audit.append_rows(session, facts)
 
 
 def get_request(session: Session, request_id: str) -> ApprovalRequest:
-    """The request with this id, or NotFound."""
+    """The request with this id as an ORM object (for readers), or NotFound."""
     request = session.get(ApprovalRequest, request_id)
+    if request is None:
+        raise NotFound(f"no request with id {request_id!r}")
+    return request
+
+
+def _load(session: WriteScope, request_id: str) -> RequestRow:
+    """The request with this id as stored now (for writers), or NotFound."""
+    request = store.load(session.connection(), request_id)
     if request is None:
         raise NotFound(f"no request with id {request_id!r}")
     return request
@@ -138,7 +148,7 @@ def get_request(session: Session, request_id: str) -> ApprovalRequest:
 @dataclass(frozen=True)
 class Created:
     # As stored after the call: a new row, or the request that was reused.
-    request: ApprovalRequest | RequestRow
+    request: RequestRow
     # False when an identical open request (or the same Idempotency-Key) was reused.
     created: bool
     # The request as the API shows it, read in the same transaction.
@@ -146,7 +156,7 @@ class Created:
 
 
 def create_request(
-    session: Session,
+    session: WriteScope,
     data: RequestCreate,
     *,
     created_by: str,
@@ -156,9 +166,8 @@ def create_request(
     """Queue a suspended call, or attach to the open request for the identical call."""
     now = now or utcnow()
     binding = binding_hash(data.caller, data.server, data.tool, data.arguments_hash)
-    conn = session.connection()
     if idempotency_key is not None:
-        existing = store.by_idempotency_key(conn, created_by, idempotency_key)
+        existing = store.by_idempotency_key(session.connection(), created_by, idempotency_key)
         if existing is not None:
             if existing.binding_hash != binding:
                 raise Conflict(
@@ -173,7 +182,8 @@ def create_request(
 
     try:
         request = store.insert_request(
-            conn,
+            # Not kept from the start: a commit above (an expiry) releases it.
+            session.connection(),
             {
                 "id": new_request_id(),
                 "status": RequestStatus.PENDING,
@@ -238,41 +248,39 @@ _UNDECIDED: dict[str, object] = {
 }
 
 
-def _open_request_for(
-    session: Session, binding: str, now: datetime
-) -> ApprovalRequest | RequestRow | None:
+def _open_request_for(session: WriteScope, binding: str, now: datetime) -> RequestRow | None:
     """The request a retry of the identical call should continue, if any."""
-    for row in store.open_for_binding(session.connection(), binding):
-        request: ApprovalRequest | RequestRow = row
-        if row.status == RequestStatus.PENDING and row.expires_at <= now:
-            stored = get_request(session, row.id)
+    for request in store.open_for_binding(session.connection(), binding):
+        if request.status == RequestStatus.PENDING and request.expires_at <= now:
             try:
-                _expire(session, stored, now)
+                _expire(session, request, now)
                 session.commit()
-            except Conflict:
-                session.refresh(stored)
-            request = stored
+            except Conflict:  # decided or expired elsewhere meanwhile: take it as it is now
+                fresh = store.load(session.connection(), request.id)
+                if fresh is None:
+                    continue
+                request = fresh
         if request.status == RequestStatus.PENDING or request.allows_call():
             return request
     return None
 
 
-def _compare_and_set(
-    session: Session, request: ApprovalRequest | RequestRow, changes: dict[str, object]
+def _transition(
+    session: WriteScope, request: ApprovalRequest | RequestRow, **changes: object
 ) -> None:
-    """Apply `changes` only if nobody changed the request since we read it, else Conflict."""
+    """Compare-and-set: apply `changes` only if nobody changed the request since we read it.
+
+    `request` then shows the stored values and the new version.
+    """
     if not store.compare_and_set(session.connection(), request.id, request.version, changes):
         session.rollback()
         raise Conflict("the request was changed by someone else at the same time; reload it")
-
-
-def _transition(session: Session, request: ApprovalRequest, **changes: object) -> None:
-    """Compare-and-set on a loaded request, which then shows the new values."""
-    _compare_and_set(session, request, changes)
-    # What the row now holds is known: set it without another read (and without
-    # marking the object dirty, which would write it again at the next flush).
     for key, value in {**changes, "version": request.version + 1}.items():
-        set_committed_value(request, key, value)
+        if isinstance(request, ApprovalRequest):
+            # Without marking the object dirty, which would write it again at a flush.
+            set_committed_value(request, key, value)
+        else:
+            setattr(request, key, value)
 
 
 def _require_pending(request: ApprovalRequest | RequestRow) -> None:
@@ -296,7 +304,7 @@ def may_decide(request: ApprovalRequest | RequestRow, approver: str) -> str | No
 @dataclass(frozen=True)
 class Decided:
     # As stored after the vote.
-    request: ApprovalRequest | RequestRow
+    request: RequestRow
     # True when this vote settled the request (quorum reached, or a rejection).
     final: bool
     # The request as the API shows it after the vote, read in the same transaction.
@@ -304,7 +312,7 @@ class Decided:
 
 
 def decide(
-    session: Session,
+    session: WriteScope,
     request_id: str,
     *,
     approver: str,
@@ -317,13 +325,8 @@ def decide(
     if decision not in ("approve", "reject"):
         raise LifecycleError("decision must be 'approve' or 'reject'", code="invalid_decision")
     now = now or utcnow()
-    conn = session.connection()
-    row = store.load(conn, request_id)
-    if row is None:
-        raise NotFound(f"no request with id {request_id!r}")
-    request: ApprovalRequest | RequestRow = row
-    if row.status == RequestStatus.PENDING and row.expires_at <= now:
-        request = get_request(session, request_id)
+    request = _load(session, request_id)
+    if request.status == RequestStatus.PENDING and request.expires_at <= now:
         _expire(session, request, now)
         session.commit()
     _require_pending(request)
@@ -332,9 +335,9 @@ def decide(
         raise Forbidden(refusal, code="not_allowed_to_decide")
     try:
         vote = store.insert_vote(
-            conn,
+            session.connection(),
             {
-                "request_id": row.id,
+                "request_id": request.id,
                 "approver": approver,
                 "decision": decision,
                 "comment": comment,
@@ -345,11 +348,11 @@ def decide(
     except IntegrityError:  # the table allows one vote per approver and request
         session.rollback()
         raise Conflict(
-            f"{approver} has already voted on request {row.id}", code="duplicate_vote"
+            f"{approver} has already voted on request {request.id}", code="duplicate_vote"
         ) from None
-    earlier_votes = row.approvals_count
+    earlier_votes = request.approvals_count
     approvals = earlier_votes + (1 if decision == "approve" else 0)
-    final = decision == "reject" or approvals >= row.quorum
+    final = decision == "reject" or approvals >= request.quorum
     changes: dict[str, object] = {"approvals_count": approvals}
     if final:
         changes.update(
@@ -359,12 +362,10 @@ def decide(
             decision_comment=comment,
             decision_channel=channel,
         )
-    _compare_and_set(session, row, changes)
-    for key, value in {**changes, "version": row.version + 1}.items():
-        setattr(row, key, value)
+    _transition(session, request, **changes)
     # Votes before this one were approvals (a rejection settles the request), so
     # with none counted this vote is the only one and need not be read back.
-    view = _emit(session, "request.decided", row, None if earlier_votes else [vote])
+    view = _emit(session, "request.decided", request, None if earlier_votes else [vote])
     facts = [
         _fact(
             audit.DECISION_RECORDED,
@@ -403,10 +404,10 @@ def decide(
         )
     _audit(session, *facts)
     session.commit()
-    return Decided(row, final, view)
+    return Decided(request, final, view)
 
 
-def _expire(session: Session, request: ApprovalRequest, now: datetime) -> None:
+def _expire(session: WriteScope, request: ApprovalRequest | RequestRow, now: datetime) -> None:
     outcome = "allowed" if request.on_timeout == "allow" else "denied"
     _transition(
         session,
@@ -457,11 +458,11 @@ def expire_due(session: Session, *, now: datetime | None = None, batch: int = 20
 
 
 def cancel(
-    session: Session, request_id: str, *, by: str, now: datetime | None = None
-) -> ApprovalRequest:
+    session: WriteScope, request_id: str, *, by: str, now: datetime | None = None
+) -> RequestRow:
     """The agent went away: a pending request ends as cancelled."""
     now = now or utcnow()
-    request = get_request(session, request_id)
+    request = _load(session, request_id)
     _require_pending(request)
     _transition(
         session,
@@ -490,11 +491,11 @@ def cancel(
 
 
 def claim(
-    session: Session, request_id: str, *, by: str = "gateway", now: datetime | None = None
-) -> ApprovalRequest:
+    session: WriteScope, request_id: str, *, by: str = "gateway", now: datetime | None = None
+) -> RequestRow:
     """Use an approval for its one execution; a second claim is refused. `by`: the gateway."""
     now = now or utcnow()
-    request = get_request(session, request_id)
+    request = _load(session, request_id)
     if not request.allows_call():
         raise Conflict(
             f"request {request.id} is {request.status}; the call may not run", code="not_approved"
@@ -521,17 +522,17 @@ def claim(
 
 
 def record_outcome(
-    session: Session,
+    session: WriteScope,
     request_id: str,
     *,
     is_error: bool,
     summary: str | None,
     by: str = "gateway",
     now: datetime | None = None,
-) -> ApprovalRequest:
+) -> RequestRow:
     """Store what happened when the approved call ran (`by`: the gateway that ran it)."""
     now = now or utcnow()
-    request = get_request(session, request_id)
+    request = _load(session, request_id)
     if request.claimed_at is None:
         raise Conflict(f"request {request.id} has not been run", code="not_claimed")
     if request.outcome_at is not None:
@@ -558,7 +559,7 @@ def record_outcome(
 
 
 def record_notification(
-    session: Session,
+    session: WriteScope,
     request_id: str,
     *,
     channel: str,
@@ -572,7 +573,7 @@ def record_notification(
     user ids or a channel, as the notifier knows them.
     """
     now = now or utcnow()
-    request = get_request(session, request_id)
+    request = _load(session, request_id)
     event = audit.record_event(
         session,
         audit.REQUEST_NOTIFIED,
@@ -599,7 +600,7 @@ _GATEWAY_OUTCOMES = {
 
 
 def record_gateway_facts(
-    session: Session,
+    session: WriteScope,
     facts: Sequence[GatewayFact],
     *,
     gateway: str,

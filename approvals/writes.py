@@ -27,10 +27,9 @@ from typing import Any, Generic, TypeVar
 
 import anyio.to_thread
 from sqlalchemy.engine import Connection, Engine
-from sqlmodel import Session
 
-from approvals.db import WriteTurn, session_scope, write_turn_of
-from approvals.events import Event, EventHub, attach_hub
+from approvals.db import WriteScope, WriteTurn, session_scope, write_turn_of
+from approvals.events import Event, EventHub, attach_hub, take_pending
 
 T = TypeVar("T")
 
@@ -40,22 +39,48 @@ MAX_BATCH = 64
 
 @dataclass
 class _Unit(Generic[T]):
-    work: Callable[[Session], T]
+    work: Callable[[WriteScope], T]
     future: asyncio.Future[T]
     result: Any = None
     error: BaseException | None = None
     events: list[Event] = field(default_factory=list)
 
 
-class _Collector(EventHub):
-    """Stands in for the hub while a batch runs: events wait for the batch's commit."""
+class _UnitScope:
+    """One unit's part of a batch: a savepoint on the batch's connection.
 
-    def __init__(self) -> None:
-        super().__init__()
+    `commit` keeps the unit's work so far (it lands with the batch's COMMIT) and
+    starts a new savepoint; `rollback` undoes the work since. Events wait in
+    `events` for the batch's COMMIT. The savepoints are taken on the driver's
+    connection directly: through a Session's nested transactions they cost as much
+    as the rest of a unit.
+    """
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+        driver = conn.connection.driver_connection  # the sqlite3.Connection
+        assert driver is not None
+        self._driver: Any = driver
+        self.info: dict[Any, Any] = {}
         self.events: list[Event] = []
+        self._driver.execute("SAVEPOINT signoff_unit")
 
-    def publish(self, evt: Event) -> None:
-        self.events.append(evt)
+    def connection(self) -> Connection:
+        return self._conn
+
+    def commit(self) -> None:
+        self.events.extend(take_pending(self))
+        self._driver.execute("RELEASE signoff_unit")
+        self._driver.execute("SAVEPOINT signoff_unit")
+
+    def rollback(self) -> None:
+        take_pending(self)
+        self._driver.execute("ROLLBACK TO signoff_unit")
+
+    def close(self) -> None:
+        """End the unit; what it did not commit is undone."""
+        self.rollback()
+        self._driver.execute("RELEASE signoff_unit")
 
 
 class WriteRunner:
@@ -69,8 +94,8 @@ class WriteRunner:
         # The batch waiting for the turn in a thread, if any: later units queue behind it.
         self._waiting: asyncio.Task[None] | None = None
 
-    async def run(self, work: Callable[[Session], T]) -> T:
-        """The result of `work(session)` once its transaction has committed."""
+    async def run(self, work: Callable[[WriteScope], T]) -> T:
+        """The result of `work(scope)` once its transaction has committed."""
         if self._turn is None:
             return await anyio.to_thread.run_sync(self._run_alone, work)
         loop = asyncio.get_running_loop()
@@ -81,7 +106,7 @@ class WriteRunner:
             loop.call_soon(self._flush)
         return await unit.future
 
-    def _run_alone(self, work: Callable[[Session], T]) -> T:
+    def _run_alone(self, work: Callable[[WriteScope], T]) -> T:
         with session_scope(self.engine) as session:
             attach_hub(session, self.hub)
             return work(session)
@@ -132,19 +157,15 @@ class WriteRunner:
                 unit.events.clear()
 
     def _run_unit(self, conn: Connection, unit: _Unit[Any]) -> None:
-        collector = _Collector()
-        # The unit's commit releases its savepoint; the batch's COMMIT is what lands.
-        with Session(
-            bind=conn, join_transaction_mode="create_savepoint", expire_on_commit=False
-        ) as session:
-            attach_hub(session, collector)
-            try:
-                unit.result = unit.work(session)
-            except Exception as exc:
-                session.rollback()
-                unit.error = exc
-                return
-        unit.events = collector.events
+        scope = _UnitScope(conn)
+        try:
+            unit.result = unit.work(scope)
+        except Exception as exc:
+            unit.error = exc
+        finally:
+            scope.close()
+        if unit.error is None:
+            unit.events = scope.events
 
     def _settle(self, batch: list[_Unit[Any]]) -> None:
         """After the commit: publish the batch's events and answer its callers."""

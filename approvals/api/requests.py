@@ -7,7 +7,6 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Header, Query, Response
 from fastapi.concurrency import run_in_threadpool
-from sqlmodel import Session
 
 from approvals import lifecycle, queries
 from approvals.api.deps import (
@@ -22,7 +21,7 @@ from approvals.api.deps import (
     SettingsDep,
     WritesDep,
 )
-from approvals.db import read_session
+from approvals.db import WriteScope, read_session
 from approvals.models import RequestStatus
 from approvals.schemas import (
     DecisionCreate,
@@ -140,7 +139,7 @@ async def decide(
 async def cancel(request_id: str, writes: WritesDep, principal: GatewayDep) -> RequestPublic:
     """The agent went away before a decision."""
 
-    def work(session: Session) -> RequestPublic:
+    def work(session: WriteScope) -> RequestPublic:
         request = lifecycle.cancel(session, request_id, by=principal.name)
         return lifecycle.public(session, request)
 
@@ -151,7 +150,7 @@ async def cancel(request_id: str, writes: WritesDep, principal: GatewayDep) -> R
 async def claim(request_id: str, writes: WritesDep, principal: GatewayDep) -> RequestPublic:
     """Use the approval for its one execution; 409 if it was already used or is not approved."""
 
-    def work(session: Session) -> RequestPublic:
+    def work(session: WriteScope) -> RequestPublic:
         return lifecycle.public(session, lifecycle.claim(session, request_id, by=principal.name))
 
     return await writes.run(work)
@@ -163,7 +162,7 @@ async def record_outcome(
 ) -> RequestPublic:
     """Store the result of the forwarded call."""
 
-    def work(session: Session) -> RequestPublic:
+    def work(session: WriteScope) -> RequestPublic:
         request = lifecycle.record_outcome(
             session, request_id, is_error=body.is_error, summary=body.summary, by=principal.name
         )

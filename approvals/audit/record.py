@@ -32,6 +32,7 @@ from sqlalchemy.orm import Session
 
 from approvals.audit.chain import HASHED_FIELDS, canonical_time, compute_hash
 from approvals.audit.models import GENESIS_HASH, HEAD_ROW_ID, AuditChainHead, AuditEvent
+from approvals.db import WriteScope
 from approvals.models import utcnow
 from gateway_plugin.policy import canonical_json
 
@@ -124,12 +125,12 @@ def _lock_head(conn: Connection) -> tuple[int, str]:
     return 0, GENESIS_HASH
 
 
-def append_events(session: Session, drafts: Sequence[EventDraft]) -> list[AuditEvent]:
+def append_events(session: WriteScope, drafts: Sequence[EventDraft]) -> list[AuditEvent]:
     """Chain and insert `drafts` in order, in the session's open transaction (no commit)."""
     return [AuditEvent(**row) for row in append_rows(session, drafts)]
 
 
-def append_rows(session: Session, drafts: Sequence[EventDraft]) -> list[dict[str, Any]]:
+def append_rows(session: WriteScope, drafts: Sequence[EventDraft]) -> list[dict[str, Any]]:
     """`append_events` for callers that need no objects back: the inserted rows as dicts."""
     if not drafts:
         return []
@@ -176,7 +177,7 @@ def append_rows(session: Session, drafts: Sequence[EventDraft]) -> list[dict[str
 
 
 def record_event(
-    session: Session,
+    session: WriteScope,
     type: str,
     *,
     actor: str,

@@ -6,16 +6,23 @@ import asyncio
 import hashlib
 import json
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import event, func, select
+from sqlalchemy import event, func, insert, select
 from sqlalchemy.engine import Engine
-from sqlmodel import Session
 
 from approvals import lifecycle
-from approvals.db import WriteTurn, make_engine, read_session, write_turn_of
+from approvals.db import (
+    WriteScope,
+    WriteTurn,
+    make_engine,
+    read_session,
+    session_scope,
+    write_turn_of,
+)
 from approvals.events import EventHub
 from approvals.migrate import upgrade
 from approvals.models import ApiToken, ApprovalRequest, utcnow
@@ -23,6 +30,8 @@ from approvals.schemas import RequestCreate
 from approvals.writes import WriteRunner
 
 pytestmark = pytest.mark.anyio
+
+TOKENS = ApiToken.__table__  # type: ignore[attr-defined]
 
 
 @pytest.fixture
@@ -68,14 +77,10 @@ async def test_calls_that_arrive_together_share_one_commit_and_fail_alone(engine
     writes = WriteRunner(engine, hub)
     begun = _transactions(engine)
 
-    def half_done_then_broken(session: Session) -> None:
+    def half_done_then_broken(scope: WriteScope) -> None:
         # A unit that wrote something and then failed must leave nothing behind.
-        session.add(
-            ApiToken(
-                name="ghost", role="gateway", token_hash="0" * 64, prefix="x", created_at=utcnow()
-            )
-        )
-        session.flush()
+        ghost = {"name": "ghost", "role": "gateway", "token_hash": "0" * 64, "prefix": "x"}
+        scope.connection().execute(insert(TOKENS).values(created_at=utcnow(), **ghost))
         raise RuntimeError("the unit broke half way")
 
     results = await asyncio.gather(
@@ -160,3 +165,35 @@ def test_the_write_turn_is_shared_between_processes_through_a_lock_file(tmp_path
 def test_postgresql_needs_no_write_turn() -> None:
     engine = make_engine("postgresql+psycopg://signoff@127.0.0.1:1/none")
     assert write_turn_of(engine) is None
+
+
+async def test_a_retry_after_the_timeout_expires_the_old_request_and_opens_a_new_one(
+    engine: Engine,
+) -> None:
+    hub = EventHub()
+    hub.bind(asyncio.get_running_loop())
+    heard = hub.subscribe()
+    writes = WriteRunner(engine, hub)
+    first = await _create(writes, 1)
+    # The sweeper has not run yet when the agent retries after the timeout.
+    later = utcnow() + timedelta(seconds=_call(1).timeout_seconds + 1)
+    second = await writes.run(
+        lambda s: lifecycle.create_request(s, _call(1), created_by="gw", now=later)
+    )
+
+    assert second.created and second.view.id != first.view.id
+    with read_session(engine) as session:
+        assert lifecycle.get_request(session, first.view.id).status == "expired"
+    announced = [heard.queue.get_nowait().type for _ in range(heard.queue.qsize())]
+    assert announced == ["request.created", "request.expired", "request.created"]
+
+
+def test_the_same_retry_in_a_plain_session_also_opens_a_new_request(engine: Engine) -> None:
+    with session_scope(engine) as session:
+        first = lifecycle.create_request(session, _call(2), created_by="gw")
+    later = utcnow() + timedelta(seconds=_call(2).timeout_seconds + 1)
+    with session_scope(engine) as session:
+        second = lifecycle.create_request(session, _call(2), created_by="gw", now=later)
+    assert second.created and second.view.id != first.view.id
+    with read_session(engine) as session:
+        assert lifecycle.get_request(session, first.view.id).status == "expired"
