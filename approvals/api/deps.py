@@ -70,7 +70,7 @@ ReadSessionDep = Annotated[Session, Depends(get_read_session)]
 _UNAUTHENTICATED = {"WWW-Authenticate": "Bearer"}
 
 
-async def get_principal(request: Request, engine: EngineDep) -> Principal:
+async def get_principal(request: Request) -> Principal:
     """The caller named by the bearer token; 401 without a valid one."""
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
@@ -80,6 +80,7 @@ async def get_principal(request: Request, engine: EngineDep) -> Principal:
     found = cache.cached(token.strip())
     if found is None:
         # Its own short session (inside the cache): a long-poll must not hold a transaction open.
+        engine: Engine = request.app.state.engine
         found = await run_in_threadpool(cache.lookup, engine, token.strip())
     if found is None:
         raise ApiError(401, "invalid_token", "the bearer token is not valid", _UNAUTHENTICATED)
@@ -90,7 +91,10 @@ def require_role(*roles: Role) -> Callable[..., Awaitable[Principal]]:
     """A dependency admitting tokens of `roles` (admins are always admitted)."""
     allowed = {r.value for r in roles} | {Role.ADMIN.value}
 
-    async def dependency(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
+    # One dependency, not one depending on get_principal: each level of FastAPI's
+    # dependency solving costs several microseconds on every request.
+    async def dependency(request: Request) -> Principal:
+        principal = await get_principal(request)
         if principal.role not in allowed:
             needed = ", ".join(sorted(allowed - {Role.ADMIN.value})) + " or admin"
             raise ApiError(
