@@ -17,7 +17,8 @@ from approvals.api import requests as requests_api
 from approvals.api.deps import EngineDep
 from approvals.api.errors import install_error_handlers
 from approvals.audit import api as audit_api
-from approvals.db import make_engine
+from approvals.checkpoints import WalCheckpointer
+from approvals.db import is_sqlite, make_engine
 from approvals.events import EventHub
 from approvals.fanout import PgFanout
 from approvals.settings import Settings, get_settings
@@ -32,7 +33,8 @@ from gateway_plugin.policy_reload import watch_policy
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the service for `settings` (default: from the environment)."""
     settings = settings or get_settings()
-    engine = make_engine(settings.database_url)
+    engine = make_engine(settings.database_url, background_checkpoints=True)
+    checkpoints = WalCheckpointer(engine) if is_sqlite(settings.database_url) else None
     hub = EventHub(queue_size=settings.ws_queue_size)
     writes = WriteRunner(engine, hub)
     # Several replicas on one PostgreSQL hear each other's events through LISTEN/NOTIFY.
@@ -41,6 +43,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         hub.bind(asyncio.get_running_loop())
+        if checkpoints is not None:
+            checkpoints.start()
         sweeper = asyncio.create_task(
             run_sweeper(engine, hub, settings.sweep_interval_seconds), name="signoff-sweeper"
         )
@@ -67,6 +71,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             writes.close()
+            if checkpoints is not None:
+                checkpoints.stop()
             engine.dispose()
 
     app = FastAPI(title="Signoff", version="0.1.0", lifespan=lifespan)
@@ -75,6 +81,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.hub = hub
     app.state.writes = writes
     app.state.fanout = fanout
+    app.state.checkpoints = checkpoints
     # Approvers' Slack ids and groups' channels (validated by `signoff serve` at start).
     app.state.policy = load_policy(settings.policy) if settings.policy else None
     app.state.token_cache = TokenCache()

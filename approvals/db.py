@@ -34,8 +34,12 @@ def normalize_url(url: str) -> str:
     return url
 
 
-def make_engine(url: str) -> Engine:
-    """Create the engine for `url`, tuned for concurrent use by the service."""
+def make_engine(url: str, *, background_checkpoints: bool = False) -> Engine:
+    """Create the engine for `url`, tuned for concurrent use by the service.
+
+    `background_checkpoints`: on SQLite, commits never checkpoint the WAL; the
+    caller runs an `approvals.checkpoints.WalCheckpointer` instead (the service does).
+    """
     url = normalize_url(url)
     if is_sqlite(url):
         engine = create_engine(
@@ -44,7 +48,7 @@ def make_engine(url: str) -> Engine:
             pool_size=20,
             max_overflow=20,
         )
-        _tune_sqlite(engine)
+        _tune_sqlite(engine, autocheckpoint=not background_checkpoints)
         return engine
     # PostgreSQL: READ COMMITTED; state changes are compare-and-set on `version`
     # (lifecycle._transition) and the audit head is locked with FOR UPDATE, so no
@@ -58,7 +62,7 @@ def make_engine(url: str) -> Engine:
     )
 
 
-def _tune_sqlite(engine: Engine) -> None:
+def _tune_sqlite(engine: Engine, *, autocheckpoint: bool) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         cursor = dbapi_conn.cursor()
@@ -66,6 +70,8 @@ def _tune_sqlite(engine: Engine) -> None:
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA busy_timeout=30000")
         cursor.execute("PRAGMA foreign_keys=ON")
+        if not autocheckpoint:
+            cursor.execute("PRAGMA wal_autocheckpoint=0")
         cursor.close()
 
     # In WAL mode a deferred transaction that reads and then writes fails at once
