@@ -1,16 +1,16 @@
 """How the API's write routes run their unit of work: group commit on SQLite.
 
-A unit of work is a function of a session that does one request's writes and
-commits (a `lifecycle` call). On PostgreSQL units run concurrently in the worker
-pool, each in its own session and transaction.
+A unit of work is a function of a `db.WriteScope` that does one request's writes
+and commits (a `lifecycle` call). On PostgreSQL units run concurrently in the
+worker pool, each in its own session and transaction.
 
 On SQLite only one writer runs at a time anyway. A commit costs about as much
 as the rest of a unit (every index page touched is written to the WAL), and
 handing work to a thread and back cost more than the unit itself, because the
 thread and the loop take turns at the GIL. So units are run in batches, on the
-event loop thread: the units
-that arrived during one turn of the loop run one after another in one
-transaction, each in its own SAVEPOINT, and one COMMIT makes them all durable.
+event loop thread: the units that arrived during one turn of the loop run one
+after another in one transaction, each in its own SAVEPOINT, and one COMMIT
+makes them all durable.
 A unit that fails rolls back to its savepoint and fails alone; if the commit
 fails, every unit of the batch fails with it. Answers and events go out only
 after the commit. A batch runs on the loop only when the write turn is free
@@ -44,6 +44,14 @@ class _Unit(Generic[T]):
     result: Any = None
     error: BaseException | None = None
     events: list[Event] = field(default_factory=list)
+
+
+def _fail(batch: list[_Unit[Any]], exc: Exception) -> None:
+    """Every unit of `batch` failed with `exc` (unless it had failed on its own)."""
+    for unit in batch:
+        if unit.error is None:
+            unit.error = exc
+        unit.events.clear()
 
 
 class _UnitScope:
@@ -139,10 +147,12 @@ class WriteRunner:
 
         try:
             await anyio.to_thread.run_sync(commit)
-            self._settle(batch)
+        except Exception as exc:  # the turn could not be taken: the batch did not run
+            _fail(batch, exc)
         finally:
             self._waiting = None
-            self._flush()
+        self._settle(batch)
+        self._flush()
 
     def _commit(self, batch: list[_Unit[Any]]) -> None:
         """Run the batch's units in savepoints of one transaction and commit it."""
@@ -151,10 +161,7 @@ class WriteRunner:
                 for unit in batch:
                     self._run_unit(conn, unit)
         except Exception as exc:  # BEGIN or COMMIT failed: nothing of the batch stays
-            for unit in batch:
-                if unit.error is None:
-                    unit.error = exc
-                unit.events.clear()
+            _fail(batch, exc)
 
     def _run_unit(self, conn: Connection, unit: _Unit[Any]) -> None:
         scope = _UnitScope(conn)

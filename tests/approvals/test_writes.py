@@ -23,7 +23,7 @@ from approvals.db import (
     session_scope,
     write_turn_of,
 )
-from approvals.events import EventHub
+from approvals.events import EventHub, Subscriber
 from approvals.migrate import upgrade
 from approvals.models import ApiToken, ApprovalRequest, utcnow
 from approvals.schemas import RequestCreate
@@ -55,6 +55,13 @@ def _call(n: int) -> RequestCreate:
     )
 
 
+def _listening_runner(engine: Engine) -> tuple[WriteRunner, Subscriber]:
+    """A runner on this loop, and a subscriber that hears every event it publishes."""
+    hub = EventHub()
+    hub.bind(asyncio.get_running_loop())
+    return WriteRunner(engine, hub), hub.subscribe()
+
+
 async def _create(writes: WriteRunner, n: int) -> lifecycle.Created:
     return await writes.run(lambda s: lifecycle.create_request(s, _call(n), created_by="gw"))
 
@@ -71,10 +78,7 @@ def _transactions(engine: Engine) -> list[int]:
 
 
 async def test_calls_that_arrive_together_share_one_commit_and_fail_alone(engine: Engine) -> None:
-    hub = EventHub()
-    hub.bind(asyncio.get_running_loop())
-    heard = hub.subscribe()
-    writes = WriteRunner(engine, hub)
+    writes, heard = _listening_runner(engine)
     begun = _transactions(engine)
 
     def half_done_then_broken(scope: WriteScope) -> None:
@@ -105,10 +109,7 @@ async def test_calls_that_arrive_together_share_one_commit_and_fail_alone(engine
 async def test_when_the_commit_fails_every_call_of_the_batch_fails_and_nothing_is_announced(
     engine: Engine,
 ) -> None:
-    hub = EventHub()
-    hub.bind(asyncio.get_running_loop())
-    heard = hub.subscribe()
-    writes = WriteRunner(engine, hub)
+    writes, heard = _listening_runner(engine)
 
     def disk_full(conn: Any) -> None:
         raise OSError("disk full")
@@ -129,9 +130,7 @@ async def test_when_the_commit_fails_every_call_of_the_batch_fails_and_nothing_i
 
 
 async def test_while_another_process_writes_the_loop_keeps_serving(engine: Engine) -> None:
-    hub = EventHub()
-    hub.bind(asyncio.get_running_loop())
-    writes = WriteRunner(engine, hub)
+    writes, _ = _listening_runner(engine)
     # A second lock file handle on the same database is what another process holds.
     other_process = WriteTurn(engine.url.database)
     assert other_process.try_acquire()
@@ -170,10 +169,7 @@ def test_postgresql_needs_no_write_turn() -> None:
 async def test_a_retry_after_the_timeout_expires_the_old_request_and_opens_a_new_one(
     engine: Engine,
 ) -> None:
-    hub = EventHub()
-    hub.bind(asyncio.get_running_loop())
-    heard = hub.subscribe()
-    writes = WriteRunner(engine, hub)
+    writes, heard = _listening_runner(engine)
     first = await _create(writes, 1)
     # The sweeper has not run yet when the agent retries after the timeout.
     later = utcnow() + timedelta(seconds=_call(1).timeout_seconds + 1)
