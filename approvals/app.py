@@ -70,7 +70,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             for task in background:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-            writes.close()
             if checkpoints is not None:
                 checkpoints.stop()
             engine.dispose()
@@ -81,7 +80,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.hub = hub
     app.state.writes = writes
     app.state.fanout = fanout
-    app.state.checkpoints = checkpoints
     # Approvers' Slack ids and groups' channels (validated by `signoff serve` at start).
     app.state.policy = load_policy(settings.policy) if settings.policy else None
     app.state.token_cache = TokenCache()

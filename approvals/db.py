@@ -7,7 +7,7 @@ import os
 import threading
 import weakref
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -129,25 +129,24 @@ class WriteTurn:
 
     def acquire(self) -> None:
         """Wait for the turn."""
-        self._threads.acquire()
-        if self._depth == 0 and self._fd is not None:
-            try:
-                fcntl.flock(self._fd, fcntl.LOCK_EX)
-            except BaseException:
-                self._threads.release()
-                raise
-        self._depth += 1
+        self._take(blocking=True)
 
     def try_acquire(self) -> bool:
         """Take the turn if nobody else holds it; never waits."""
-        if not self._threads.acquire(blocking=False):
+        return self._take(blocking=False)
+
+    def _take(self, *, blocking: bool) -> bool:
+        if not self._threads.acquire(blocking=blocking):
             return False
         if self._depth == 0 and self._fd is not None:
             try:
-                fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
+                fcntl.flock(self._fd, fcntl.LOCK_EX if blocking else fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:  # only without blocking: another process writes
                 self._threads.release()
                 return False
+            except BaseException:
+                self._threads.release()
+                raise
         self._depth += 1
         return True
 
@@ -206,9 +205,8 @@ def session_scope(engine: Engine) -> Iterator[Session]:
     short, and read with `read_session`.
     """
     turn = write_turn_of(engine)
-    if turn is None:
-        with Session(engine, expire_on_commit=False) as session:
-            yield session
-        return
-    with turn.held(), Session(engine, expire_on_commit=False) as session:
+    with (
+        turn.held() if turn is not None else nullcontext(),
+        Session(engine, expire_on_commit=False) as session,
+    ):
         yield session

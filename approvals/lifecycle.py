@@ -155,6 +155,20 @@ class Created:
     view: RequestPublic
 
 
+# The columns of a new request that only later events fill in.
+_UNDECIDED: dict[str, object] = {
+    "decided_at": None,
+    "decided_by": None,
+    "decision_comment": None,
+    "decision_channel": None,
+    "claimed_at": None,
+    "outcome_is_error": None,
+    "outcome_summary": None,
+    "outcome_at": None,
+    "version": 0,
+}
+
+
 def create_request(
     session: WriteScope,
     data: RequestCreate,
@@ -232,20 +246,6 @@ def create_request(
     )
     session.commit()
     return Created(request, created=True, view=view)
-
-
-# The columns of a new request that only later events fill in.
-_UNDECIDED: dict[str, object] = {
-    "decided_at": None,
-    "decided_by": None,
-    "decision_comment": None,
-    "decision_channel": None,
-    "claimed_at": None,
-    "outcome_is_error": None,
-    "outcome_summary": None,
-    "outcome_at": None,
-    "version": 0,
-}
 
 
 def _open_request_for(session: WriteScope, binding: str, now: datetime) -> RequestRow | None:

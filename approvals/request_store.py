@@ -92,10 +92,10 @@ def insert_request(conn: Connection, values: Mapping[str, Any]) -> RequestRow:
     return RequestRow(**values)
 
 
-def insert_vote(conn: Connection, values: Mapping[str, Any]) -> RequestRow:
+def insert_vote(conn: Connection, values: Mapping[str, Any]) -> SimpleNamespace:
     """Insert a vote (IntegrityError if this approver already voted). Returns it as a row."""
     conn.execute(_INSERT_VOTE, dict(values))
-    return RequestRow(**values)
+    return SimpleNamespace(**values)
 
 
 def decisions_of(conn: Connection, request_id: str) -> Sequence[Any]:

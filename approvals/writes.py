@@ -186,7 +186,3 @@ class WriteRunner:
                 unit.future.set_exception(unit.error)
             else:
                 unit.future.set_result(unit.result)
-
-    def close(self) -> None:
-        """Nothing is left to do once the server has stopped taking requests."""
-        self._queue.clear()

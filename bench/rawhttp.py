@@ -44,8 +44,7 @@ class RawHttp:
             or self._reader.at_eof()
             or stale
         ):
-            if self._writer is not None:
-                await self.aclose()
+            await self.aclose()
             self._reader, self._writer = await asyncio.open_connection(self._host, self._port)
         self._last_used = now
         return self._reader, self._writer

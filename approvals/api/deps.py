@@ -74,14 +74,15 @@ async def get_principal(request: Request) -> Principal:
     """The caller named by the bearer token; 401 without a valid one."""
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
         raise ApiError(401, "unauthenticated", "a bearer token is required", _UNAUTHENTICATED)
     cache: TokenCache = request.app.state.token_cache
-    found = cache.cached(token.strip())
+    found = cache.cached(token)
     if found is None:
         # Its own short session (inside the cache): a long-poll must not hold a transaction open.
         engine: Engine = request.app.state.engine
-        found = await run_in_threadpool(cache.lookup, engine, token.strip())
+        found = await run_in_threadpool(cache.lookup, engine, token)
     if found is None:
         raise ApiError(401, "invalid_token", "the bearer token is not valid", _UNAUTHENTICATED)
     return Principal(name=found[0], role=found[1])

@@ -17,7 +17,6 @@ from approvals.audit.record import (
     GATEWAY_EVENT_TYPES,
     EventDraft,
     append_events,
-    append_rows,
     record_event,
     timeline,
 )
@@ -32,7 +31,6 @@ __all__ = [
     "Problem",
     "Verification",
     "append_events",
-    "append_rows",
     "record_event",
     "timeline",
     "verify_chain",
