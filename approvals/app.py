@@ -13,6 +13,7 @@ from sqlalchemy import text
 from approvals import dashboard
 from approvals.api import events as events_api
 from approvals.api import interceptors as interceptors_api
+from approvals.api import policy as policy_api
 from approvals.api import requests as requests_api
 from approvals.api.deps import EngineDep
 from approvals.api.errors import install_error_handlers
@@ -88,6 +89,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(audit_api.router)
     app.include_router(events_api.router)
     app.include_router(interceptors_api.router)
+    app.include_router(policy_api.router)
     dashboard.install(app, settings)
     slack = install_slack(app, settings, engine, hub)
 

@@ -6,7 +6,7 @@ Never imports `approvals`: gateways host this package on its own.
 from __future__ import annotations
 
 from gateway_plugin.policy.durations import format_duration, parse_duration
-from gateway_plugin.policy.engine import HIDDEN_REASON, Policy, describe_approval
+from gateway_plugin.policy.engine import HIDDEN_REASON, Policy, describe_approval, policy_version
 from gateway_plugin.policy.errors import PolicyError
 from gateway_plugin.policy.limits import LimitViolation, RateLimiter
 from gateway_plugin.policy.loader import load_policy, parse_policy
@@ -53,5 +53,6 @@ __all__ = [
     "looks_secret",
     "parse_duration",
     "parse_policy",
+    "policy_version",
     "redact_arguments",
 ]

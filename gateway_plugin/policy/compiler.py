@@ -8,8 +8,8 @@ that share a counter agree on window, max and scope (they share one bucket).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import NoReturn
+from collections.abc import Mapping, Sequence
+from typing import Any, NoReturn
 
 from gateway_plugin.policy.conditions import compile_conditions
 from gateway_plugin.policy.engine import CompiledEntry, CompiledRule, Policy
@@ -33,9 +33,13 @@ from gateway_plugin.policy.schema import (
 Path = tuple[str | int, ...]
 
 
-def compile_policy(model: PolicyFileModel, source: str = "<string>") -> Policy:
-    """Check cross-references and compile; raise PolicyError at the first problem."""
-    return _Compiler(model, source).build()
+def compile_policy(
+    model: PolicyFileModel, source: str = "<string>", document: Mapping[str, Any] | None = None
+) -> Policy:
+    """Check cross-references and compile; raise PolicyError at the first problem.
+
+    `document` is the policy as written, kept so the service can hand it to gateways."""
+    return _Compiler(model, source, document).build()
 
 
 def _unique(items: Sequence[str]) -> tuple[str, ...]:
@@ -43,9 +47,12 @@ def _unique(items: Sequence[str]) -> tuple[str, ...]:
 
 
 class _Compiler:
-    def __init__(self, model: PolicyFileModel, source: str) -> None:
+    def __init__(
+        self, model: PolicyFileModel, source: str, document: Mapping[str, Any] | None
+    ) -> None:
         self.model = model
         self.source = source
+        self.document = document
         self.approvers = {
             name: Approver(name=name, slack_user=item.slack_user)
             for name, item in model.approvers.items()
@@ -77,6 +84,7 @@ class _Compiler:
             all_tools_limits=all_tools,
             entries=entries,
             redact=top_redact,
+            document=self.document,
         )
 
     def _check_groups(self) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -70,6 +72,13 @@ class _Resolved:
     fallback: Evaluation
 
 
+def policy_version(document: Mapping[str, Any]) -> str:
+    """The version of a policy document: a digest of its canonical JSON (key order and
+    layout do not count), so a gateway can tell whether its copy is the service's."""
+    canonical = json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
 class Policy:
     """A validated policy, compiled for fast evaluation; built by `load_policy`/`parse_policy`."""
 
@@ -79,6 +88,7 @@ class Policy:
         "_cache",
         "_default",
         "_description",
+        "_document",
         "_entries",
         "_groups",
         "_hide",
@@ -101,8 +111,10 @@ class Policy:
         all_tools_limits: Iterable[LimitSpec],
         entries: Iterable[CompiledEntry],
         redact: Iterable[str],
+        document: Mapping[str, Any] | None = None,
     ) -> None:
         self._source = source
+        self._document: dict[str, Any] = dict(document or {})
         self._name = name
         self._description = description
         self._default: Action = default_action
@@ -122,6 +134,16 @@ class Policy:
     def source(self) -> str:
         """Where the policy came from: a file path or `<string>`."""
         return self._source
+
+    @property
+    def document(self) -> dict[str, Any]:
+        """The policy as written (plain JSON values), as the service hands it to gateways."""
+        return self._document
+
+    @property
+    def version(self) -> str:
+        """A digest of the document: equal versions mean the same policy, wherever loaded."""
+        return policy_version(self._document)
 
     @property
     def name(self) -> str | None:

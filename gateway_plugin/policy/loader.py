@@ -51,12 +51,13 @@ def parse_policy(data: Mapping[str, Any], source: str = "<string>") -> Policy:
         raise PolicyError(
             source, "$", f"expected an object at the top level, got {describe_value(data)}"
         )
+    document = _plain(data)
     try:
-        model = PolicyFileModel.model_validate(_plain(data))
+        model = PolicyFileModel.model_validate(document)
     except ValidationError as exc:
         location, reason = explain_validation_error(exc.errors()[0])
         raise PolicyError(source, location, reason) from None
-    return compile_policy(model, source)
+    return compile_policy(model, source, document)
 
 
 def parse_json_text(text: str, source: str = "<string>") -> Any:
