@@ -28,10 +28,10 @@ from approvals.audit.models import AuditEvent
 from approvals.audit.schemas import GatewayFact
 from approvals.db import WriteScope
 from approvals.events import Event, emit
-from approvals.models import ApprovalRequest, Decision, RequestStatus, utcnow
+from approvals.models import ApprovalRequest, Decision, RequestStatus, Role, utcnow
 from approvals.request_store import RequestRow
 from approvals.schemas import RequestCreate, RequestPublic
-from gateway_plugin.policy import redact_arguments
+from gateway_plugin.policy import Policy, canonical_arguments_hash, redact_arguments
 
 
 class LifecycleError(Exception):
@@ -60,6 +60,66 @@ class Forbidden(LifecycleError):
 class Conflict(LifecycleError):
     status = 409
     code = "conflict"
+
+
+class Unprocessable(LifecycleError):
+    status = 422
+    code = "unprocessable"
+
+
+@dataclass(frozen=True)
+class ApprovalTerms:
+    """What the service's policy says about one call: who decides it, how, by when.
+
+    Computed by the service from the call alone; nothing a client sends changes it."""
+
+    arguments_hash: str
+    # The arguments as stored and shown: secret-looking and `redact`ed values masked.
+    shown_arguments: dict[str, Any]
+    policy_key: str | None
+    reason: str | None
+    approver_group: str | None
+    approvers: list[str]
+    quorum: int
+    timeout_seconds: float
+    on_timeout: str
+
+
+def approval_terms(policy: Policy | None, data: RequestCreate) -> ApprovalTerms:
+    """The terms the service's own policy sets for `data`, or the reason there are none."""
+    if policy is None:
+        raise Conflict(
+            "the service runs without a policy, so it cannot approve anything: "
+            "start it with `signoff serve --policy FILE`",
+            code="no_policy",
+        )
+    evaluation = policy.evaluate(data.tool, data.arguments, data.server or None)
+    approval = evaluation.approval
+    if evaluation.hidden or evaluation.action != "require_approval" or approval is None:
+        action = "hide" if evaluation.hidden else evaluation.action
+        raise Unprocessable(
+            f"the service's policy (version {policy.version}) says {action} for "
+            f"{data.tool!r}, so there is nothing to approve",
+            code="not_require_approval",
+        )
+    arguments_hash = canonical_arguments_hash(data.arguments)
+    if data.arguments_hash is not None and data.arguments_hash != arguments_hash:
+        raise Unprocessable(
+            "arguments_hash does not match the arguments sent "
+            f"(the service computed {arguments_hash})",
+            code="arguments_hash_mismatch",
+        )
+    return ApprovalTerms(
+        arguments_hash=arguments_hash,
+        shown_arguments=redact_arguments(data.arguments, evaluation.redact),
+        policy_key=evaluation.matched_key,
+        reason=approval.reason or evaluation.reason,
+        approver_group=approval.group,
+        approvers=sorted(set(approval.approvers)),
+        quorum=approval.quorum,
+        timeout_seconds=approval.timeout_seconds,
+        on_timeout=approval.on_timeout,
+    )
 
 
 def new_request_id() -> str:
@@ -173,13 +233,16 @@ def create_request(
     session: WriteScope,
     data: RequestCreate,
     *,
+    policy: Policy | None,
     created_by: str,
     idempotency_key: str | None = None,
     now: datetime | None = None,
 ) -> Created:
-    """Queue a suspended call, or attach to the open request for the identical call."""
+    """Queue a suspended call on the terms of the service's `policy`, or attach to the open
+    request the same gateway made for the identical call."""
     now = now or utcnow()
-    binding = binding_hash(data.caller, data.server, data.tool, data.arguments_hash)
+    terms = approval_terms(policy, data)
+    binding = binding_hash(data.caller, data.server, data.tool, terms.arguments_hash)
     if idempotency_key is not None:
         existing = store.by_idempotency_key(session.connection(), created_by, idempotency_key)
         if existing is not None:
@@ -190,7 +253,7 @@ def create_request(
                 )
             return Created(existing, created=False, view=public(session, existing))
 
-    open_request = _open_request_for(session, binding, now)
+    open_request = _open_request_for(session, binding, created_by, now)
     if open_request is not None:
         return Created(open_request, created=False, view=public(session, open_request))
 
@@ -205,22 +268,20 @@ def create_request(
                 "server": data.server,
                 "caller": data.caller,
                 "session_id": data.session_id,
-                # Gateways mask before sending; masking again here keeps secrets out
-                # of the database even when a gateway forgot to.
-                "arguments": redact_arguments(data.arguments),
-                "arguments_hash": data.arguments_hash,
+                "arguments": terms.shown_arguments,
+                "arguments_hash": terms.arguments_hash,
                 "binding_hash": binding,
-                "policy_key": data.policy_key,
-                "reason": data.reason,
-                "approver_group": data.approver_group,
-                "approvers": sorted(set(data.approvers)),
-                "quorum": data.quorum,
+                "policy_key": terms.policy_key,
+                "reason": terms.reason,
+                "approver_group": terms.approver_group,
+                "approvers": terms.approvers,
+                "quorum": terms.quorum,
                 "approvals_count": 0,
-                "on_timeout": data.on_timeout,
+                "on_timeout": terms.on_timeout,
                 "created_by": created_by,
                 "idempotency_key": idempotency_key,
                 "created_at": now,
-                "expires_at": now + timedelta(seconds=data.timeout_seconds),
+                "expires_at": now + timedelta(seconds=terms.timeout_seconds),
                 **_UNDECIDED,
             },
         )
@@ -228,7 +289,12 @@ def create_request(
         # A concurrent retry with the same Idempotency-Key won; hand back its request.
         session.rollback()
         return create_request(
-            session, data, created_by=created_by, idempotency_key=idempotency_key, now=now
+            session,
+            data,
+            policy=policy,
+            created_by=created_by,
+            idempotency_key=idempotency_key,
+            now=now,
         )
     view = _emit(session, "request.created", request, decisions=[])
     _audit(
@@ -248,9 +314,14 @@ def create_request(
     return Created(request, created=True, view=view)
 
 
-def _open_request_for(session: WriteScope, binding: str, now: datetime) -> RequestRow | None:
-    """The request a retry of the identical call should continue, if any."""
-    for request in store.open_for_binding(session.connection(), binding):
+def _open_request_for(
+    session: WriteScope, binding: str, gateway: str, now: datetime
+) -> RequestRow | None:
+    """The request a retry of the identical call through the same gateway should continue.
+
+    Another gateway's request never counts: a token cannot queue a call for someone
+    else's gateway to attach to."""
+    for request in store.open_for_binding(session.connection(), binding, gateway):
         if request.status == RequestStatus.PENDING and request.expires_at <= now:
             try:
                 _expire(session, request, now)
@@ -291,14 +362,35 @@ def _require_pending(request: ApprovalRequest | RequestRow) -> None:
         )
 
 
-def may_decide(request: ApprovalRequest | RequestRow, approver: str) -> str | None:
-    """Why `approver` may not decide `request`, or None when they may."""
+def may_decide(
+    request: ApprovalRequest | RequestRow, approver: str, role: str = Role.APPROVER
+) -> str | None:
+    """Why `approver` (a token of `role`) may not decide `request`, or None when they may.
+
+    Only the people the service's policy lists for the request decide it; where it
+    lists nobody, any approver token does. An admin token is no override: it decides
+    only where the policy names it."""
     if approver == request.caller:
         return f"{approver} made this call and cannot approve it"
-    if request.approvers and approver not in request.approvers:
-        group = request.approver_group or "the listed approvers"
-        return f"{approver} is not a member of {group}"
+    if request.approvers:
+        if approver not in request.approvers:
+            group = request.approver_group or "the listed approvers"
+            return f"{approver} is not a member of {group}"
+    elif role != Role.APPROVER:
+        return f"{approver} is not an approver (role {role}); the policy lists no approvers here"
     return None
+
+
+def _require_gateway(request: ApprovalRequest | RequestRow, gateway: str) -> None:
+    """Only the gateway that created a request may wait on, claim or report on it; to any
+    other token it does not exist."""
+    if request.created_by != gateway:
+        raise NotFound(f"no request with id {request.id!r}")
+
+
+def may_read(request: ApprovalRequest | RequestRow, name: str, role: str) -> bool:
+    """Gateways read only the requests they created; approvers, auditors and admins all."""
+    return role != Role.GATEWAY or request.created_by == name
 
 
 @dataclass(frozen=True)
@@ -319,6 +411,7 @@ def decide(
     decision: str,
     comment: str | None = None,
     channel: str = "api",
+    role: str = Role.APPROVER,
     now: datetime | None = None,
 ) -> Decided:
     """Record an approver's vote; quorum approvals approve, one rejection rejects."""
@@ -330,7 +423,7 @@ def decide(
         _expire(session, request, now)
         session.commit()
     _require_pending(request)
-    refusal = may_decide(request, approver)
+    refusal = may_decide(request, approver, role)
     if refusal is not None:
         raise Forbidden(refusal, code="not_allowed_to_decide")
     try:
@@ -458,11 +551,18 @@ def expire_due(session: Session, *, now: datetime | None = None, batch: int = 20
 
 
 def cancel(
-    session: WriteScope, request_id: str, *, by: str, now: datetime | None = None
+    session: WriteScope,
+    request_id: str,
+    *,
+    by: str,
+    admin: bool = False,
+    now: datetime | None = None,
 ) -> RequestRow:
-    """The agent went away: a pending request ends as cancelled."""
+    """The agent went away: a pending request ends as cancelled (by its gateway, or an admin)."""
     now = now or utcnow()
     request = _load(session, request_id)
+    if not admin:
+        _require_gateway(request, by)
     _require_pending(request)
     _transition(
         session,
@@ -491,11 +591,13 @@ def cancel(
 
 
 def claim(
-    session: WriteScope, request_id: str, *, by: str = "gateway", now: datetime | None = None
+    session: WriteScope, request_id: str, *, by: str, now: datetime | None = None
 ) -> RequestRow:
-    """Use an approval for its one execution; a second claim is refused. `by`: the gateway."""
+    """Use an approval for its one execution; a second claim is refused. `by`: the gateway
+    that created the request (no other may)."""
     now = now or utcnow()
     request = _load(session, request_id)
+    _require_gateway(request, by)
     if not request.allows_call():
         raise Conflict(
             f"request {request.id} is {request.status}; the call may not run", code="not_approved"
@@ -527,12 +629,14 @@ def record_outcome(
     *,
     is_error: bool,
     summary: str | None,
-    by: str = "gateway",
+    by: str,
     now: datetime | None = None,
 ) -> RequestRow:
-    """Store what happened when the approved call ran (`by`: the gateway that ran it)."""
+    """Store what happened when the approved call ran (`by`: the gateway that created the
+    request and ran it; no other may)."""
     now = now or utcnow()
     request = _load(session, request_id)
+    _require_gateway(request, by)
     if request.claimed_at is None:
         raise Conflict(f"request {request.id} has not been run", code="not_claimed")
     if request.outcome_at is not None:

@@ -68,6 +68,8 @@ def call_allowed(status: str, on_timeout: str) -> bool:
 
 
 class Role(enum.StrEnum):
+    # An MCP client: identifies itself to an HTTP gateway; reaches nothing but /whoami.
+    AGENT = "agent"
     GATEWAY = "gateway"
     APPROVER = "approver"
     AUDITOR = "auditor"

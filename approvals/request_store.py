@@ -44,6 +44,7 @@ _OPEN_FOR_BINDING = (
     select(REQUESTS)
     .where(
         REQUESTS.c.binding_hash == bindparam("binding"),
+        REQUESTS.c.created_by == bindparam("created_by"),
         REQUESTS.c.claimed_at.is_(None),
         # Not `in_()`: its expanding parameter is re-rendered on every execution.
         or_(*(REQUESTS.c.status == s for s in _MAY_CONTINUE)),
@@ -80,9 +81,10 @@ def by_idempotency_key(conn: Connection, created_by: str, key: str) -> RequestRo
     return _row(conn.execute(_BY_IDEMPOTENCY_KEY, params).first())
 
 
-def open_for_binding(conn: Connection, binding: str) -> list[RequestRow]:
-    """Unclaimed pending, approved or expired requests for one exact call, newest first."""
-    rows = conn.execute(_OPEN_FOR_BINDING, {"binding": binding}).all()
+def open_for_binding(conn: Connection, binding: str, created_by: str) -> list[RequestRow]:
+    """Unclaimed pending, approved or expired requests one gateway made for one exact call,
+    newest first."""
+    rows = conn.execute(_OPEN_FOR_BINDING, {"binding": binding, "created_by": created_by}).all()
     return [RequestRow(**row._mapping) for row in rows]
 
 

@@ -6,7 +6,8 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic_core import PydanticCustomError
 
 from approvals.models import ApprovalRequest, Decision, RequestStatus
 from approvals.request_store import RequestRow
@@ -14,24 +15,56 @@ from approvals.request_store import RequestRow
 Channel = Literal["api", "cli", "dashboard", "slack", "gateway", "sweeper"]
 
 
+# What the service takes from its own policy: a client that sends one of these is
+# refused (422 set_by_policy) rather than silently overruled, so an old gateway's
+# operator learns that the service now decides.
+POLICY_FIELDS = (
+    "approvers",
+    "approver_group",
+    "quorum",
+    "timeout_seconds",
+    "on_timeout",
+    "reason",
+    "policy_key",
+)
+
+
 class RequestCreate(BaseModel):
-    """What a gateway sends when it suspends a tool call."""
+    """What a gateway sends when it suspends a tool call: the call, nothing about its approval.
+
+    The service computes the arguments hash and takes approvers, quorum, timeout and
+    reason from its own policy (approvals/lifecycle.py `create_request`).
+    """
 
     model_config = ConfigDict(extra="forbid")
 
     tool: str = Field(min_length=1, max_length=255)
     server: str = Field(default="", max_length=255)
+    # The identity the gateway authenticated (its --agent, or the agent token's name).
     caller: str = Field(min_length=1, max_length=255)
     session_id: str | None = Field(default=None, max_length=255)
+    # The arguments exactly as the call carries them: the service hashes these and
+    # masks secret-looking and `redact`ed values before storing them.
     arguments: dict[str, Any] = Field(default_factory=dict)
-    arguments_hash: str = Field(pattern=r"^[0-9a-f]{64}$")
-    policy_key: str | None = Field(default=None, max_length=255)
-    reason: str | None = Field(default=None, max_length=2000)
-    approver_group: str | None = Field(default=None, max_length=255)
-    approvers: list[str] = Field(default_factory=list, max_length=1000)
-    quorum: int = Field(default=1, ge=1, le=100)
-    timeout_seconds: float = Field(default=900, gt=0, le=30 * 86400)
-    on_timeout: Literal["deny", "allow"] = "deny"
+    # Optional: the gateway's own hash of `arguments`; it must agree with the service's.
+    arguments_hash: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_policy_fields(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            sent = [name for name in POLICY_FIELDS if name in data]
+            if sent:
+                raise PydanticCustomError(
+                    "set_by_policy",
+                    "{fields} {verb} set by the service's policy; do not send {them}",
+                    {
+                        "fields": ", ".join(sent),
+                        "verb": "is" if len(sent) == 1 else "are",
+                        "them": "it" if len(sent) == 1 else "them",
+                    },
+                )
+        return data
 
 
 class DecisionCreate(BaseModel):
@@ -76,6 +109,9 @@ class RequestPublic(BaseModel):
     tool: str
     server: str
     caller: str
+    # The name of the gateway token that created the request: the only one that may
+    # wait on, claim, report on or cancel it.
+    gateway: str
     session_id: str | None
     arguments: dict[str, Any]
     arguments_hash: str
@@ -115,6 +151,7 @@ class RequestPublic(BaseModel):
             tool=request.tool,
             server=request.server,
             caller=request.caller,
+            gateway=request.created_by,
             session_id=request.session_id,
             arguments=request.arguments,
             arguments_hash=request.arguments_hash,

@@ -222,6 +222,8 @@ class ApprovalGate:
             return await self._hold_then_forward(call, verdict, forward, progress)
         except ServiceUnavailable as exc:
             return error_result(messages.unreachable(call.tool, str(exc)))
+        except ServiceRefused as exc:  # e.g. its policy differs from ours: fail closed
+            return error_result(messages.not_queued(call.tool, str(exc)))
 
     async def _hold_then_forward(
         self,
@@ -234,21 +236,17 @@ class ApprovalGate:
         assert approval is not None  # the policy sets it for require_approval
         caller = call.caller or await self.caller_name()
         arguments = dict(call.arguments)
+        # The call as it will run, unmasked: the service hashes exactly these arguments
+        # (and masks them before storing), and takes approvers, quorum and timeout from
+        # its own policy. The hash we send makes it refuse if we disagree on the call.
         request = await self.service.create(
             CreateRequest(
                 tool=call.tool,
                 server=call.server,
                 caller=caller,
                 session_id=call.session,
-                arguments=redact_arguments(arguments, evaluation.redact),
+                arguments=arguments,
                 arguments_hash=canonical_arguments_hash(arguments),
-                policy_key=evaluation.matched_key,
-                reason=approval.reason or evaluation.reason,
-                approver_group=approval.group,
-                approvers=list(approval.approvers),
-                quorum=approval.quorum,
-                timeout_seconds=approval.timeout_seconds,
-                on_timeout=approval.on_timeout,
             )
         )
         hold = approval.hold_seconds if approval.hold_seconds is not None else self.hold_seconds

@@ -40,6 +40,13 @@ def unreachable(tool: str, detail: str) -> str:
     )
 
 
+def not_queued(tool: str, detail: str) -> str:
+    return (
+        f"Signoff: the approval service refused to queue the call to {tool}, which needs human "
+        f"approval, so it was not run ({detail})."
+    )
+
+
 def pending(request: ApprovalRequestView, service_url: str) -> str:
     progress = (
         f" {request.approvals} of {request.quorum} approvals so far." if request.quorum > 1 else ""

@@ -9,21 +9,15 @@ from pydantic import BaseModel, ConfigDict
 
 
 class CreateRequest(BaseModel):
-    """Body of POST /api/v1/requests."""
+    """Body of POST /api/v1/requests: the call only; its approval terms are the service's."""
 
     tool: str
     server: str = ""
     caller: str
     session_id: str | None = None
     arguments: dict[str, Any]
-    arguments_hash: str
-    policy_key: str | None = None
-    reason: str | None = None
-    approver_group: str | None = None
-    approvers: list[str] = []
-    quorum: int = 1
-    timeout_seconds: float = 900
-    on_timeout: Literal["deny", "allow"] = "deny"
+    # The service computes its own; sending ours makes it refuse a call we see differently.
+    arguments_hash: str | None = None
 
 
 class DecisionView(BaseModel):

@@ -36,7 +36,20 @@ SERVICE_POLICY: dict[str, Any] = {
         "qa-leads": {"members": ["alice", "bob", "agent-7"], "slack_channel": CHANNEL},
     },
     "redact": ["outputPath"],
-    "tools": {"end_codegen_session": {"action": "require_approval", "approvers": "qa-leads"}},
+    # Server names as in tests/support.py TERM_SETS, so `queue_held_call(quorum=2)` works here.
+    "tools": {
+        "end_codegen_session": {"action": "require_approval", "approvers": "qa-leads"},
+        "quorum-2/end_codegen_session": {
+            "action": "require_approval",
+            "approvers": "qa-leads",
+            "quorum": 2,
+        },
+        "expires-1s/end_codegen_session": {
+            "action": "require_approval",
+            "approvers": "qa-leads",
+            "timeout": "1s",
+        },
+    },
 }
 
 

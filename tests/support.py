@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
 import os
@@ -60,9 +59,17 @@ class ServiceProcess:
         sweep_interval: float = 0.2,
         env: dict[str, str] | None = None,
         db_url: str | None = None,
+        policy: Path | dict[str, Any] | None = None,
     ) -> None:
         # `db_path` also names the log file; `db_url` (e.g. PostgreSQL) overrides the store.
         self.db_url = db_url or f"sqlite:///{db_path}"
+        # The policy the service enforces: a file, a document, or `service_policy()`
+        # (unless `env` names one in SIGNOFF_POLICY).
+        if isinstance(policy, Path):
+            self.policy_path = policy
+        else:
+            self.policy_path = db_path.with_suffix(".policy.json")
+            self.policy_path.write_text(json.dumps(policy or service_policy(), indent=2))
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.sweep_interval = sweep_interval
@@ -71,7 +78,11 @@ class ServiceProcess:
         self._proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        env = dict(os.environ, SIGNOFF_SWEEP_INTERVAL_SECONDS=str(self.sweep_interval))
+        env = dict(
+            os.environ,
+            SIGNOFF_SWEEP_INTERVAL_SECONDS=str(self.sweep_interval),
+            SIGNOFF_POLICY=str(self.policy_path),
+        )
         env.update(self.extra_env)
         log = self.log_path.open("ab")
         self._proc = subprocess.Popen(
@@ -144,29 +155,106 @@ def requests_of(approver: httpx.Client, agent: str, tool: str) -> list[dict[str,
 
 _held_calls = itertools.count()
 
+# The approval terms tests ask for, each under a server name of its own: the service
+# takes terms from its policy, never from the request, so a test that wants a quorum
+# of two sends its call to server "quorum-2" and the shared policy below says so.
+_DEFAULT_TERMS: dict[str, Any] = {
+    "approvers": ["alice", "bob"],
+    "quorum": 1,
+    "timeout_seconds": 600,
+    "on_timeout": "deny",
+}
+TERM_SETS: dict[str, dict[str, Any]] = {
+    "playwright": {},
+    "quorum-2": {"quorum": 2},
+    "open": {"approvers": []},
+    "expires": {"timeout_seconds": 0.5},
+    "expires-allow": {"timeout_seconds": 0.5, "on_timeout": "allow"},
+    "expires-1s": {"timeout_seconds": 1},
+    "racers": {"approvers": [f"racer-{i}" for i in range(20)]},
+    "dana": {"approvers": ["dana"]},
+    # The caller is a member too, so the self-approval refusal can be seen.
+    "with-agent": {"approvers": ["alice", "bob", "agent-7"]},
+    "with-agent-q2": {"approvers": ["alice", "bob", "agent-7"], "quorum": 2},
+    "with-agent-1s": {"approvers": ["alice", "bob", "agent-7"], "timeout_seconds": 1},
+}
+_REASON = "writes a generated test file to disk"
+
+
+def _entry(terms: dict[str, Any], reason: str) -> dict[str, Any]:
+    full = _DEFAULT_TERMS | terms
+    entry: dict[str, Any] = {
+        "action": "require_approval",
+        "quorum": full["quorum"],
+        "timeout": f"{int(full['timeout_seconds'] * 1000)}ms",
+        "on_timeout": full["on_timeout"],
+        "reason": reason,
+    }
+    if full["approvers"] == _DEFAULT_TERMS["approvers"]:
+        entry["approvers"] = "qa-leads"
+    elif full["approvers"]:
+        entry["approvers"] = full["approvers"]
+    return entry
+
+
+def service_policy() -> dict[str, Any]:
+    """The policy the tests' services enforce unless a test brings its own."""
+    names = sorted({n for t in TERM_SETS.values() for n in t.get("approvers", [])} | {"carol"})
+    tools: dict[str, Any] = {
+        "end_codegen_session": _entry({}, _REASON),
+        "*": _entry({}, "needs a human"),
+    }
+    for server, terms in TERM_SETS.items():
+        tools[f"{server}/end_codegen_session"] = _entry(terms, _REASON)
+        tools[f"{server}/*"] = _entry(terms, "needs a human")
+    return {
+        "version": "1",
+        "default": "deny",
+        "approvers": {name: {} for name in ["alice", "bob", *names]},
+        "approver_groups": {"qa-leads": {"members": ["alice", "bob"]}},
+        "tools": tools,
+    }
+
+
+def terms_server(**terms: Any) -> str:
+    """The server whose entry in `service_policy` gives these terms."""
+    for server, known in TERM_SETS.items():
+        if _DEFAULT_TERMS | known == _DEFAULT_TERMS | terms:
+            return server
+    raise KeyError(f"no server in tests/support.py TERM_SETS gives the terms {terms}")
+
 
 def held_call_body(**overrides: Any) -> dict[str, Any]:
     """The body a gateway sends to queue a held end_codegen_session call.
 
-    Each body has distinct arguments unless `arguments` is given.
+    Each body has distinct arguments unless `arguments` is given. Approval terms
+    (quorum, timeout_seconds, on_timeout, approvers) pick the server whose policy
+    entry gives them (see `TERM_SETS`).
     """
     arguments = overrides.pop("arguments", {"outputPath": f"/tmp/test-{next(_held_calls)}.spec.ts"})
-    digest = hashlib.sha256(json.dumps(arguments, sort_keys=True).encode()).hexdigest()
+    terms = {k: overrides.pop(k) for k in list(overrides) if k in _DEFAULT_TERMS}
     body: dict[str, Any] = {
         "tool": "end_codegen_session",
-        "server": "playwright",
+        "server": terms_server(**terms) if terms else "playwright",
         "caller": "agent-7",
         "arguments": arguments,
-        "arguments_hash": digest,
-        "policy_key": "end_codegen_session",
-        "reason": "writes a generated test file to disk",
-        "approver_group": "qa-leads",
-        "approvers": ["alice", "bob"],
-        "quorum": 1,
-        "timeout_seconds": 600,
     }
     body.update(overrides)
     return body
+
+
+def enforced_policy() -> Any:
+    """`service_policy()` compiled, for tests that call approvals.lifecycle directly."""
+    from gateway_plugin.policy import parse_policy
+
+    return parse_policy(service_policy(), "tests/support.py")
+
+
+def held_call(**overrides: Any) -> Any:
+    """`held_call_body` as the service's RequestCreate model."""
+    from approvals.schemas import RequestCreate
+
+    return RequestCreate.model_validate(held_call_body(**overrides))
 
 
 def queue_held_call(gateway: httpx.Client, **overrides: Any) -> dict[str, Any]:

@@ -88,16 +88,16 @@ async def get_principal(request: Request) -> Principal:
     return Principal(name=found[0], role=found[1])
 
 
-def require_role(*roles: Role) -> Callable[..., Awaitable[Principal]]:
-    """A dependency admitting tokens of `roles` (admins are always admitted)."""
-    allowed = {r.value for r in roles} | {Role.ADMIN.value}
+def require_role(*roles: Role, admin: bool = True) -> Callable[..., Awaitable[Principal]]:
+    """A dependency admitting tokens of `roles` (and admins, unless `admin` is False)."""
+    allowed = {r.value for r in roles} | ({Role.ADMIN.value} if admin else set())
 
     # One dependency, not one depending on get_principal: each level of FastAPI's
     # dependency solving costs several microseconds on every request.
     async def dependency(request: Request) -> Principal:
         principal = await get_principal(request)
         if principal.role not in allowed:
-            needed = ", ".join(sorted(allowed - {Role.ADMIN.value})) + " or admin"
+            needed = " or ".join(sorted(allowed))
             raise ApiError(
                 403,
                 "forbidden",
@@ -108,8 +108,15 @@ def require_role(*roles: Role) -> Callable[..., Awaitable[Principal]]:
     return dependency
 
 
-GatewayDep = Annotated[Principal, Depends(require_role(Role.GATEWAY))]
+# Gateway processes only: an admin is no gateway, and creates, waits on or claims nothing.
+GatewayDep = Annotated[Principal, Depends(require_role(Role.GATEWAY, admin=False))]
+# Cancelling: the creating gateway, or an admin.
+CancellerDep = Annotated[Principal, Depends(require_role(Role.GATEWAY))]
 ApproverDep = Annotated[Principal, Depends(require_role(Role.APPROVER))]
 ReaderDep = Annotated[Principal, Depends(require_role(Role.GATEWAY, Role.APPROVER, Role.AUDITOR))]
 ListerDep = Annotated[Principal, Depends(require_role(Role.APPROVER, Role.AUDITOR))]
+# Who may read the enforced policy: everyone but agents.
+PolicyReaderDep = Annotated[
+    Principal, Depends(require_role(Role.GATEWAY, Role.APPROVER, Role.AUDITOR))
+]
 AnyPrincipalDep = Annotated[Principal, Depends(get_principal)]

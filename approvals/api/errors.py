@@ -39,6 +39,16 @@ def _describe_validation(exc: RequestValidationError) -> str:
     return "; ".join(parts) or "invalid request"
 
 
+# Validation failures that have a code of their own (raised as PydanticCustomError).
+_OWN_CODES = frozenset({"set_by_policy"})
+
+
+def _validation_code(exc: RequestValidationError) -> str:
+    errors = exc.errors()
+    kind = str(errors[0].get("type", "")) if errors else ""
+    return kind if kind in _OWN_CODES else "invalid_request"
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Register the JSON error handlers on `app`."""
 
@@ -54,9 +64,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        return JSONResponse(
-            error_body("invalid_request", _describe_validation(exc)), status_code=422
-        )
+        return JSONResponse(error_body(_validation_code(exc), _describe_validation(exc)), 422)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:

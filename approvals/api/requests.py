@@ -5,24 +5,27 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Header, Query, Response
+from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
+from sqlmodel import Session
 
 from approvals import lifecycle, queries
 from approvals.api.deps import (
     AnyPrincipalDep,
     ApproverDep,
+    CancellerDep,
     EngineDep,
     GatewayDep,
     HubDep,
     ListerDep,
+    Principal,
     ReaderDep,
     ReadSessionDep,
     SettingsDep,
     WritesDep,
 )
 from approvals.db import WriteScope, read_session
-from approvals.models import RequestStatus
+from approvals.models import RequestStatus, Role
 from approvals.schemas import (
     DecisionCreate,
     OutcomeCreate,
@@ -52,15 +55,21 @@ def whoami(principal: AnyPrincipalDep) -> TokenIdentity:
 
 @router.post("/requests", status_code=201, response_model=RequestPublic)
 async def create_request(
+    request: Request,
     body: RequestCreate,
     writes: WritesDep,
     principal: GatewayDep,
     idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
 ) -> Response:
     """Queue a suspended tool call (or return the open one for the identical call)."""
+    policy = request.app.state.policy  # read once: a reload mid-request changes nothing
     result = await writes.run(
         lambda session: lifecycle.create_request(
-            session, body, created_by=principal.name, idempotency_key=idempotency_key
+            session,
+            body,
+            policy=policy,
+            created_by=principal.name,
+            idempotency_key=idempotency_key,
         )
     )
     return _json(result.view, 201 if result.created else 200)
@@ -82,10 +91,18 @@ def list_requests(
     return RequestPage(items=[lifecycle.public(session, r) for r in rows], next_cursor=next_cursor)
 
 
+def _readable(session: Session, request_id: str, principal: Principal) -> RequestPublic:
+    """The request as `principal` may see it; another gateway's request is not found."""
+    found = lifecycle.get_request(session, request_id)
+    if not lifecycle.may_read(found, principal.name, principal.role):
+        raise lifecycle.NotFound(f"no request with id {request_id!r}")
+    return lifecycle.public(session, found)
+
+
 @router.get("/requests/{request_id}")
-def get_request(request_id: str, session: ReadSessionDep, _: ReaderDep) -> RequestPublic:
-    """One request with its decisions."""
-    return lifecycle.public(session, lifecycle.get_request(session, request_id))
+def get_request(request_id: str, session: ReadSessionDep, principal: ReaderDep) -> RequestPublic:
+    """One request with its decisions (a gateway sees only the requests it created)."""
+    return _readable(session, request_id, principal)
 
 
 @router.get("/requests/{request_id}/wait")
@@ -94,16 +111,18 @@ async def wait_for_decision(
     engine: EngineDep,
     hub: HubDep,
     settings: SettingsDep,
-    _: ReaderDep,
-    timeout: Annotated[float, Query(ge=0)] = 30.0,
+    principal: GatewayDep,
+    timeout: Annotated[float, Query(ge=0, le=3600)] = 30.0,
 ) -> RequestPublic:
-    """Long-poll: answer as soon as the request leaves `pending`, or after `timeout` seconds."""
+    """Long-poll: answer as soon as the request leaves `pending`, or after `timeout` seconds.
+
+    Only the gateway that created the request may wait on it."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + min(timeout, settings.max_wait_seconds)
 
     def load() -> RequestPublic:
         with read_session(engine) as session:
-            return lifecycle.public(session, lifecycle.get_request(session, request_id))
+            return _readable(session, request_id, principal)
 
     while True:
         view = await run_in_threadpool(load)
@@ -130,17 +149,20 @@ async def decide(
             decision=body.decision,
             comment=body.comment,
             channel=x_signoff_channel,
+            role=principal.role,
         )
     )
     return _json(result.view)
 
 
 @router.post("/requests/{request_id}/cancel")
-async def cancel(request_id: str, writes: WritesDep, principal: GatewayDep) -> RequestPublic:
-    """The agent went away before a decision."""
+async def cancel(request_id: str, writes: WritesDep, principal: CancellerDep) -> RequestPublic:
+    """The agent went away before a decision (the creating gateway, or an admin)."""
 
     def work(session: WriteScope) -> RequestPublic:
-        request = lifecycle.cancel(session, request_id, by=principal.name)
+        request = lifecycle.cancel(
+            session, request_id, by=principal.name, admin=principal.role == Role.ADMIN
+        )
         return lifecycle.public(session, request)
 
     return await writes.run(work)

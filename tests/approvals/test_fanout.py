@@ -8,25 +8,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support import enforced_policy, held_call
 
 from approvals import fanout, lifecycle, migrate
 from approvals.db import make_engine, session_scope
 from approvals.events import Event, EventHub, attach_hub
-from approvals.schemas import RequestCreate
 
 
 def create(engine: Any, arguments: dict[str, Any], hub: EventHub | None = None) -> str:
-    data = RequestCreate(
-        tool="end_codegen_session",
-        server="playwright",
-        caller="agent-7",
-        arguments=arguments,
-        arguments_hash="0" * 64,
-        approvers=["alice"],
-    )
+    data = held_call(arguments=arguments)
     with session_scope(engine) as session:
         attach_hub(session, hub)
-        return lifecycle.create_request(session, data, created_by="gw").request.id
+        return lifecycle.create_request(
+            session, data, policy=enforced_policy(), created_by="gw"
+        ).request.id
 
 
 @pytest.fixture

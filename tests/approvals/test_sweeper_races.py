@@ -7,11 +7,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support import enforced_policy, held_call
 
 from approvals import lifecycle, migrate
 from approvals.db import make_engine, session_scope
 from approvals.models import utcnow
-from approvals.schemas import RequestCreate
 
 
 @pytest.fixture
@@ -24,24 +24,18 @@ def engine(tmp_path: Path) -> Any:
 
 
 def create(engine: Any, n: int) -> str:
-    data = RequestCreate(
-        tool="end_codegen_session",
-        server="playwright",
-        caller="agent-7",
-        arguments={"n": n},
-        arguments_hash=f"{n:064d}",
-        approvers=["alice"],
-        timeout_seconds=60,
-    )
+    data = held_call(arguments={"n": n})
     with session_scope(engine) as session:
-        return lifecycle.create_request(session, data, created_by="gw").request.id
+        return lifecycle.create_request(
+            session, data, policy=enforced_policy(), created_by="gw"
+        ).request.id
 
 
 def test_after_losing_one_request_the_sweeper_leaves_a_decided_one_alone(
     engine: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     ids = [create(engine, n) for n in range(3)]
-    later = utcnow() + timedelta(seconds=120)
+    later = utcnow() + timedelta(seconds=700)  # past the 10-minute timeout
     real_expire = lifecycle._expire
     calls: list[str] = []
 

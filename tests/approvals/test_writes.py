@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -13,6 +11,7 @@ from typing import Any
 import pytest
 from sqlalchemy import event, func, insert, select
 from sqlalchemy.engine import Engine
+from support import enforced_policy, held_call
 
 from approvals import lifecycle
 from approvals.db import (
@@ -44,15 +43,11 @@ def engine(tmp_path: Path) -> Iterator[Engine]:
 
 
 def _call(n: int) -> RequestCreate:
-    arguments = {"outputPath": f"/tmp/tests/story-{n}.spec.ts"}
-    return RequestCreate(
-        tool="end_codegen_session",
-        server="playwright",
-        caller="agent",
-        arguments=arguments,
-        arguments_hash=hashlib.sha256(json.dumps(arguments).encode()).hexdigest(),
-        approvers=["alice"],
-    )
+    return held_call(arguments={"outputPath": f"/tmp/tests/story-{n}.spec.ts"}, caller="agent")
+
+
+_POLICY = enforced_policy()
+_TIMEOUT_SECONDS = 600
 
 
 def _listening_runner(engine: Engine) -> tuple[WriteRunner, Subscriber]:
@@ -63,7 +58,9 @@ def _listening_runner(engine: Engine) -> tuple[WriteRunner, Subscriber]:
 
 
 async def _create(writes: WriteRunner, n: int) -> lifecycle.Created:
-    return await writes.run(lambda s: lifecycle.create_request(s, _call(n), created_by="gw"))
+    return await writes.run(
+        lambda s: lifecycle.create_request(s, _call(n), policy=_POLICY, created_by="gw")
+    )
 
 
 def _count(engine: Engine, model: Any) -> int:
@@ -172,9 +169,9 @@ async def test_a_retry_after_the_timeout_expires_the_old_request_and_opens_a_new
     writes, heard = _listening_runner(engine)
     first = await _create(writes, 1)
     # The sweeper has not run yet when the agent retries after the timeout.
-    later = utcnow() + timedelta(seconds=_call(1).timeout_seconds + 1)
+    later = utcnow() + timedelta(seconds=_TIMEOUT_SECONDS + 1)
     second = await writes.run(
-        lambda s: lifecycle.create_request(s, _call(1), created_by="gw", now=later)
+        lambda s: lifecycle.create_request(s, _call(1), policy=_POLICY, created_by="gw", now=later)
     )
 
     assert second.created and second.view.id != first.view.id
@@ -186,10 +183,12 @@ async def test_a_retry_after_the_timeout_expires_the_old_request_and_opens_a_new
 
 def test_the_same_retry_in_a_plain_session_also_opens_a_new_request(engine: Engine) -> None:
     with session_scope(engine) as session:
-        first = lifecycle.create_request(session, _call(2), created_by="gw")
-    later = utcnow() + timedelta(seconds=_call(2).timeout_seconds + 1)
+        first = lifecycle.create_request(session, _call(2), policy=_POLICY, created_by="gw")
+    later = utcnow() + timedelta(seconds=_TIMEOUT_SECONDS + 1)
     with session_scope(engine) as session:
-        second = lifecycle.create_request(session, _call(2), created_by="gw", now=later)
+        second = lifecycle.create_request(
+            session, _call(2), policy=_POLICY, created_by="gw", now=later
+        )
     assert second.created and second.view.id != first.view.id
     with read_session(engine) as session:
         assert lifecycle.get_request(session, first.view.id).status == "expired"

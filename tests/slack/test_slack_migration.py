@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-import hashlib
 import sqlite3
 from pathlib import Path
 
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlmodel import SQLModel
+from support import enforced_policy, held_call
 
 import approvals.audit.models  # noqa: F401
 import approvals.models  # noqa: F401
 import approvals.slack.models  # noqa: F401
 from approvals import lifecycle, migrate
 from approvals.db import make_engine, session_scope
-from approvals.schemas import RequestCreate
 from approvals.slack.notifier import claim_card
 
 
@@ -69,12 +68,10 @@ def test_a_card_is_claimed_once_per_request(tmp_path: Path) -> None:
     engine = make_engine(url)
     try:
         with session_scope(engine) as session:
-            data = RequestCreate(
-                tool="end_codegen_session",
-                caller="agent-7",
-                arguments_hash=hashlib.sha256(b"{}").hexdigest(),
-            )
-            request = lifecycle.create_request(session, data, created_by="gw").request
+            data = held_call(arguments={})
+            request = lifecycle.create_request(
+                session, data, policy=enforced_policy(), created_by="gw"
+            ).request
         # Two replicas hear of the same request: exactly one may post its card.
         assert claim_card(engine, request.id, "C0QALEADS") is True
         assert claim_card(engine, request.id, "C0QALEADS") is False

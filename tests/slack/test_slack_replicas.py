@@ -5,7 +5,6 @@ call the Slack stand-in through slack-sdk."""
 from __future__ import annotations
 
 import asyncio
-import hashlib
 from pathlib import Path
 
 import anyio
@@ -13,12 +12,12 @@ import pytest
 from slack_standin import BOT_TOKEN, SlackStandin
 from slack_support import CHANNEL, card_text, write_service_policy
 from sqlmodel import select
+from support import held_call
 
 from approvals import lifecycle, migrate
 from approvals.audit.models import AuditEvent
 from approvals.db import make_engine, session_scope
 from approvals.events import EventHub, attach_hub
-from approvals.schemas import RequestCreate
 from approvals.settings import Settings
 from approvals.slack.client import RetryPolicy, SlackApi
 from approvals.slack.notifier import SlackNotifier
@@ -54,16 +53,10 @@ async def test_two_replicas_post_one_card_and_one_reply_per_vote(
         def create() -> str:
             with session_scope(engine) as session:
                 attach_hub(session, hub)
-                data = RequestCreate(
-                    tool="end_codegen_session",
-                    caller="agent-7",
-                    arguments={"sessionId": "replicas"},
-                    arguments_hash=hashlib.sha256(b"replicas").hexdigest(),
-                    approver_group="qa-leads",
-                    approvers=["alice", "bob"],
-                    quorum=2,
-                )
-                request = lifecycle.create_request(session, data, created_by="gw").request
+                data = held_call(arguments={"sessionId": "replicas"}, quorum=2)
+                request = lifecycle.create_request(
+                    session, data, policy=policy, created_by="gw"
+                ).request
             return request.id
 
         request_id = await anyio.to_thread.run_sync(create)
