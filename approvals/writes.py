@@ -171,8 +171,9 @@ class WriteRunner:
             unit.error = exc
         finally:
             scope.close()
-        if unit.error is None:
-            unit.events = scope.events
+        # Also when the unit then failed: what it committed before (a late decision's
+        # expiry) lands with the batch, so its events must go out too.
+        unit.events = scope.events
 
     def _settle(self, batch: list[_Unit[Any]]) -> None:
         """After the commit: publish the batch's events and answer its callers."""
