@@ -30,7 +30,7 @@ from approvals.db import WriteScope
 from approvals.events import Event, emit
 from approvals.models import ApprovalRequest, Decision, RequestStatus, Role, utcnow
 from approvals.request_store import RequestRow
-from approvals.schemas import RequestCreate, RequestPublic
+from approvals.schemas import RequestCreate, RequestPublic, printable
 from gateway_plugin.policy import Policy, canonical_arguments_hash, redact_arguments
 
 
@@ -142,6 +142,11 @@ def public(
     if decisions is None:
         decisions = store.decisions_of(session.connection(), request.id)
     return RequestPublic.build(request, decisions)
+
+
+def readable(session: WriteScope, request: ApprovalRequest | RequestRow) -> RequestPublic:
+    """The public view for readers (API reads, dashboard, Slack): never fails on one bad row."""
+    return printable(public(session, request))
 
 
 def _emit(

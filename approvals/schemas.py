@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-from pydantic_core import PydanticCustomError
+from pydantic_core import PydanticCustomError, PydanticSerializationError
 
 from approvals.models import ApprovalRequest, Decision, RequestStatus
 from approvals.request_store import RequestRow
@@ -181,6 +181,27 @@ class RequestPublic(BaseModel):
                 for d in decisions
             ],
         )
+
+
+def _scrub(value: Any) -> Any:
+    """`value` with text that UTF-8 cannot carry (lone surrogates) replaced by "?"."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "replace").decode("utf-8")
+    if isinstance(value, dict):
+        return {_scrub(k): _scrub(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_scrub(item) for item in value]
+    return value
+
+
+def printable(view: RequestPublic) -> RequestPublic:
+    """`view`, or a copy whose unencodable text is replaced: a row stored before input was
+    checked at the edge must not break every read of the queue."""
+    try:
+        view.model_dump_json()
+    except PydanticSerializationError:
+        return RequestPublic.model_validate(_scrub(view.model_dump()))
+    return view
 
 
 class RequestPage(BaseModel):

@@ -88,7 +88,9 @@ def list_requests(
     rows, next_cursor = queries.list_requests(
         session, status=status, tool=tool, limit=limit, cursor=cursor
     )
-    return RequestPage(items=[lifecycle.public(session, r) for r in rows], next_cursor=next_cursor)
+    return RequestPage(
+        items=[lifecycle.readable(session, r) for r in rows], next_cursor=next_cursor
+    )
 
 
 def _readable(session: Session, request_id: str, principal: Principal) -> RequestPublic:
@@ -96,7 +98,7 @@ def _readable(session: Session, request_id: str, principal: Principal) -> Reques
     found = lifecycle.get_request(session, request_id)
     if not lifecycle.may_read(found, principal.name, principal.role):
         raise lifecycle.NotFound(f"no request with id {request_id!r}")
-    return lifecycle.public(session, found)
+    return lifecycle.readable(session, found)
 
 
 @router.get("/requests/{request_id}")

@@ -80,7 +80,7 @@ class RequestView:
 
 def view(session: Session, request: ApprovalRequest, person: DashboardSession) -> RequestView:
     """The view of `request` for `person`; buttons only when the rules would accept the vote."""
-    public = lifecycle.public(session, request)
+    public = lifecycle.readable(session, request)
     my_vote = next((d.decision for d in public.decisions if d.approver == person.name), None)
     note: str | None = None
     if request.status != RequestStatus.PENDING:

@@ -220,7 +220,7 @@ class SlackNotifier:
         with session_scope(self.engine) as session:
             row = lifecycle.get_request(session, request_id)
             message = session.get(SlackMessage, request_id)
-            return Snapshot(lifecycle.public(session, row), row.version, message)
+            return Snapshot(lifecycle.readable(session, row), row.version, message)
 
     def _unclaim(self, request_id: str) -> None:
         with session_scope(self.engine) as session:
