@@ -75,6 +75,7 @@ class ServiceProcess:
         self.sweep_interval = sweep_interval
         self.extra_env = dict(env or {})
         self.log_path = db_path.with_suffix(".log")
+        self._reader: str | None = None
         self._proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -111,6 +112,25 @@ class ServiceProcess:
                 self._proc.kill()
                 self._proc.wait()
         self._proc = None
+
+    def enforce(self, policy: dict[str, Any], timeout: float = 10.0) -> str:
+        """Make the running service enforce `policy` (plus the test terms, see
+        `with_test_terms`): rewrite its policy file, wait until it serves that version."""
+        from gateway_plugin.policy import parse_policy
+
+        document = with_test_terms(policy)
+        version = parse_policy(document).version
+        self.policy_path.write_text(json.dumps(document, indent=2))
+        if self._reader is None:
+            self._reader = self.token("auditor", f"policy-reader-{self.port}")
+        deadline = time.monotonic() + timeout
+        with self.client(self._reader) as http:
+            while time.monotonic() < deadline:
+                answer = http.get("/policy")
+                if answer.status_code == 200 and answer.json()["version"] == version:
+                    return version
+                time.sleep(0.1)
+        raise RuntimeError(f"the service did not take up policy {version} in {timeout} s")
 
     def token(self, role: str, name: str) -> str:
         """Create a token in the service's database (what `signoff tokens create` does)."""
@@ -200,10 +220,7 @@ def _entry(terms: dict[str, Any], reason: str) -> dict[str, Any]:
 def service_policy() -> dict[str, Any]:
     """The policy the tests' services enforce unless a test brings its own."""
     names = sorted({n for t in TERM_SETS.values() for n in t.get("approvers", [])} | {"carol"})
-    tools: dict[str, Any] = {
-        "end_codegen_session": _entry({}, _REASON),
-        "*": _entry({}, "needs a human"),
-    }
+    tools: dict[str, Any] = {"end_codegen_session": _entry({}, _REASON)}
     for server, terms in TERM_SETS.items():
         tools[f"{server}/end_codegen_session"] = _entry(terms, _REASON)
         tools[f"{server}/*"] = _entry(terms, "needs a human")
@@ -213,6 +230,20 @@ def service_policy() -> dict[str, Any]:
         "approvers": {name: {} for name in ["alice", "bob", *names]},
         "approver_groups": {"qa-leads": {"members": ["alice", "bob"]}},
         "tools": tools,
+    }
+
+
+def with_test_terms(policy: dict[str, Any]) -> dict[str, Any]:
+    """`policy` plus the server-scoped entries of `service_policy()`, so a service that
+    enforces a story's own policy still gives `held_call_body`'s terms. The story's own
+    entries, approvers and groups win."""
+    base = service_policy()
+    scoped = {k: v for k, v in base["tools"].items() if "/" in k}
+    return {
+        **policy,
+        "approvers": {**base["approvers"], **policy.get("approvers", {})},
+        "approver_groups": {**base["approver_groups"], **policy.get("approver_groups", {})},
+        "tools": {**scoped, **policy.get("tools", {})},
     }
 
 

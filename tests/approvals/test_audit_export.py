@@ -26,14 +26,12 @@ FORMULA = ("=", "+", "-", "@", "\t", "\r")
 
 
 def call(tool: str, caller: str, arguments: dict[str, Any], n: int) -> dict[str, Any]:
+    # `n` keeps the calls distinct; the service's policy (tests/support.py) sets the terms.
     return {
         "tool": tool,
-        "server": "mail" if tool == "send_mail" else "playwright",
+        "server": "playwright",
         "caller": caller,
-        "arguments": arguments,
-        "arguments_hash": f"{n:064x}",
-        "approvers": ["alice", "bob"],
-        "reason": "needs a human",
+        "arguments": {**arguments, "n": n},
     }
 
 

@@ -46,6 +46,9 @@ def open_gateway(
         upstream: list[str] | None = None,
         extra: tuple[str, ...] = (),
     ) -> AsyncIterator[ClientSession]:
+        # The service is the authority: it must enforce the story's policy too.
+        if service_url is None:
+            service.enforce(policy)
         path = write_policy(policy, f"policy-{agent}.json")
         args = [
             "gateway", "--policy", str(path),
