@@ -90,7 +90,7 @@ def view(session: Session, request: ApprovalRequest, person: DashboardSession) -
     elif my_vote is not None:
         note = f"You voted to {my_vote}; waiting for more approvals."
     else:
-        note = lifecycle.may_decide(request, person.name)
+        note = lifecycle.may_decide(request, person.name, person.role)
         if note is not None:
             note = note[0].upper() + note[1:] + "."
     can_decide = request.status == RequestStatus.PENDING and note is None

@@ -300,6 +300,7 @@ async def decide(request: Request, request_id: str, engine: EngineDep) -> Respon
                 decision=str(decision),
                 comment=comment_text[:4000] or None,
                 channel="dashboard",
+                role=person.role,
             )
             return result.view
 
