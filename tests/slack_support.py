@@ -22,6 +22,8 @@ from slack_standin import BOT_TOKEN, TEAM, SlackStandin
 SIGNING_SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
 CHANNEL = "C0QALEADS"
 
+REASON = "writes a generated test file to disk"
+
 # The service's policy: who is who on Slack, and where qa-leads' cards go.
 SERVICE_POLICY: dict[str, Any] = {
     "version": "1",
@@ -37,17 +39,23 @@ SERVICE_POLICY: dict[str, Any] = {
     },
     "redact": ["outputPath"],
     # Server names as in tests/support.py TERM_SETS, so `queue_held_call(quorum=2)` works here.
-    "tools": {
-        "end_codegen_session": {"action": "require_approval", "approvers": "qa-leads"},
+    "tools": {  # fmt: skip
+        "end_codegen_session": {
+            "action": "require_approval",
+            "approvers": "qa-leads",
+            "reason": REASON,
+        },
         "quorum-2/end_codegen_session": {
             "action": "require_approval",
             "approvers": "qa-leads",
             "quorum": 2,
+            "reason": REASON,
         },
         "expires-1s/end_codegen_session": {
             "action": "require_approval",
             "approvers": "qa-leads",
             "timeout": "1s",
+            "reason": REASON,
         },
     },
 }

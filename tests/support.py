@@ -59,17 +59,20 @@ class ServiceProcess:
         sweep_interval: float = 0.2,
         env: dict[str, str] | None = None,
         db_url: str | None = None,
-        policy: Path | dict[str, Any] | None = None,
+        policy: Path | dict[str, Any] | bool | None = None,
     ) -> None:
         # `db_path` also names the log file; `db_url` (e.g. PostgreSQL) overrides the store.
         self.db_url = db_url or f"sqlite:///{db_path}"
-        # The policy the service enforces: a file, a document, or `service_policy()`
-        # (unless `env` names one in SIGNOFF_POLICY).
-        if isinstance(policy, Path):
+        # The policy the service enforces: a file, a document, `service_policy()` by
+        # default (unless `env` names one in SIGNOFF_POLICY), or none with False.
+        self.policy_path: Path | None = db_path.with_suffix(".policy.json")
+        if policy is False:
+            self.policy_path = None
+        elif isinstance(policy, Path):
             self.policy_path = policy
         else:
-            self.policy_path = db_path.with_suffix(".policy.json")
-            self.policy_path.write_text(json.dumps(policy or service_policy(), indent=2))
+            document = policy if isinstance(policy, dict) else service_policy()
+            self.policy_path.write_text(json.dumps(document, indent=2))
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.sweep_interval = sweep_interval
@@ -79,11 +82,9 @@ class ServiceProcess:
         self._proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        env = dict(
-            os.environ,
-            SIGNOFF_SWEEP_INTERVAL_SECONDS=str(self.sweep_interval),
-            SIGNOFF_POLICY=str(self.policy_path),
-        )
+        env = dict(os.environ, SIGNOFF_SWEEP_INTERVAL_SECONDS=str(self.sweep_interval))
+        if self.policy_path is not None:
+            env["SIGNOFF_POLICY"] = str(self.policy_path)
         env.update(self.extra_env)
         log = self.log_path.open("ab")
         self._proc = subprocess.Popen(
@@ -120,6 +121,7 @@ class ServiceProcess:
 
         document = with_test_terms(policy)
         version = parse_policy(document).version
+        assert self.policy_path is not None, "a service started without a policy"
         self.policy_path.write_text(json.dumps(document, indent=2))
         if self._reader is None:
             self._reader = self.token("auditor", f"policy-reader-{self.port}")
@@ -191,6 +193,9 @@ TERM_SETS: dict[str, dict[str, Any]] = {
     "expires": {"timeout_seconds": 0.5},
     "expires-allow": {"timeout_seconds": 0.5, "on_timeout": "allow"},
     "expires-1s": {"timeout_seconds": 1},
+    "expires-300ms": {"timeout_seconds": 0.3},
+    "expires-300ms-allow": {"timeout_seconds": 0.3, "on_timeout": "allow"},
+    "with-agent-self": {"approvers": ["alice", "bob", "agent-self"]},
     "racers": {"approvers": [f"racer-{i}" for i in range(20)]},
     "dana": {"approvers": ["dana"]},
     # The caller is a member too, so the self-approval refusal can be seen.
@@ -222,7 +227,8 @@ def service_policy() -> dict[str, Any]:
     names = sorted({n for t in TERM_SETS.values() for n in t.get("approvers", [])} | {"carol"})
     tools: dict[str, Any] = {"end_codegen_session": _entry({}, _REASON)}
     for server, terms in TERM_SETS.items():
-        tools[f"{server}/end_codegen_session"] = _entry(terms, _REASON)
+        if terms:  # the default terms' calls match "end_codegen_session" itself
+            tools[f"{server}/end_codegen_session"] = _entry(terms, _REASON)
         tools[f"{server}/*"] = _entry(terms, "needs a human")
     return {
         "version": "1",

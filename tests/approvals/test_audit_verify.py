@@ -20,13 +20,7 @@ from support import ServiceProcess
 from approvals.audit.chain import hash_of
 
 ROOT = Path(__file__).resolve().parents[2]
-BODY = {
-    "tool": "end_codegen_session",
-    "server": "playwright",
-    "caller": "agent-7",
-    "approvers": ["alice", "bob"],
-    "reason": "writes a generated test file to disk",
-}
+BODY = {"tool": "end_codegen_session", "server": "playwright", "caller": "agent-7"}
 
 
 def signoff(*args: str) -> subprocess.CompletedProcess[str]:
@@ -49,7 +43,7 @@ def pristine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         gateway = service.client(service.token("gateway", "gw-1"))
         alice = service.client(service.token("approver", "alice"))
         for i, decision in enumerate(["approve", "reject", "approve"]):
-            body = {**BODY, "arguments": {"n": i}, "arguments_hash": f"{i:064x}"}
+            body = {**BODY, "arguments": {"n": i}}
             request = gateway.post("/requests", json=body).json()
             alice.post(
                 f"/requests/{request['id']}/decisions",

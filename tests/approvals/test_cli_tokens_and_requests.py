@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from support import held_call_body
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -50,22 +52,17 @@ def test_tokens_create_refuses_a_bad_role_or_name_with_exit_2(tmp_path: Path) ->
 def test_an_approver_lists_and_decides_from_the_terminal(service: Any) -> None:
     gateway = service.client(service.token("gateway", "gw-term"))
     dana = service.token("approver", "dana")
-    body = {
-        "tool": "send_mail",
-        "caller": "agent-3",
-        "arguments": {"to": "ceo@example.com"},
-        "arguments_hash": "b" * 64,
-        "approvers": ["dana"],
-        "reason": "sends mail outside the company",
-    }
+    body = held_call_body(
+        tool="send_mail", caller="agent-3", approvers=["dana"], arguments={"to": "ceo@example.com"}
+    )
     first = gateway.post("/requests", json=body).json()
-    second = gateway.post("/requests", json={**body, "arguments_hash": "c" * 64}).json()
+    second = gateway.post("/requests", json={**body, "arguments": {"to": "cfo@example.com"}}).json()
     common = ["--service", service.url, "--token", dana]
 
     listing = signoff("requests", "list", *common)
     assert listing.returncode == 0, listing.stderr
     assert first["id"] in listing.stdout and "send_mail" in listing.stdout
-    assert "sends mail outside the company" in listing.stdout
+    assert "needs a human" in listing.stdout  # the reason the service's policy gives
 
     approved = signoff("requests", "approve", first["id"], *common)
     assert approved.returncode == 0, approved.stderr

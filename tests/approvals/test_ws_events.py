@@ -15,7 +15,7 @@ from typing import Any
 
 import anyio
 import pytest
-from support import ServiceProcess
+from support import ServiceProcess, held_call_body
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
@@ -215,13 +215,9 @@ async def test_a_client_that_stops_reading_is_dropped_and_others_keep_up(
         await receive(live)
         # ~6 MB of events: more than the kernel buffers plus the 4-event queue hold.
         for n in range(60):
-            body = {
-                "tool": "bulk_write",
-                "caller": "agent-slow",
-                "arguments": {"blob": "x" * 100_000, "n": n},
-                "arguments_hash": f"{n:064x}",
-                "approvers": ["alice"],
-            }
+            body = held_call_body(
+                tool="bulk_write", caller="agent-slow", arguments={"blob": "x" * 100_000, "n": n}
+            )
             started = time.monotonic()
             created = gateway.post("/requests", json=body)
             assert created.status_code == 201

@@ -157,7 +157,7 @@ def test_another_sessions_csrf_token_does_not_work(
 @pytest.mark.parametrize(
     ("who", "note"),
     [
-        ("carol", "Carol is not a member of qa-leads."),
+        ("carol", "Carol is not a member of the listed approvers."),
         ("audrey", "Your role (auditor) cannot decide requests."),
         ("agent-self", "Agent-self made this call and cannot approve it."),
     ],

@@ -25,14 +25,16 @@ from gateway_plugin.wire import ApprovalRequestView
 
 pytestmark = pytest.mark.anyio
 
-POLICY = parse_policy(
-    {
-        "version": "1",
-        "default": "deny",
-        "approvers": {"alice": {}},
-        "tools": {"deploy": {"action": "require_approval", "approvers": ["alice"]}},
-    }
-)
+DOCUMENT = {
+    "version": "1",
+    "default": "deny",
+    "approvers": {"alice": {}, "bob": {}},
+    "tools": {
+        "deploy": {"action": "require_approval", "approvers": ["alice"]},
+        "deploy_twice": {"action": "require_approval", "approvers": ["alice", "bob"], "quorum": 2},
+    },
+}
+POLICY = parse_policy(DOCUMENT)
 
 
 class CountingClient(ServiceClient):
@@ -59,6 +61,7 @@ class CountingClient(ServiceClient):
 
 @pytest.fixture(scope="module")
 def tokens(service: ServiceProcess) -> dict[str, str]:
+    service.enforce(DOCUMENT)  # the gate's policy is the service's
     return {
         "gateway": service.token("gateway", "gw-push"),
         "alice": service.token("approver", "alice"),
@@ -100,8 +103,7 @@ async def test_a_waiter_wakes_on_the_settling_decision_only(
     gateway = ServiceClient(service.url, tokens["gateway"])
     async with DecisionStream(service.url, tokens["gateway"]) as stream:
         assert await stream.wait_until_connected(5)
-        body = {"tool": "deploy", "caller": "agent-q", "arguments": {}, "arguments_hash": "1" * 64,
-                "approvers": ["alice", "bob"], "quorum": 2}  # fmt: skip
+        body = {"tool": "deploy_twice", "caller": "agent-q", "arguments": {}}
         request = (await gateway._call("POST", "/requests", json=body))["id"]
         # One vote of two: the request is still pending, so the waiter sleeps on.
         await alice.post(f"/requests/{request}/decisions", json={"decision": "approve"})

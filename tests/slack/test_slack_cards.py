@@ -36,6 +36,7 @@ def request(**overrides: Any) -> RequestPublic:
         "tool": "end_codegen_session",
         "server": "playwright",
         "caller": "agent-7",
+        "gateway": "gw",
         "session_id": None,
         "arguments": {"sessionId": "s1"},
         "arguments_hash": "0" * 64,
