@@ -5,9 +5,10 @@ and handed to the hub bound to it only after a successful commit, so no client
 ever hears about a change that was rolled back.
 
 Two kinds of listeners: coroutines waiting for one request (the long-poll), and
-subscribers that want every event (websocket clients). Each subscriber has a
-bounded queue; publishing never blocks, and a subscriber whose queue is full is
-dropped (its `dropped` event is set) and must resync from the REST list.
+subscribers that want every event (websocket clients), or only the events of the
+requests one gateway created. Each subscriber has a bounded queue; publishing
+never blocks, and a subscriber whose queue is full is dropped (its `dropped`
+event is set) and must resync from the REST list.
 """
 
 from __future__ import annotations
@@ -66,19 +67,53 @@ class Event:
         }
 
     @cached_property
+    def gateway(self) -> str | None:
+        """The name of the gateway token that created the request, if the view says."""
+        request = self.request
+        owner = (
+            getattr(request, "gateway", None)
+            if isinstance(request, BaseModel)
+            else request.get("gateway")
+        )
+        return owner if isinstance(owner, str) else None
+
+    @cached_property
     def text(self) -> str:
         """The JSON text sent to subscribers, encoded once however many there are."""
         return json.dumps(self.to_json(), separators=(",", ":"))
 
 
 class Subscriber:
-    """One listener for every event, with a bounded queue it drains at its own pace."""
+    """One listener for events, with a bounded queue it drains at its own pace.
 
-    def __init__(self, maxsize: int) -> None:
+    `gateway`: only events of requests that gateway token created (None: every event).
+    `token_hash` and `expires_at` (epoch seconds) say what authorised the listener,
+    so that approvals.revocations can end it when that authority ends.
+    """
+
+    def __init__(
+        self,
+        maxsize: int,
+        *,
+        gateway: str | None = None,
+        token_hash: str | None = None,
+        expires_at: float | None = None,
+    ) -> None:
         # Always bounded: asyncio treats a maxsize of 0 as "no limit".
         self.queue: asyncio.Queue[Event] = asyncio.Queue(max(1, maxsize))
-        # Set when the queue overflowed: the subscriber missed events and must resync.
+        # Set when the queue overflowed (the subscriber missed events and must resync),
+        # or when the service ended the subscription (`ended_because` then says why).
         self.dropped = asyncio.Event()
+        self.gateway = gateway
+        self.token_hash = token_hash
+        self.expires_at = expires_at
+        self.ended_because: str | None = None
+
+    def end(self, reason: str) -> None:
+        """Stop delivering to this subscriber for `reason` (not a resync: it may not return)."""
+        if self.ended_because is None:
+            self.ended_because = reason
+        self.dropped.set()
 
     def offer(self, evt: Event) -> bool:
         """Queue `evt` without waiting; False (and dropped) when the queue is full."""
@@ -121,12 +156,30 @@ class EventHub:
             if not fut.done():
                 fut.set_result(evt)
         for sub in list(self._subscribers):
+            # A gateway hears only about its own requests; `evt.gateway` is worked out
+            # once per event, and only when such a subscriber exists.
+            if sub.gateway is not None and sub.gateway != evt.gateway:
+                continue
             if not sub.offer(evt):
                 self._subscribers.discard(sub)
 
-    def subscribe(self, queue_size: int | None = None) -> Subscriber:
-        """A new subscriber to every event from now on (call on the hub's loop)."""
-        sub = Subscriber(queue_size or self.queue_size)
+    def subscribe(
+        self,
+        queue_size: int | None = None,
+        *,
+        gateway: str | None = None,
+        token_hash: str | None = None,
+        expires_at: float | None = None,
+    ) -> Subscriber:
+        """A new subscriber to every event from now on (call on the hub's loop).
+
+        See `Subscriber` for `gateway`, `token_hash` and `expires_at`."""
+        sub = Subscriber(
+            queue_size or self.queue_size,
+            gateway=gateway,
+            token_hash=token_hash,
+            expires_at=expires_at,
+        )
         self._subscribers.add(sub)
         return sub
 
@@ -138,6 +191,19 @@ class EventHub:
         for sub in list(self._subscribers):
             sub.dropped.set()
         self._subscribers.clear()
+
+    def end_where(self, reason_to_end: Callable[[Subscriber], str | None]) -> int:
+        """End every subscriber for which `reason_to_end` gives a reason; on the hub's loop.
+
+        Returns how many were ended; they get no event from now on."""
+        ended = 0
+        for sub in list(self._subscribers):
+            reason = reason_to_end(sub)
+            if reason is not None:
+                sub.end(reason)
+                self._subscribers.discard(sub)
+                ended += 1
+        return ended
 
     @property
     def subscriber_count(self) -> int:
