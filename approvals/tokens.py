@@ -6,6 +6,7 @@ import hashlib
 import re
 import secrets
 import time
+from collections.abc import Iterable
 
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
@@ -15,6 +16,9 @@ from approvals.lifecycle import LifecycleError
 from approvals.models import ApiToken, Role, utcnow
 
 TOKEN_PREFIX = "so_"
+# Ours are 46 characters; the slack is for nothing but leniency. Anything longer, or
+# not ASCII, is refused before it costs a hash or a database read.
+MAX_TOKEN_LENGTH = 128
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,127}$")
 
 
@@ -46,9 +50,14 @@ def create_token(session: Session, *, name: str, role: str) -> tuple[ApiToken, s
     return row, secret
 
 
+def plausible_token(token: str) -> bool:
+    """False for what cannot be one of our tokens (so no database read is spent on it)."""
+    return len(token) <= MAX_TOKEN_LENGTH and token.startswith(TOKEN_PREFIX) and token.isascii()
+
+
 def authenticate(session: Session, token: str) -> ApiToken | None:
     """The live token row for a presented secret, or None."""
-    if not token.startswith(TOKEN_PREFIX):
+    if not plausible_token(token):
         return None
     return session.exec(
         select(ApiToken).where(
@@ -57,11 +66,28 @@ def authenticate(session: Session, token: str) -> ApiToken | None:
     ).first()
 
 
+def revoke_token(session: Session, name: str) -> int:
+    """Revoke every live token named `name`; returns how many were revoked.
+
+    Running services notice within seconds (approvals.revocations): they forget
+    the token and close the websockets it opened."""
+    rows = session.exec(
+        select(ApiToken).where(ApiToken.name == name, col(ApiToken.revoked_at).is_(None))
+    ).all()
+    now = utcnow()
+    for row in rows:
+        row.revoked_at = now
+        session.add(row)
+    session.commit()
+    return len(rows)
+
+
 class TokenCache:
     """Remembers valid tokens for `ttl` seconds so API calls need not read the table each time.
 
-    Only valid tokens are kept (a flood of bad ones cannot grow it); revoking a
-    token therefore takes effect within `ttl` seconds.
+    Only valid tokens are kept, so a flood of bad ones can neither grow it nor push
+    the good ones out. A revoked token is forgotten by approvals.revocations within seconds; `ttl`
+    bounds how long a revocation could go unnoticed without it.
     """
 
     def __init__(self, ttl: float = 5.0, max_entries: int = 4096) -> None:
@@ -69,8 +95,13 @@ class TokenCache:
         self.max_entries = max_entries
         self._entries: dict[str, tuple[float, str, str]] = {}
 
+    def __len__(self) -> int:
+        return len(self._entries)
+
     def cached(self, token: str) -> tuple[str, str] | None:
         """(name, role) of a token checked less than `ttl` seconds ago; None if unknown."""
+        if not plausible_token(token):
+            return None
         return self._fresh(hash_token(token), time.monotonic())
 
     def _fresh(self, key: str, now: float) -> tuple[str, str] | None:
@@ -79,8 +110,15 @@ class TokenCache:
             return hit[1], hit[2]
         return None
 
+    def forget(self, token_hashes: Iterable[str]) -> None:
+        """Drop these tokens (by hash) so that their next use reads the table again."""
+        for key in token_hashes:
+            self._entries.pop(key, None)
+
     def lookup(self, engine: Engine, token: str) -> tuple[str, str] | None:
-        """(name, role) of a live token, or None."""
+        """(name, role) of a live token, or None; reads without taking the write turn."""
+        if not plausible_token(token):
+            return None
         key = hash_token(token)
         now = time.monotonic()
         hit = self._fresh(key, now)
