@@ -1,0 +1,103 @@
+"""Ends what a revoked token still holds in this process: its cache entry and its websockets.
+
+A token is revoked by setting `revoked_at` on its row, possibly by another process
+(the CLI, another replica). One watcher per service process looks every
+`interval` seconds for tokens revoked lately, forgets them in the TokenCache and
+ends every websocket subscription they authorised (the socket then closes with
+1008). It also ends dashboard subscriptions whose sign-in has expired.
+
+It reads in a read-only session: on SQLite that never takes the write turn, so a
+busy writer cannot delay a revocation and the watcher cannot delay a writer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from datetime import datetime, timedelta
+
+from sqlalchemy.engine import Engine
+from sqlmodel import col, select
+
+from approvals.db import read_session
+from approvals.events import EventHub, Subscriber
+from approvals.models import ApiToken, utcnow
+from approvals.tokens import TokenCache
+
+log = logging.getLogger(__name__)
+
+INTERVAL_SECONDS = 1.0
+# Each look goes back this far before the previous one: `revoked_at` is the revoking
+# process's clock at the time of the update, which may commit later and on a
+# clock that is a little off. Looking again at a token that is already dealt with
+# costs nothing, and it also catches a socket or cache entry that slipped in
+# between its owner's read of the still-live row and the revocation.
+OVERLAP = timedelta(seconds=60)
+
+REVOKED_REASON = "the API token was revoked"
+EXPIRED_REASON = "the dashboard sign-in expired"
+
+
+def revoked_since(engine: Engine, horizon: datetime) -> set[str]:
+    """Hashes of the tokens revoked after `horizon`.
+
+    `revoked_at` has no index: the table holds one row per token people made, and
+    the tokens revoked within the overlap are a handful."""
+    with read_session(engine) as session:
+        rows = session.exec(
+            select(ApiToken.token_hash).where(col(ApiToken.revoked_at) > horizon)
+        ).all()
+    return set(rows)
+
+
+class RevocationWatcher:
+    """Polls for revoked tokens and ends what they authorised in this process."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        hub: EventHub,
+        cache: TokenCache,
+        *,
+        interval: float = INTERVAL_SECONDS,
+    ) -> None:
+        self.engine = engine
+        self.hub = hub
+        self.cache = cache
+        self.interval = interval
+        # Nothing revoked before the process started can have a socket or a cache
+        # entry here, so the first look reaches back only by the overlap.
+        self._last_look = utcnow()
+
+    async def run(self) -> None:
+        """Look every `interval` seconds until cancelled; a failed look is retried."""
+        while True:
+            try:
+                await self.look()
+            except Exception as exc:  # the database may be away for a while: keep trying
+                log.warning("could not check for revoked tokens: %r", exc)
+            await asyncio.sleep(self.interval)
+
+    async def look(self) -> int:
+        """One pass; returns how many subscriptions it ended."""
+        started = utcnow()
+        # The default executor, not the API's thread pool: a flood of requests
+        # waiting for threads must not hold back a revocation.
+        revoked = await asyncio.to_thread(revoked_since, self.engine, self._last_look - OVERLAP)
+        self._last_look = started
+        if revoked:
+            self.cache.forget(revoked)
+        now = time.time()
+
+        def reason_to_end(sub: Subscriber) -> str | None:
+            if sub.token_hash is not None and sub.token_hash in revoked:
+                return REVOKED_REASON
+            if sub.expires_at is not None and sub.expires_at <= now:
+                return EXPIRED_REASON
+            return None
+
+        ended = self.hub.end_where(reason_to_end)
+        if ended:
+            log.info("ended %d websocket subscription(s) whose token was revoked or expired", ended)
+        return ended
