@@ -10,8 +10,12 @@ Authentication, any one of (checked in this order):
 - none of those: the first message must be `{"type": "auth", "token": "<token>"}`
   within 10 seconds.
 
-Any role may subscribe (gateway, approver, auditor, admin). A socket without
-valid credentials is closed with 1008 (policy violation).
+Roles gateway, approver, auditor and admin may subscribe; a gateway hears only
+about the requests it created (the request's `gateway`), the others hear about
+every request. A socket without valid credentials, or with a token of another
+role (agent), is closed with 1008 (policy violation). So is an open socket whose
+token is revoked (within seconds: approvals/revocations.py), or whose dashboard
+sign-in expires.
 
 Server messages are JSON objects:
 
@@ -25,8 +29,9 @@ Server messages are JSON objects:
 - `{"type": "ping", "at": ...}` after `heartbeat_seconds` without traffic.
 
 Clients may send `{"type": "ping"}` (answered with `{"type": "pong"}`). A client
-that falls more than `SIGNOFF_WS_QUEUE_SIZE` events behind is closed with code
-4000 ("resync"): reconnect, then resync from the REST list.
+that falls more than `SIGNOFF_WS_QUEUE_SIZE` events behind, or that takes no
+message for `SEND_STALL_SECONDS`, is closed with code 4000 ("resync"):
+reconnect, then resync from the REST list.
 """
 
 from __future__ import annotations
@@ -40,14 +45,15 @@ from dataclasses import dataclass
 from fastapi import APIRouter, WebSocket
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.engine import Engine
+from sqlmodel import col, select
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
-from approvals.dashboard.auth import SESSION_COOKIE, load_session
-from approvals.db import session_scope
+from approvals.dashboard.auth import DASHBOARD_ROLES, SESSION_COOKIE, Signer
+from approvals.db import read_session
 from approvals.events import EventHub, Subscriber
-from approvals.models import Role, utcnow
+from approvals.models import ApiToken, Role, utcnow
 from approvals.settings import Settings
-from approvals.tokens import authenticate
+from approvals.tokens import TokenCache, hash_token, plausible_token
 
 log = logging.getLogger(__name__)
 
@@ -56,20 +62,62 @@ router = APIRouter(prefix="/api/v1")
 CLOSE_POLICY_VIOLATION = 1008
 CLOSE_RESYNC = 4000
 AUTH_TIMEOUT_SECONDS = 10.0
+# A client that cannot take one message in this long has stopped reading. Each send
+# waits until the socket's write buffer is below its high-water mark (64 KiB), so
+# a stalled client holds at most that plus one message until it is dropped.
+SEND_STALL_SECONDS = 10.0
 _CLOSE_TIMEOUT_SECONDS = 2.0
-STREAM_ROLES = frozenset(r.value for r in Role)
+# Listed, not derived from Role: a role added later (as `agent` was) stays out
+# until someone decides it may listen.
+STREAM_ROLES = frozenset(r.value for r in (Role.GATEWAY, Role.APPROVER, Role.AUDITOR, Role.ADMIN))
 
 
 @dataclass(frozen=True)
 class Listener:
+    """Who a socket speaks for, and what authorised it (to end it when that ends)."""
+
     name: str
     role: str
+    token_hash: str
+    # Epoch seconds at which a dashboard sign-in ends; API tokens do not expire.
+    expires_at: float | None = None
 
 
-def _token_listener(engine: Engine, token: str) -> Listener | None:
-    with session_scope(engine) as session:
-        row = authenticate(session, token.strip())
-    return None if row is None else Listener(row.name, row.role)
+async def _token_listener(websocket: WebSocket, engine: Engine, token: str) -> Listener | None:
+    token = token.strip()
+    # Garbage costs no thread and no read; a good token seen lately costs neither.
+    if not plausible_token(token):
+        return None
+    cache: TokenCache = websocket.app.state.token_cache
+    found = cache.cached(token)
+    if found is None:
+        # A read-only session: failed logins never queue for (or hold) the write turn.
+        found = await run_in_threadpool(cache.lookup, engine, token)
+    return None if found is None else Listener(found[0], found[1], hash_token(token))
+
+
+def _session_listener(engine: Engine, token_id: int, expires_at: int) -> Listener | None:
+    """The dashboard sign-in's person, if the token it was made from is still live."""
+    with read_session(engine) as session:
+        row = session.exec(
+            select(ApiToken).where(ApiToken.id == token_id, col(ApiToken.revoked_at).is_(None))
+        ).first()
+    if row is None or row.role not in DASHBOARD_ROLES:
+        return None
+    return Listener(row.name, row.role, row.token_hash, float(expires_at))
+
+
+def _signed_in(signer: Signer, cookie: str, csrf: str | None) -> tuple[int, int] | None:
+    """(token id, expiry) of a session cookie that comes with its page's CSRF token."""
+    try:
+        verified = signer.verify(cookie)
+        # The CSRF token proves the page is ours: cookies alone would let any
+        # site a signed-in person visits open this socket in their name.
+        if verified is None or not signer.check_csrf(verified[2], csrf):
+            return None
+    except (TypeError, ValueError):  # hmac refuses non-ASCII text: not ours either
+        return None
+    return verified[0], verified[1]
 
 
 def _handshake_token(websocket: WebSocket) -> tuple[str | None, str | None]:
@@ -102,21 +150,18 @@ async def _first_message_token(websocket: WebSocket) -> str | None:
 async def _identify(websocket: WebSocket, engine: Engine) -> Listener | None:
     token, _ = _handshake_token(websocket)
     if token is not None:
-        return await run_in_threadpool(_token_listener, engine, token)
-    signer = getattr(websocket.app.state, "signer", None)
-    if signer is not None and websocket.cookies.get(SESSION_COOKIE):
-        person = await run_in_threadpool(load_session, websocket, engine, signer)
-        # The CSRF token proves the page is ours: cookies alone would let any
-        # site a signed-in person visits open this socket in their name.
-        if person is not None and signer.check_csrf(
-            person.nonce, websocket.query_params.get("csrf")
-        ):
-            return Listener(person.name, person.role)
-        return None
+        return await _token_listener(websocket, engine, token)
+    signer: Signer | None = getattr(websocket.app.state, "signer", None)
+    cookie = websocket.cookies.get(SESSION_COOKIE)
+    if signer is not None and cookie:
+        signed_in = _signed_in(signer, cookie, websocket.query_params.get("csrf"))
+        if signed_in is None:
+            return None
+        return await run_in_threadpool(_session_listener, engine, *signed_in)
     token = await _first_message_token(websocket)
     if token is None:
         return None
-    return await run_in_threadpool(_token_listener, engine, token)
+    return await _token_listener(websocket, engine, token)
 
 
 async def _close(websocket: WebSocket, code: int, reason: str) -> None:
@@ -138,10 +183,19 @@ async def events(websocket: WebSocket) -> None:
     # Accept first so that a refusal reaches the client as close code 1008.
     await websocket.accept(subprotocol=subprotocol)
     listener = await _identify(websocket, engine)
-    if listener is None or listener.role not in STREAM_ROLES:
+    if listener is None:
         await _close(websocket, CLOSE_POLICY_VIOLATION, "a valid API token is required")
         return
-    subscriber = hub.subscribe()
+    if listener.role not in STREAM_ROLES:
+        await _close(
+            websocket, CLOSE_POLICY_VIOLATION, f"a {listener.role} token may not subscribe"
+        )
+        return
+    subscriber = hub.subscribe(
+        gateway=listener.name if listener.role == Role.GATEWAY else None,
+        token_hash=listener.token_hash,
+        expires_at=listener.expires_at,
+    )
     try:
         await _stream(websocket, subscriber, listener, settings.ws_heartbeat_seconds)
     finally:
@@ -154,21 +208,20 @@ async def _stream(
     send_lock = asyncio.Lock()
 
     async def send(text: str) -> None:
-        async with send_lock:
+        async with send_lock, asyncio.timeout(SEND_STALL_SECONDS):
             await websocket.send_text(text)
 
-    await send(
-        json.dumps(
-            {
-                "type": "hello",
-                "name": listener.name,
-                "role": listener.role,
-                "heartbeat_seconds": heartbeat,
-            }
-        )
-    )
-
     async def pump() -> None:
+        await send(
+            json.dumps(
+                {
+                    "type": "hello",
+                    "name": listener.name,
+                    "role": listener.role,
+                    "heartbeat_seconds": heartbeat,
+                }
+            )
+        )
         while True:
             try:
                 evt = await asyncio.wait_for(subscriber.queue.get(), heartbeat)
@@ -201,12 +254,15 @@ async def _stream(
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-    if subscriber.dropped.is_set():
+    failures = [t.exception() for t in done if not t.cancelled() and t.exception() is not None]
+    if subscriber.ended_because is not None:
+        log.info("ended the websocket of %s: %s", listener.name, subscriber.ended_because)
+        await _close(websocket, CLOSE_POLICY_VIOLATION, subscriber.ended_because)
+    elif subscriber.dropped.is_set() or any(isinstance(e, TimeoutError) for e in failures):
         log.warning("dropped websocket client %s: it fell behind; it must resync", listener.name)
         await _close(websocket, CLOSE_RESYNC, "fell behind; reconnect and resync")
     else:
-        for task in done:
-            exc = task.exception() if not task.cancelled() else None
-            if exc is not None and not isinstance(exc, WebSocketDisconnect | RuntimeError):
+        for exc in failures:
+            if not isinstance(exc, WebSocketDisconnect | RuntimeError):
                 log.warning("websocket of %s ended: %r", listener.name, exc)
         await _close(websocket, 1000, "bye")
