@@ -9,6 +9,8 @@ MCP_SERVERS_DIR := tests/mcp_servers
 MCP_SERVERS := $(MCP_SERVERS_DIR)/node_modules/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8000
+# The policy the service enforces (the single source of truth; gateways fetch it).
+POLICY ?= examples/policy.json
 
 .PHONY: run test lint format bench screenshot clean
 
@@ -24,7 +26,7 @@ $(MCP_SERVERS): $(MCP_SERVERS_DIR)/package.json $(MCP_SERVERS_DIR)/package-lock.
 	touch $(MCP_SERVERS)
 
 run: $(STAMP)
-	$(BIN)/signoff serve --host $(HOST) --port $(PORT)
+	$(BIN)/signoff serve --host $(HOST) --port $(PORT) --policy $(POLICY)
 
 test: $(STAMP) $(MCP_SERVERS)
 	$(BIN)/pytest
