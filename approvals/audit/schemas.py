@@ -26,7 +26,9 @@ class GatewayFact(BaseModel):
     caller: str = Field(default="", max_length=255)
     arguments: dict[str, Any] = Field(default_factory=dict)
     policy_key: str | None = Field(default=None, max_length=255)
-    outcome: str | None = Field(default=None, max_length=64)
+    # What the gateway did with a call it settled itself; anything else (a decision, an
+    # approval) is the service's to record, never a gateway's.
+    outcome: Literal["denied", "hidden", "rate_limited", "allowed"] | None = None
     comment: str | None = Field(default=None, max_length=4000)
 
 

@@ -225,3 +225,31 @@ def test_a_row_with_unencodable_text_does_not_break_the_queue(
     queue = dashboard_sign_in(service, service.token("approver", "alice-dash")).http
     assert queue.get("/").status_code == 200
     assert queue.get(f"/requests/{rid}").status_code == 200
+
+
+# --- Audit facts -------------------------------------------------------------------------
+
+
+def test_a_gateway_reports_only_what_it_settled_itself_and_under_its_own_name(
+    tokens: Any,
+) -> None:
+    forged = [
+        {"type": "request.approved", "tool": "end_codegen_session"},
+        {"type": "decision.recorded", "tool": "end_codegen_session"},
+        {"type": "policy.denied", "tool": "end_codegen_session", "outcome": "approved"},
+        {"type": "call.allowed", "tool": "t", "actor": "alice"},
+    ]
+    for fact in forged:
+        refused = tokens["gw"].post("/audit/events", json={"events": [fact]})
+        assert refused.status_code == 422, fact
+    recorded = tokens["gw"].post(
+        "/audit/events", json={"events": [{"type": "call.allowed", "tool": "trust-audit"}]}
+    )
+    assert recorded.status_code == 201
+    lines = (
+        tokens["audrey"]
+        .get("/audit/export", params={"format": "jsonl", "tool": "trust-audit"})
+        .text.splitlines()
+    )
+    [event] = [json.loads(line) for line in lines]
+    assert (event["actor"], event["channel"]) == ("gw", "gateway")
