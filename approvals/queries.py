@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 
 from sqlalchemy import and_, or_
 from sqlmodel import Session, col, select
@@ -20,11 +20,20 @@ def _encode_cursor(request: ApprovalRequest) -> str:
 
 
 def _decode_cursor(cursor: str) -> tuple[datetime, str]:
+    """The position a cursor names; anything but a cursor this module made is a 400."""
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
-        created, rid = json.loads(base64.urlsafe_b64decode(padded))
-        return datetime.fromisoformat(created), str(rid)
-    except (ValueError, TypeError) as exc:
+        created_text, rid = json.loads(base64.urlsafe_b64decode(padded))
+        # The query binds both values, and the driver would fail on a naive or
+        # out-of-range time, a lone surrogate or a NUL: a 500 instead of this 400.
+        if not isinstance(rid, str) or "\x00" in rid:
+            raise ValueError("the id is not a request id")
+        rid.encode()
+        created = datetime.fromisoformat(created_text)
+        if created.tzinfo is None:
+            raise ValueError("the time has no time zone")
+        return created.astimezone(UTC), rid
+    except (ValueError, TypeError, OverflowError, RecursionError) as exc:
         raise LifecycleError("cursor is not valid", code="invalid_cursor") from exc
 
 
