@@ -66,7 +66,9 @@ class ServiceProcess:
         # The policy the service enforces: a file, a document, `service_policy()` by
         # default (unless `env` names one in SIGNOFF_POLICY), or none with False.
         self.policy_path: Path | None = db_path.with_suffix(".policy.json")
-        if policy is False:
+        if env and "SIGNOFF_POLICY" in env:
+            self.policy_path = Path(env["SIGNOFF_POLICY"])
+        elif policy is False:
             self.policy_path = None
         elif isinstance(policy, Path):
             self.policy_path = policy
@@ -197,6 +199,7 @@ TERM_SETS: dict[str, dict[str, Any]] = {
     "expires-300ms-allow": {"timeout_seconds": 0.3, "on_timeout": "allow"},
     "with-agent-self": {"approvers": ["alice", "bob", "agent-self"]},
     "racers": {"approvers": [f"racer-{i}" for i in range(20)]},
+    "racers-100": {"approvers": [f"racer-{i}" for i in range(100)]},
     "dana": {"approvers": ["dana"]},
     # The caller is a member too, so the self-approval refusal can be seen.
     "with-agent": {"approvers": ["alice", "bob", "agent-7"]},
@@ -244,7 +247,12 @@ def with_test_terms(policy: dict[str, Any]) -> dict[str, Any]:
     enforces a story's own policy still gives `held_call_body`'s terms. The story's own
     entries, approvers and groups win."""
     base = service_policy()
-    scoped = {k: v for k, v in base["tools"].items() if "/" in k}
+    # By names, not through "qa-leads": the story may define that group otherwise.
+    scoped = {
+        k: {**v, "approvers": ["alice", "bob"]} if v.get("approvers") == "qa-leads" else v
+        for k, v in base["tools"].items()
+        if "/" in k
+    }
     return {
         **policy,
         "approvers": {**base["approvers"], **policy.get("approvers", {})},

@@ -6,8 +6,6 @@ Set SIGNOFF_SCREENSHOT=1 to refresh docs/dashboard.png.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import threading
 import time
@@ -28,6 +26,7 @@ from support import (
     ROOT,
     ServiceProcess,
     free_port,
+    held_call_body,
     pending_request,
     require,
     start_codegen,
@@ -206,20 +205,31 @@ async def test_a_non_member_sees_the_call_but_no_buttons(
 
 
 def call_body(caller: str, **overrides: Any) -> dict[str, Any]:
-    arguments = overrides.pop("arguments", {"path": f"/tmp/{caller}-{time.monotonic_ns()}.ts"})
-    body = {
-        "tool": END,
-        "server": "playwright",
-        "caller": caller,
-        "arguments": arguments,
-        "arguments_hash": hashlib.sha256(json.dumps(arguments).encode()).hexdigest(),
-        "reason": "writes a generated test file to disk",
-        "approver_group": "qa-leads",
-        "approvers": ["alice", "bob"],
-        "timeout_seconds": 600,
-    }
-    body.update(overrides)
-    return body
+    """A distinct held call by `caller`; approval terms pick the policy entry."""
+    overrides.setdefault("arguments", {"path": f"/tmp/{caller}-{time.monotonic_ns()}.ts"})
+    return held_call_body(caller=caller, **overrides)
+
+
+# The policy behind docs/dashboard.png: three kinds of call a team would hold.
+SCREENSHOT_POLICY: dict[str, Any] = {
+    "version": "1",
+    "default": "deny",
+    "approvers": {"alice": {}, "bob": {}, "carol": {}},
+    "approver_groups": {
+        "qa-leads": {"members": ["alice", "bob"]},
+        "sre": {"members": ["alice", "bob", "carol"]},
+    },
+    "tools": {
+        "playwright/playwright_navigate": {"action": "require_approval", "approvers": "qa-leads",
+                                           "timeout": "15m",
+                                           "reason": "navigation outside localhost"},
+        "infra/deploy_service": {"action": "require_approval", "approvers": "sre", "quorum": 2,
+                                 "timeout": "30m", "reason": "production deploy"},
+        "end_codegen_session": {"action": "require_approval", "approvers": "qa-leads",
+                                "timeout": "14m",
+                                "reason": "writes a generated test file to disk"},
+    },
+}  # fmt: skip
 
 
 class _EvilSite(BaseHTTPRequestHandler):
@@ -400,7 +410,7 @@ async def test_with_websockets_blocked_the_gateway_still_resumes_by_long_poll(
 
 
 async def test_queue_screenshot(tmp_path: Path) -> None:
-    proc = ServiceProcess(tmp_path / "shot.db")
+    proc = ServiceProcess(tmp_path / "shot.db", policy=SCREENSHOT_POLICY)
     proc.start()
     try:
         gateway = proc.client(proc.token("gateway", "claude-desktop"))
@@ -409,16 +419,14 @@ async def test_queue_screenshot(tmp_path: Path) -> None:
         gateway.post("/requests", json=call_body(
             "claude-desktop", tool="playwright_navigate", server="playwright",
             arguments={"url": "https://staging.example.com/admin"},
-            reason="navigation outside localhost", timeout_seconds=900,
         ))  # fmt: skip
         two = gateway.post("/requests", json=call_body(
             "cursor-agent", tool="deploy_service", server="infra",
             arguments={"service": "billing", "version": "2.14.0", "api_key": "sk-live-123"},
-            reason="production deploy", quorum=2, timeout_seconds=1800,
         )).json()  # fmt: skip
         bob.post(f"/requests/{two['id']}/decisions", json={"decision": "approve"})
         gateway.post("/requests", json=call_body(
-            "claude-desktop", arguments={"sessionId": "c0d3g3n-42"}, timeout_seconds=840,
+            "claude-desktop", arguments={"sessionId": "c0d3g3n-42"}, server="",
         ))  # fmt: skip
         async with chromium() as browser:
             page = await sign_in(

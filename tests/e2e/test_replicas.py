@@ -7,7 +7,6 @@ replicas have exactly one winner; both sweepers run, yet each request expires on
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
 import time
@@ -21,7 +20,7 @@ import anyio
 import httpx
 import pytest
 from sqlalchemy import select
-from support import ServiceProcess, pending_request, text_of
+from support import ServiceProcess, held_call_body, pending_request, text_of
 from websockets.asyncio.client import ClientConnection, connect
 
 from approvals.audit.models import AuditEvent
@@ -74,19 +73,9 @@ def audit_types(engine: Any, request_id: str) -> Counter[str]:
 
 
 def call_body(**overrides: Any) -> dict[str, Any]:
+    """A distinct held call; approval terms pick the policy entry (tests/support.py)."""
     arguments = {"outputPath": f"/tmp/replica-{next(_calls)}-{time.monotonic_ns()}.spec.ts"}
-    body: dict[str, Any] = {
-        "tool": END,
-        "server": "playwright",
-        "caller": "agent-r",
-        "arguments": arguments,
-        "arguments_hash": hashlib.sha256(json.dumps(arguments).encode()).hexdigest(),
-        "approvers": ["alice", "bob"],
-        "quorum": 1,
-        "timeout_seconds": 600,
-    }
-    body.update(overrides)
-    return body
+    return held_call_body(arguments=arguments, caller="agent-r", **overrides)
 
 
 def ws_url(proc: ServiceProcess) -> str:
@@ -241,8 +230,9 @@ async def test_both_sweepers_run_yet_each_request_expires_exactly_once(
             expired = Counter(e["request_id"] for e in events if e.get("type") == "request.expired")
             assert {expired[request_id] for request_id in ids} == {1}
 
+        auditor = service.client(service.token("auditor", "sweep-reader"))
         for request_id in ids:
-            view = gw_a.get(f"/requests/{request_id}").json()
+            view = auditor.get(f"/requests/{request_id}").json()  # of both gateways
             assert view["status"] == "expired" and view["decided_by"] == "system"
             assert audit_types(audit_engine, request_id)["request.expired"] == 1
     finally:

@@ -8,7 +8,7 @@ resumes the held MCP call.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ import pytest
 from slack_standin import SlackStandin
 from slack_support import (
     CHANNEL,
+    SERVICE_POLICY,
     action_ids,
     block_action,
     card_text,
@@ -53,6 +54,22 @@ def service(
     proc.start()
     yield proc
     proc.stop()
+
+
+@pytest.fixture
+def policy(policy: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
+    """The README policy, plus who is who on Slack: the service enforces it, cards and all."""
+    readme_policy = policy
+
+    def slack_policy(**end_codegen: Any) -> dict[str, Any]:
+        rules = readme_policy(**end_codegen)
+        rules["approvers"] = SERVICE_POLICY["approvers"]
+        rules["approver_groups"] = {
+            "qa-leads": {"members": ["alice", "bob"], "slack_channel": CHANNEL}
+        }
+        return rules
+
+    return slack_policy
 
 
 def click(service: ServiceProcess, payload: dict[str, Any]) -> httpx.Response:
