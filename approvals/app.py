@@ -15,6 +15,7 @@ from approvals.api import interceptors as interceptors_api
 from approvals.api import policy as policy_api
 from approvals.api import requests as requests_api
 from approvals.api.errors import install_error_handlers
+from approvals.api.limits import InputLimits
 from approvals.audit import api as audit_api
 from approvals.checkpoints import WalCheckpointer
 from approvals.db import is_sqlite, make_engine
@@ -86,6 +87,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.policy = load_policy(settings.policy) if settings.policy else None
     app.state.token_cache = TokenCache()
     install_error_handlers(app)
+    app.add_middleware(
+        InputLimits,
+        max_body_bytes=settings.max_body_bytes,
+        max_json_depth=settings.max_json_depth,
+        max_header_bytes=settings.max_header_bytes,
+    )
     app.include_router(requests_api.router)
     app.include_router(audit_api.router)
     app.include_router(events_api.router)

@@ -26,6 +26,11 @@ class Settings(BaseSettings):
     # then resync), and how often an idle socket gets a {"type": "ping"}.
     ws_queue_size: int = 256
     ws_heartbeat_seconds: float = 15.0
+    # Input limits at the edge (approvals/api/limits.py): anything larger or deeper
+    # gets a 4xx before a route parses it. The body limit also bounds websocket messages.
+    max_body_bytes: int = 1_048_576
+    max_json_depth: int = 64
+    max_header_bytes: int = 16_384
     # Lifetime of a dashboard sign-in.
     session_hours: float = 12.0
     slack_bot_token: str | None = None

@@ -61,7 +61,19 @@ def _serve(args: argparse.Namespace) -> int:
     # walking ~150k objects each time: measured under load, a pass took ~70 ms
     # and the passes ate a tenth of the CPU; frozen, a pass takes ~3 ms.
     gc.freeze()
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    uvicorn.run(
+        app,
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level,
+        # A websocket message is held whole in memory before the app sees it: bound it
+        # like a request body (uvicorn's default is 16 MiB).
+        ws_max_size=settings.max_body_bytes,
+        # Under --http h11 this buffer bounds the request line and headers; leave room
+        # above the header limit so that InputLimits answers 431 in the envelope
+        # rather than h11 a bare 400.
+        h11_max_incomplete_event_size=settings.max_header_bytes + 8192,
+    )
     return 0
 
 
