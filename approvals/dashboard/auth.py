@@ -47,6 +47,17 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
+def _same(presented: str, expected: str) -> bool:
+    """Constant-time equality for any presented text.
+
+    `hmac.compare_digest` raises TypeError on a str with non-ASCII characters, and a
+    cookie or header carries whatever bytes the client sends (0xff arrives as "ÿ"):
+    compare UTF-8 bytes, so a forged value is refused instead of answering 500."""
+    return hmac.compare_digest(
+        presented.encode("utf-8", "surrogatepass"), expected.encode("utf-8", "surrogatepass")
+    )
+
+
 def secret_key_from(configured: str | None) -> bytes:
     """The configured key, or a random one for this process (logged, since it signs out on
     restart and does not work across replicas)."""
@@ -83,7 +94,8 @@ class Signer:
         self.lifetime_seconds = lifetime_seconds
 
     def _mac(self, purpose: str, message: str) -> str:
-        digest = hmac.new(self._key, f"{purpose}|{message}".encode(), hashlib.sha256).digest()
+        material = f"{purpose}|{message}".encode("utf-8", "surrogatepass")
+        digest = hmac.new(self._key, material, hashlib.sha256).digest()
         return _b64(digest)
 
     def issue(self, token_id: int) -> str:
@@ -99,7 +111,7 @@ class Signer:
     def verify(self, cookie: str) -> tuple[int, int, str] | None:
         """(token id, expiry, nonce) of a valid, unexpired cookie, else None."""
         body, _, mac = cookie.partition(".")
-        if not body or not hmac.compare_digest(mac, self._mac("session", body)):
+        if not body or not _same(mac, self._mac("session", body)):
             return None
         try:
             payload = json.loads(_unb64(body))
@@ -114,7 +126,7 @@ class Signer:
         return self._mac("csrf", nonce)
 
     def check_csrf(self, nonce: str, presented: str | None) -> bool:
-        return bool(presented) and hmac.compare_digest(str(presented), self.csrf_for(nonce))
+        return bool(presented) and _same(str(presented), self.csrf_for(nonce))
 
     # The sign-in form: a random pre-session cookie plus a form field derived from it.
     def login_csrf_for(self, login_nonce: str) -> str:
@@ -123,7 +135,7 @@ class Signer:
     def check_login_csrf(self, login_nonce: str | None, presented: str | None) -> bool:
         if not login_nonce or not presented:
             return False
-        return hmac.compare_digest(str(presented), self.login_csrf_for(login_nonce))
+        return _same(str(presented), self.login_csrf_for(login_nonce))
 
 
 def load_session(conn: HTTPConnection, engine: Engine, signer: Signer) -> DashboardSession | None:
