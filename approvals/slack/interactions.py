@@ -36,6 +36,7 @@ from sqlalchemy.engine import Engine
 
 from approvals import lifecycle
 from approvals.api.errors import error_body
+from approvals.api.limits import json_refusal
 from approvals.db import session_scope
 from approvals.events import EventHub, attach_hub
 from approvals.models import RequestStatus
@@ -80,7 +81,13 @@ class SignatureGuard:
         now = self.clock()
         if abs(now - sent) > WINDOW_SECONDS:
             return "the request is stale: its timestamp is more than 5 minutes off"
-        if not self.verifier.is_valid(body, timestamp, signature):
+        # slack-sdk compares str digests (TypeError on a non-ASCII signature) and
+        # decodes the body as UTF-8: either failing means the request is not Slack's.
+        try:
+            valid = signature.isascii() and self.verifier.is_valid(body, timestamp, signature)
+        except UnicodeDecodeError:
+            valid = False
+        if not valid:
             return "the signature does not match"
         self._forget(now)
         if signature in self._seen:
@@ -143,6 +150,10 @@ class InteractionHandlers:
                 view = payload.get("view") or {}
                 if view.get("callback_id") == cards.REJECT_CALLBACK:
                     await self._reject_submitted(payload, view)
+        except (AttributeError, TypeError) as exc:
+            # A field of another type than Slack sends (e.g. `"actions": 5`): the
+            # sender gets nothing, and the log says so without a traceback.
+            log.warning("Slack: ignored an interaction of an unexpected shape: %s", exc)
         except Exception:
             log.exception("Slack: handling an interaction failed")
 
@@ -300,10 +311,19 @@ async def interactions(request: Request) -> Response:
         log.warning("Slack: refused an interaction request: %s", refusal)
         return _refuse(401, "invalid_signature", refusal)
     try:
-        payload = json.loads(parse_qs(body.decode())["payload"][0])
+        text = parse_qs(body.decode())["payload"][0]
+    except (KeyError, IndexError, ValueError):
+        return _refuse(400, "invalid_payload", "expected a form field `payload` holding JSON")
+    # The same bounds as a JSON body (approvals/api/limits.py): this one arrives as a form.
+    depth = request.app.state.settings.max_json_depth
+    problem = json_refusal(text.encode(), depth, "the form field `payload`")
+    if problem is not None:
+        return _refuse(problem.status, problem.code, problem.message)
+    try:
+        payload = json.loads(text)
         if not isinstance(payload, dict):
             raise ValueError("payload is not an object")
-    except (KeyError, IndexError, ValueError, UnicodeDecodeError):
+    except ValueError:
         return _refuse(400, "invalid_payload", "expected a form field `payload` holding JSON")
     runtime.handlers.dispatch(payload)
     return Response(status_code=200)
