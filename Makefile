@@ -34,6 +34,7 @@ test: $(STAMP) $(MCP_SERVERS)
 lint: $(STAMP)
 	$(BIN)/ruff check approvals gateway_plugin tests bench migrations
 	$(BIN)/ruff format --check approvals gateway_plugin tests bench migrations
+	$(BIN)/mypy --strict approvals gateway_plugin
 
 format: $(STAMP)
 	$(BIN)/ruff check --fix approvals gateway_plugin tests bench migrations

@@ -49,7 +49,8 @@ class SocketModeListener:
     async def _connect(self) -> None:
         assert self.client is not None
         try:
-            await self.client.connect()
+            # slack-sdk leaves the aiohttp client's connect() and close() unannotated.
+            await self.client.connect()  # type: ignore[no-untyped-call]
             log.info("Slack Socket Mode connected")
         except Exception:
             log.exception("Slack Socket Mode could not connect")
@@ -67,4 +68,4 @@ class SocketModeListener:
                 await self._connecting
         if self.client is not None:
             with contextlib.suppress(Exception):
-                await self.client.close()
+                await self.client.close()  # type: ignore[no-untyped-call]
