@@ -181,7 +181,7 @@ def _form_refusal(content_type: bytes, body: bytes) -> Refusal | None:
 
 
 class InputLimits:
-    """ASGI middleware: refuse oversized headers and bodies, deep JSON and broken Unicode."""
+    """ASGI middleware: refuse input no route should parse or store (see the module doc)."""
 
     def __init__(
         self,

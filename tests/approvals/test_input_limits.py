@@ -1,8 +1,9 @@
 """Bad input gets a 4xx in the error envelope, never a 5xx, and nothing invalid is stored.
 
 Against a real `signoff serve`: oversized headers and bodies, JSON nested 1,000
-deep, lone UTF-16 surrogates, broken cursors, and generated bodies thrown at the
-create and decide routes. The service log must stay free of tracebacks.
+deep, lone UTF-16 surrogates, NULs, numbers beyond a double, broken cursors,
+websocket messages, and generated bodies thrown at the create and decide routes.
+The service log must stay free of tracebacks.
 """
 
 from __future__ import annotations
@@ -120,11 +121,12 @@ def test_json_nested_a_thousand_deep_is_refused_with_422(raw: httpx.Client, team
     assert len(stored_requests(team.auditor)) == before
 
 
-def test_json_at_the_depth_limit_reaches_the_route(raw: httpx.Client) -> None:
-    response = raw.post(
-        "/requests", content=nested(60), headers={"Content-Type": "application/json"}
-    )
-    assert response.json()["error"]["code"] != "json_too_deep"
+def test_json_exactly_at_the_depth_limit_reaches_the_route(raw: httpx.Client) -> None:
+    json_type = {"Content-Type": "application/json"}
+    at_limit = raw.post("/requests", content=nested(62), headers=json_type)  # 64 levels
+    assert at_limit.status_code < 500
+    assert at_limit.json().get("error", {}).get("code") != "json_too_deep"
+    refused(raw.post("/requests", content=nested(63), headers=json_type), 422, "json_too_deep")
 
 
 def test_brackets_inside_strings_do_not_count_as_depth(raw: httpx.Client) -> None:
