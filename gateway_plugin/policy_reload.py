@@ -1,4 +1,4 @@
-"""Reload the policy file while the gateway runs; an invalid edit keeps the last good policy."""
+"""Reload a policy file while its host runs; an invalid edit keeps the last good policy."""
 
 from __future__ import annotations
 
@@ -22,6 +22,33 @@ def _stamp(path: Path) -> tuple[int, int] | None:
     return (stat.st_mtime_ns, stat.st_size)
 
 
+class PolicyFile:
+    """A policy file, and whether it changed since it was last read."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self._stamp = _stamp(self.path)
+
+    def load(self) -> Policy:
+        """Read the file now (PolicyError when it is invalid: a host never starts on one)."""
+        # Stamp first: an edit racing this read is seen by the next `reload`.
+        self._stamp = _stamp(self.path)
+        return load_policy(self.path)
+
+    def reload(self) -> Policy | None:
+        """The new policy when the file changed and is valid, else None (an invalid edit
+        is logged and the caller keeps its last good policy)."""
+        stamp = _stamp(self.path)
+        if stamp is None or stamp == self._stamp:
+            return None
+        self._stamp = stamp
+        try:
+            return load_policy(self.path)
+        except PolicyError as exc:
+            log.error("policy not reloaded, keeping the last good one: %s", exc)
+            return None
+
+
 async def watch_policy(
     path: str | os.PathLike[str],
     apply: Callable[[Policy], None],
@@ -29,18 +56,10 @@ async def watch_policy(
     interval: float = 1.0,
 ) -> None:
     """Poll `path` every `interval` seconds; `apply` each new valid policy until cancelled."""
-    file = Path(path)
-    last = _stamp(file)
+    file = PolicyFile(path)
     while True:
         await anyio.sleep(interval)
-        stamp = _stamp(file)
-        if stamp is None or stamp == last:
-            continue
-        last = stamp
-        try:
-            policy = load_policy(file)
-        except PolicyError as exc:
-            log.error("policy not reloaded, keeping the last good one: %s", exc)
-            continue
-        apply(policy)
-        log.warning("policy reloaded from %s", file)
+        policy = file.reload()
+        if policy is not None:
+            apply(policy)
+            log.warning("policy reloaded from %s", file.path)

@@ -12,6 +12,7 @@ from typing import Any
 
 import anyio
 import httpx
+from pydantic import BaseModel, ValidationError
 
 from gateway_plugin.wire import ApprovalRequestView, CreateRequest, Identity
 
@@ -32,6 +33,14 @@ class ServiceRefused(ServiceError):
         self.status = status
         self.code = code
         self.message = message
+
+
+class ServicePolicy(BaseModel):
+    """`GET /api/v1/policy`: the policy the service enforces, as it wrote it."""
+
+    version: str
+    source: str
+    policy: dict[str, Any]
 
 
 class ServiceClient:
@@ -55,9 +64,9 @@ class ServiceClient:
     async def aclose(self) -> None:
         await self._http.aclose()
 
-    async def _call(
+    async def _send(
         self, method: str, path: str, *, timeout: float | None = None, **kwargs: Any
-    ) -> Any:
+    ) -> httpx.Response:
         extra: dict[str, Any] = {}
         if timeout is not None:
             extra["timeout"] = httpx.Timeout(timeout, connect=5.0)
@@ -71,6 +80,9 @@ class ServiceClient:
             raise ServiceUnavailable(
                 f"the approval service at {self.base_url} failed (HTTP {response.status_code})"
             )
+        return response
+
+    def _decode(self, response: httpx.Response) -> Any:
         try:
             body = response.json()
         except ValueError as exc:
@@ -86,9 +98,29 @@ class ServiceClient:
             )
         return body
 
+    async def _call(
+        self, method: str, path: str, *, timeout: float | None = None, **kwargs: Any
+    ) -> Any:
+        return self._decode(await self._send(method, path, timeout=timeout, **kwargs))
+
     async def whoami(self) -> Identity:
         """The name and role of this gateway's token."""
         return Identity.model_validate(await self._call("GET", "/whoami"))
+
+    async def policy(self, known_version: str | None = None) -> ServicePolicy | None:
+        """The policy the service enforces; None while it is still `known_version` (304).
+
+        ServiceRefused with code `no_policy` when the service runs without one."""
+        headers = {"If-None-Match": f'"{known_version}"'} if known_version else {}
+        response = await self._send("GET", "/policy", headers=headers)
+        if response.status_code == 304 and known_version:
+            return None
+        try:
+            return ServicePolicy.model_validate(self._decode(response))
+        except ValidationError as exc:
+            raise ServiceUnavailable(
+                f"the approval service at {self.base_url} sent a policy answer of the wrong shape"
+            ) from exc
 
     async def create(self, body: CreateRequest, *, attempts: int = 3) -> ApprovalRequestView:
         """Create (or attach to) the request for a call; retries reuse one Idempotency-Key."""
