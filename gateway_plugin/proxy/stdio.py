@@ -35,6 +35,7 @@ from gateway_plugin.proxy.pipes import threaded_stdio
 from gateway_plugin.proxy.relay import UpstreamRelay, open_upstream_session
 from gateway_plugin.proxy.sessions import UpstreamTransport
 from gateway_plugin.proxy.upstream import UpstreamStartError, spawn_upstream
+from gateway_plugin.upstream_env import upstream_environment
 
 __all__ = ["main", "run_stdio_proxy"]
 
@@ -204,8 +205,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not command:
         parser.error("missing upstream command after --")
     logging.basicConfig(level=os.environ.get("SIGNOFF_LOG_LEVEL", "WARNING"), stream=sys.stderr)
-    # The agent configured this process's environment for the server it wraps.
-    upstream = StdioServerParameters(command=command[0], args=command[1:], env=dict(os.environ))
+    # The agent configured this process's environment for the server it wraps; Signoff's
+    # own settings are not the server's business.
+    env = upstream_environment(os.environ)
+    upstream = StdioServerParameters(command=command[0], args=command[1:], env=env)
     anyio.run(
         partial(run_stdio_proxy, upstream, (), name=args.name, forward_roots=args.forward_roots)
     )

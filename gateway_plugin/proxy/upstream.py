@@ -88,6 +88,11 @@ async def spawn_upstream(
 ) -> AsyncIterator[UpstreamProcess]:
     """Start the server, with `tap` below the SDK session if given.
 
+    `params.env`, when given, is the child's whole environment (hosts build it with
+    `upstream_env.upstream_environment`): nothing is merged in behind their back,
+    so what they held back stays out. Without it the child gets the SDK's short
+    list of safe variables (PATH, HOME, ...).
+
     `tap.on_upstream_line` runs in the reader thread, so it must be thread-safe and quick.
     """
     child_stdin, our_stdin = os.pipe()
@@ -98,7 +103,7 @@ async def spawn_upstream(
             *params.args,
             stdin=child_stdin,
             stdout=child_stdout,
-            env=get_default_environment() | (params.env or {}),
+            env=get_default_environment() if params.env is None else params.env,
             cwd=params.cwd,
             # Its own process group, so shutdown reaches whatever it spawned (npx -> node).
             start_new_session=True,
