@@ -17,15 +17,21 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="run the MCP gateway in front of an upstream server (stdio or streamable HTTP)",
         description=(
             "Speaks MCP to the agent over stdio (or streamable HTTP with --listen) and to the "
-            "upstream command after '--' (or the server at --upstream-url). "
-            "Example: signoff gateway --policy policy.json --service http://127.0.0.1:8000 "
-            "--token $TOKEN -- npx @executeautomation/playwright-mcp-server"
+            "upstream command after '--' (or the server at --upstream-url). It enforces the "
+            "policy the approval service serves, fetched at start and followed while it runs. "
+            "Example: SIGNOFF_TOKEN=... signoff gateway --service http://127.0.0.1:8000 "
+            "-- npx @executeautomation/playwright-mcp-server"
         ),
     )
     gateway.add_argument(
         "--policy",
-        required=True,
-        help="policy file (JSON or YAML); edits are picked up while running, invalid ones ignored",
+        metavar="FILE",
+        help=(
+            "a local policy file (JSON or YAML), used only while the service has no policy or "
+            "cannot be reached at start; a file that differs from the service's policy is "
+            "reported with a warning. Without it the gateway does not start unless the "
+            "service gives its policy"
+        ),
     )
     gateway.add_argument(
         "--service",
@@ -35,7 +41,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     gateway.add_argument(
         "--token",
         default=os.environ.get("SIGNOFF_TOKEN"),
-        help="gateway-role API token (SIGNOFF_TOKEN)",
+        help=(
+            "gateway-role API token (SIGNOFF_TOKEN; prefer the variable: a command line is "
+            "visible to other processes)"
+        ),
     )
     gateway.add_argument(
         "--agent",
@@ -78,9 +87,21 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         choices=("service", "none"),
         default="service",
         help=(
-            "with --listen: 'service' (default) makes each agent present its own gateway-role "
-            "token as bearer, checked with the service, whose name is the caller; 'none' admits "
+            "with --listen: 'service' (default) makes each agent present its own agent-role "
+            "token (signoff tokens create --role agent) as bearer, checked with the service, "
+            "whose name is the caller; gateway and other tokens are refused. 'none' admits "
             "every agent as --agent (only for a single trusted agent)"
+        ),
+    )
+    gateway.add_argument(
+        "--pass-env",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help=(
+            "pass the variable NAME to the upstream server although it starts with SIGNOFF_ "
+            "(repeatable). The upstream server gets no SIGNOFF_* variable otherwise, and never "
+            "one that holds the gateway token"
         ),
     )
     gateway.add_argument("upstream", nargs=argparse.REMAINDER, help="-- CMD ARGS...")
@@ -96,8 +117,8 @@ def _gateway(args: argparse.Namespace) -> int:
     from gateway_plugin.decision_stream import DecisionStream
     from gateway_plugin.extension import SignoffExtension
     from gateway_plugin.gate import ApprovalGate
-    from gateway_plugin.policy import PolicyError, load_policy
-    from gateway_plugin.policy_reload import watch_policy
+    from gateway_plugin.policy import PolicyError
+    from gateway_plugin.policy_source import PolicySource, PolicyUnavailable
     from gateway_plugin.proxy.http import run_http_proxy
     from gateway_plugin.proxy.stdio import run_stdio_proxy
     from gateway_plugin.proxy.transports import (
@@ -126,23 +147,28 @@ def _gateway(args: argparse.Namespace) -> int:
         raise CliError("a gateway token is required: pass --token or set SIGNOFF_TOKEN")
     if args.hold < 0:
         raise CliError("--hold must be zero or more seconds")
-    try:
-        policy = load_policy(args.policy)
-    except PolicyError as exc:
-        raise CliError(str(exc)) from exc
+    if any(args.token in part for part in command):
+        raise CliError("the upstream command line holds the gateway token; never give it there")
+    env = _upstream_env(args.token, args.pass_env)
 
     # stdout is the MCP channel; everything human goes to stderr.
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     params = (
-        StdioServerParameters(
-            command=command[0], args=command[1:], env=dict(os.environ), cwd=os.getcwd()
-        )
+        StdioServerParameters(command=command[0], args=command[1:], env=env, cwd=os.getcwd())
         if command
         else None
     )
 
     async def run() -> None:
         service = ServiceClient(args.service, args.token)
+        try:
+            # The service's policy, else (only if given) the local file: fail closed before
+            # anything starts when there is neither.
+            source = PolicySource(service, local=args.policy)
+            policy = await source.start()
+        except (PolicyError, PolicyUnavailable) as exc:
+            await service.aclose()
+            raise CliError(str(exc)) from exc
         # Decisions arrive by push over one websocket; the gate long-polls while it is down.
         decisions = DecisionStream(args.service, args.token)
         decisions.start()
@@ -166,7 +192,7 @@ def _gateway(args: argparse.Namespace) -> int:
         )
         try:
             async with anyio.create_task_group() as tg:
-                tg.start_soon(watch_policy, args.policy, gate.replace_policy)
+                tg.start_soon(source.follow, gate.replace_policy)
                 if listen is not None:
                     await run_http_proxy(
                         streamable_http_transport(args.upstream_url, headers)
@@ -203,7 +229,7 @@ def _gateway(args: argparse.Namespace) -> int:
     except UpstreamStartError as exc:
         raise CliError(str(exc)) from exc
     except BaseExceptionGroup as group:
-        # The policy watcher runs beside the proxy, so a start-up error arrives grouped.
+        # The policy source runs beside the proxy, so a start-up error arrives grouped.
         failed = group.subgroup(UpstreamStartError)
         if failed is None:
             raise
@@ -212,6 +238,16 @@ def _gateway(args: argparse.Namespace) -> int:
             first = first.exceptions[0]
         raise CliError(str(first)) from group
     return 0
+
+
+def _upstream_env(token: str, pass_env: list[str]) -> dict[str, str]:
+    """The upstream child's environment: ours without SIGNOFF_* (but --pass-env) or the token."""
+    from gateway_plugin.upstream_env import upstream_environment
+
+    for name in pass_env:
+        if name == "SIGNOFF_TOKEN" or token in os.environ.get(name, ""):
+            raise CliError(f"--pass-env {name}: the upstream server never gets the gateway token")
+    return upstream_environment(os.environ, secrets=[token], pass_env=pass_env)
 
 
 def _parse_listen(value: str) -> tuple[str, int]:
