@@ -2,10 +2,14 @@
 
 The rule (README, "Streamable HTTP"): every agent presents
 `Authorization: Bearer <token>`, where the token is a Signoff API token of role
-`gateway` whose name is the agent's identity (`signoff tokens create --role
-gateway --name claude-ci`). The gateway asks the approval service who the token
-belongs to (`GET /api/v1/whoami` with that token) and caches the answer for
-`ttl` seconds (a refusal for `negative_ttl`), keyed by a digest of the token.
+`agent` whose name is the agent's identity (`signoff tokens create --role
+agent --name claude-ci`). An agent token reaches nothing on the service but
+`/whoami`, so an agent that holds one can identify itself and nothing more;
+gateway, approver, auditor and admin tokens are refused here, so nobody hands
+an agent a token that could queue, claim or decide requests. The gateway asks
+the approval service who the token belongs to (`GET /api/v1/whoami` with that
+token) and caches the answer for `ttl` seconds (a refusal for `negative_ttl`),
+keyed by a digest of the token.
 
 The token's name becomes the call's `caller`: the grant that `scope: grant`
 rate limits count against, the name approvers see, and the one identity that
@@ -55,7 +59,7 @@ class ServiceAgentAuth:
         self,
         service_url: str,
         *,
-        roles: Iterable[str] = ("gateway",),
+        roles: Iterable[str] = ("agent",),
         ttl: float = DEFAULT_TTL_SECONDS,
         negative_ttl: float = NEGATIVE_TTL_SECONDS,
         http: httpx.AsyncClient | None = None,
@@ -73,7 +77,8 @@ class ServiceAgentAuth:
         await self._http.aclose()
 
     async def identify(self, token: str) -> AgentIdentity | None:
-        """The identity of `token`, or None when the service does not accept it for an agent."""
+        """The identity of `token` (whatever its role), or None when the service does not
+        know it; `admits` says whether that identity may act as an agent."""
         key = _digest(token)
         now = anyio.current_time()
         cached = self._cache.get(key)
@@ -108,7 +113,11 @@ class ServiceAgentAuth:
             raise ServiceUnavailable(
                 f"the approval service at {self.service_url} sent an unexpected answer"
             ) from exc
-        return identity if identity.role in self.roles else None
+        return identity
+
+    def admits(self, identity: AgentIdentity) -> bool:
+        """Whether a token of this identity's role may act as an agent."""
+        return identity.role in self.roles
 
 
 class AgentAuthMiddleware:
@@ -144,7 +153,16 @@ class AgentAuthMiddleware:
             return
         if identity is None:
             await _refuse(
-                send, 401, "invalid_token", "the token is not a valid Signoff gateway token"
+                send, 401, "invalid_token", "the token is not a valid Signoff agent token"
+            )
+            return
+        if not self.auth.admits(identity):
+            await _refuse(
+                send,
+                403,
+                "insufficient_scope",
+                f"a {identity.role}-role token does not identify an agent: agents present "
+                "agent-role tokens (signoff tokens create --role agent)",
             )
             return
         access = AccessToken(token=_digest(token), client_id=identity.name, scopes=[identity.role])
@@ -159,7 +177,7 @@ async def _refuse(send: Send, status: int, code: str, message: str) -> None:
         (b"content-type", b"application/json"),
         (b"content-length", str(len(body)).encode()),
     ]
-    if status == 401:
+    if status in (401, 403):
         headers.append((b"www-authenticate", f'Bearer error="{code}"'.encode()))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

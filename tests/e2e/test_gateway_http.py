@@ -2,8 +2,9 @@
 
 The upstream is `conformance_upstream.py` (an SDK server over streamable HTTP);
 its `session_info` tool shows each upstream session as the server sees it.
-Agents connect with the official SDK client, each with its own gateway-role
-token, whose name is the caller.
+Agents connect with the official SDK client, each with its own agent-role
+token, whose name is the caller. The gateway enforces the service's policy
+(each story makes the service enforce its own).
 """
 
 from __future__ import annotations
@@ -86,16 +87,16 @@ def policy(**held: Any) -> dict[str, Any]:
 
 
 @pytest.fixture
-def gateway(service: Any, upstream_url: str, write_policy: Any, tmp_path: Path) -> Iterator[Any]:
+def gateway(service: Any, upstream_url: str, tmp_path: Path) -> Iterator[Any]:
     """Start `signoff gateway --upstream-url ... --listen ...`; returns its agent URL."""
     token = service.token("gateway", "gw-http")
 
     @contextmanager
     def start(rules: dict[str, Any] | None = None, *extra: str) -> Iterator[str]:
+        service.enforce(rules or policy())  # the gateway fetches it from the service
         port = free_port()
-        path = write_policy(rules or policy(), f"policy-{port}.json")
         args = [
-            SIGNOFF, "gateway", "--policy", str(path), "--service", service.url,
+            SIGNOFF, "gateway", "--service", service.url,
             "--token", token, "--upstream-url", upstream_url,
             "--upstream-header", f"Authorization: {UPSTREAM_BEARER}",
             "--listen", f"127.0.0.1:{port}", *extra,
@@ -126,7 +127,7 @@ async def session_info(session: ClientSession) -> dict[str, Any]:
 
 
 async def test_each_agent_session_has_its_own_upstream_session(gateway: Any, service: Any) -> None:
-    ci, dev = service.token("gateway", "ci-bot"), service.token("gateway", "dev-bot")
+    ci, dev = service.token("agent", "ci-bot"), service.token("agent", "dev-bot")
     with gateway() as url:
         async with agent(url, ci) as one, agent(url, ci) as two, agent(url, dev) as three:
             infos = [await session_info(s) for s in (one, two, three)]
@@ -150,7 +151,7 @@ async def test_the_caller_is_the_agent_token_name_and_cannot_approve_itself(
     gateway: Any, service: Any
 ) -> None:
     # The agent's token is named alice, like the approver: the rule is by name.
-    agent_token = service.token("gateway", "alice")
+    agent_token = service.token("agent", "alice")
     alice = service.client(service.token("approver", "alice"))
     bob = service.client(service.token("approver", "bob"))
     with gateway() as url:
@@ -179,7 +180,7 @@ async def test_the_caller_is_the_agent_token_name_and_cannot_approve_itself(
 async def test_a_pending_call_hands_back_and_its_retry_runs_once_approved(
     gateway: Any, service: Any
 ) -> None:
-    token = service.token("gateway", "retry-bot")
+    token = service.token("agent", "retry-bot")
     bob = service.client(service.token("approver", "bob"))
     with gateway(policy(hold="1s")) as url:
         async with agent(url, token) as session:
@@ -195,7 +196,7 @@ async def test_a_pending_call_hands_back_and_its_retry_runs_once_approved(
 async def test_grant_limits_follow_the_token_and_session_limits_the_mcp_session(
     gateway: Any, service: Any
 ) -> None:
-    ci, dev = service.token("gateway", "limits-ci"), service.token("gateway", "limits-dev")
+    ci, dev = service.token("agent", "limits-ci"), service.token("agent", "limits-dev")
     with gateway() as url:
         async with agent(url, ci) as ci_1, agent(url, ci) as ci_2, agent(url, dev) as dev_1:
             assert not (await ci_1.call_tool("test_image_content", {})).is_error
@@ -212,7 +213,7 @@ async def test_grant_limits_follow_the_token_and_session_limits_the_mcp_session(
 
 async def test_deny_and_hide_apply_over_http(gateway: Any, service: Any) -> None:
     with gateway() as url:
-        async with agent(url, service.token("gateway", "policy-bot")) as session:
+        async with agent(url, service.token("agent", "policy-bot")) as session:
             names = {tool.name for tool in (await session.list_tools()).tools}
             assert "session_info" in names and "json_schema_2020_12_tool" not in names
             denied = await session.call_tool("test_error_handling", {})
@@ -234,24 +235,27 @@ def initialize_body() -> dict[str, Any]:
     }
 
 
-def test_agents_without_a_valid_gateway_token_are_refused(gateway: Any, service: Any) -> None:
-    approver = service.token("approver", "carol")
+def test_only_agent_tokens_admit_an_agent(gateway: Any, service: Any) -> None:
     accept = {"Accept": "application/json, text/event-stream"}
+
+    def initialize(url: str, token: str | None) -> httpx.Response:
+        headers = {**accept, **({"Authorization": f"Bearer {token}"} if token else {})}
+        return httpx.post(url, json=initialize_body(), headers=headers)
+
     with gateway() as url:
-        for headers in (
-            {},
-            {"Authorization": "Bearer so_not-a-token"},
-            {"Authorization": f"Bearer {approver}"},  # a valid token, but not an agent's
-        ):
-            response = httpx.post(url, json=initialize_body(), headers={**accept, **headers})
+        for token in (None, "so_not-a-token"):
+            response = initialize(url, token)
             assert response.status_code == 401, response.text
             assert response.headers["www-authenticate"].startswith("Bearer")
             assert response.json()["error"]["code"] in ("unauthorized", "invalid_token")
-        ok = httpx.post(
-            url,
-            json=initialize_body(),
-            headers={**accept, "Authorization": f"Bearer {service.token('gateway', 'curl')}"},
-        )
+        # Valid tokens, but not an agent's: a gateway token in an agent's hands could
+        # queue and claim requests on the service.
+        for role in ("gateway", "approver", "admin"):
+            response = initialize(url, service.token(role, f"not-an-agent-{role}"))
+            assert response.status_code == 403, response.text
+            assert response.json()["error"]["code"] == "insufficient_scope"
+            assert "agent-role tokens" in response.json()["error"]["message"]
+        ok = initialize(url, service.token("agent", "curl"))
         assert ok.status_code == 200 and ok.headers["mcp-session-id"]
 
 
@@ -267,12 +271,10 @@ async def test_without_agent_auth_every_agent_is_the_gateway_identity(
     assert request["caller"] == "lone-agent"
 
 
-async def test_a_stdio_agent_reaches_an_http_upstream(
-    service: Any, upstream_url: str, write_policy: Any
-) -> None:
-    path = write_policy(policy(), "policy-stdio.json")
+async def test_a_stdio_agent_reaches_an_http_upstream(service: Any, upstream_url: str) -> None:
+    service.enforce(policy())
     args = [
-        "gateway", "--policy", str(path), "--service", service.url,
+        "gateway", "--service", service.url,
         "--token", service.token("gateway", "stdio-bot"),
         "--upstream-url", upstream_url, "--upstream-header", f"Authorization: {UPSTREAM_BEARER}",
     ]  # fmt: skip
@@ -288,18 +290,18 @@ async def test_a_stdio_agent_reaches_an_http_upstream(
 
 
 async def test_a_stdio_upstream_served_over_http_runs_one_process_per_session(
-    service: Any, write_policy: Any, tmp_path: Path
+    service: Any, tmp_path: Path
 ) -> None:
     everything = [*mcp_server_command("mcp-server-everything"), "stdio"]
     port = free_port()
-    path = write_policy({"version": "1", "default": "allow"}, "policy-everything.json")
+    service.enforce({"version": "1", "default": "allow"})
     token = service.token("gateway", "gw-everything")
     args = [
-        SIGNOFF, "gateway", "--policy", str(path), "--service", service.url, "--token", token,
+        SIGNOFF, "gateway", "--service", service.url, "--token", token,
         "--listen", f"127.0.0.1:{port}", "--", *everything,
     ]  # fmt: skip
     url = f"http://127.0.0.1:{port}/mcp"
-    agent_token = service.token("gateway", "everything-bot")
+    agent_token = service.token("agent", "everything-bot")
     with running(args, port, tmp_path / "gateway.log"):
         async with agent(url, agent_token) as one, agent(url, agent_token) as two:
             for session, word in ((one, "one"), (two, "two")):
