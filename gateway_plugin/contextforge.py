@@ -5,12 +5,18 @@ framework (`cpex`), natively or as external plugin servers. List this class in
 a plugin config (`kind: gateway_plugin.contextforge.SignoffPlugin`) with:
 
     config:
-      policy: /etc/signoff/policy.json   # reloaded when it changes
       service: http://127.0.0.1:8000     # else $SIGNOFF_SERVICE_URL
+      policy: /etc/signoff/policy.json   # optional local fallback (see below)
       token_env: SIGNOFF_TOKEN           # env var holding a gateway-role token
       hold: 20                           # seconds; keep it below plugin_timeout (30)
       server: ""                         # for `server/tool` policy keys
       agent: null                        # caller when ContextForge names no user
+
+The policy is the approval service's (`policy_source`): fetched when the
+plugin initializes and followed while it runs. A local `policy` file is used
+only while the service has none or could not be reached at start (a file that
+differs from the service's policy is reported with a warning); with neither,
+every call is refused until the service answers.
 
 ContextForge cuts a hook off after its plugin timeout, so the plugin never
 holds a call longer than `hold`: allowed calls continue; denied, hidden,
@@ -28,8 +34,6 @@ The caller is ContextForge's user for the request (its email or name), else
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import os
 from typing import Any
 
@@ -47,8 +51,7 @@ from gateway_plugin.audit_reporter import AuditReporter
 from gateway_plugin.decision_stream import DecisionStream
 from gateway_plugin.gate import ToolCall
 from gateway_plugin.handback import HandBackGate
-from gateway_plugin.policy import load_policy
-from gateway_plugin.policy_reload import watch_policy
+from gateway_plugin.policy_source import PolicySource
 from gateway_plugin.service_client import ServiceClient
 
 __all__ = ["DEFAULT_HOLD_SECONDS", "SignoffPlugin"]
@@ -72,15 +75,12 @@ def _user_name(user: Any) -> str:
     return ""
 
 
-class SignoffPlugin(Plugin):
+class SignoffPlugin(Plugin):  # type: ignore[misc]  # cpex ships no type hints
     """Holds, refuses or lets through each tool call according to the Signoff policy."""
 
     def __init__(self, config: PluginConfig) -> None:
         super().__init__(config)
         settings: dict[str, Any] = dict(config.config or {})
-        if not settings.get("policy"):
-            raise ValueError("the Signoff plugin needs config.policy (a policy file path)")
-        self._policy_path = str(settings["policy"])
         service = settings.get("service") or os.environ.get(
             "SIGNOFF_SERVICE_URL", "http://127.0.0.1:8000"
         )
@@ -92,28 +92,25 @@ class SignoffPlugin(Plugin):
             )
         self._server = str(settings.get("server") or "")
         self._decisions = DecisionStream(service, token)
+        client = ServiceClient(service, token)
+        # An invalid local file stops the plugin from loading.
+        self._policy = PolicySource(client, local=settings.get("policy") or None)
         self.gate = HandBackGate(
-            load_policy(self._policy_path),  # an invalid policy stops the plugin from loading
-            ServiceClient(service, token),
+            self._policy.policy,
+            client,
             agent=settings.get("agent") or None,
             token=token,
             hold_seconds=float(settings.get("hold", DEFAULT_HOLD_SECONDS)),
             decisions=self._decisions,
             audit=AuditReporter(service, token),
         )
-        self._watch: asyncio.Task[None] | None = None
 
     async def initialize(self) -> None:
         self._decisions.start()
-        self._watch = asyncio.get_running_loop().create_task(
-            watch_policy(self._policy_path, self.gate.replace_policy), name="signoff-policy"
-        )
+        await self._policy.begin(self.gate.replace_policy)
 
     async def shutdown(self) -> None:
-        if self._watch is not None:
-            self._watch.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watch
+        await self._policy.aclose()
         await self.gate.drain(timeout=2)
         if self.gate.audit is not None:
             await self.gate.audit.aclose(timeout=2)

@@ -4,9 +4,13 @@
     from gateway_plugin.fastmcp import SignoffMiddleware
 
     proxy = create_proxy(upstream, name="guarded")
-    proxy.add_middleware(SignoffMiddleware.from_settings(policy="policy.json",
-                                                         service="http://127.0.0.1:8000",
+    proxy.add_middleware(SignoffMiddleware.from_settings(service="http://127.0.0.1:8000",
                                                          token=os.environ["SIGNOFF_TOKEN"]))
+
+The policy is the approval service's (`policy_source`): fetched before the
+first call is answered and followed while the server runs. `policy=FILE` adds
+a local fallback, used only while the service has none or cannot be reached at
+the first call; until some policy has arrived every call is refused.
 
 `on_call_tool` runs each call through `ApprovalGate.handle`: allowed calls go on
 to the tool (or the proxied upstream) untouched; denied, hidden and
@@ -35,7 +39,7 @@ from fastmcp.tools.base import Tool, ToolResult
 from gateway_plugin.audit_reporter import AuditReporter
 from gateway_plugin.decision_stream import DecisionStream
 from gateway_plugin.gate import DEFAULT_HOLD_SECONDS, ApprovalGate, ProgressFn, ToolCall
-from gateway_plugin.policy import load_policy
+from gateway_plugin.policy_source import PolicySource
 from gateway_plugin.service_client import ServiceClient
 
 __all__ = ["SignoffMiddleware"]
@@ -82,18 +86,21 @@ class SignoffMiddleware(Middleware):
     def from_settings(
         cls,
         *,
-        policy: str | Path,
         service: str,
         token: str,
+        policy: str | Path | None = None,
         agent: str | None = None,
         server: str = "",
         hold: float = DEFAULT_HOLD_SECONDS,
     ) -> SignoffMiddleware:
-        """Build the gate as `signoff gateway` does: service client, decision push, audit."""
+        """Build the gate as `signoff gateway` does: the service's policy (`policy`: a local
+        fallback file), service client, decision push, audit."""
+        client = ServiceClient(service, token)
+        source = PolicySource(client, local=policy)  # PolicyError: an invalid local file
         decisions = DecisionStream(service, token)
         gate = ApprovalGate(
-            load_policy(policy),
-            ServiceClient(service, token),
+            source.policy,
+            client,
             agent=agent,
             token=token,
             hold_seconds=hold,
@@ -102,12 +109,23 @@ class SignoffMiddleware(Middleware):
         )
         middleware = cls(gate, server=server)
         middleware._decisions = decisions
+        middleware._policy = source
         return middleware
 
     _decisions: DecisionStream | None = None
+    _policy: PolicySource | None = None
+
+    async def _start(self) -> None:
+        """Connect to the service on the server's own loop, at the first request."""
+        if self._decisions is not None:
+            self._decisions.start()  # idempotent
+        if self._policy is not None:
+            await self._policy.begin(self.gate.replace_policy)  # the first fetch, once
 
     async def aclose(self) -> None:
         """Flush the audit queue and close the service connections (for `from_settings`)."""
+        if self._policy is not None:
+            await self._policy.aclose()
         await self.gate.drain(timeout=2)
         if self.gate.audit is not None:
             await self.gate.audit.aclose(timeout=2)
@@ -120,8 +138,7 @@ class SignoffMiddleware(Middleware):
         context: MiddlewareContext[mt.CallToolRequestParams],
         call_next: CallNext[mt.CallToolRequestParams, ToolResult],
     ) -> ToolResult:
-        if self._decisions is not None:
-            self._decisions.start()  # idempotent; needs the server's running loop
+        await self._start()
         params = context.message
         call = ToolCall(
             tool=params.name,
@@ -148,5 +165,6 @@ class SignoffMiddleware(Middleware):
         context: MiddlewareContext[mt.ListToolsRequest],
         call_next: CallNext[mt.ListToolsRequest, Sequence[Tool]],
     ) -> Sequence[Tool]:
+        await self._start()
         tools = await call_next(context)
         return [tool for tool in tools if self.gate.visible(tool.name, self.server)]

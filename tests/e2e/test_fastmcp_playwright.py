@@ -3,7 +3,8 @@
 The proxy is FastMCP's own (`create_proxy`); an agent talks to it with FastMCP's
 client. The same README policy as the stdio gateway: `end_codegen_session`
 needs a QA lead, `playwright_evaluate` is denied, `playwright_console_logs`
-hidden.
+hidden. The service enforces it; the middleware fetches it from there and
+follows its edits.
 """
 
 from __future__ import annotations
@@ -37,16 +38,14 @@ def texts(result: Any) -> str:
 
 
 @pytest.fixture
-def open_proxy(
-    service: Any, write_policy: Any, playwright_command: list[str]
-) -> Callable[..., Any]:
+def open_proxy(service: Any, playwright_command: list[str]) -> Callable[..., Any]:
     """A FastMCP proxy with Signoff's middleware, and a FastMCP client connected to it."""
     require(Client is not None, "fastmcp is not installed (pip install -e '.[fastmcp]')")
     token = service.token("gateway", "fastmcp-proxy")
 
     @asynccontextmanager
     async def open_(rules: dict[str, Any], agent: str) -> AsyncIterator[Any]:
-        path = write_policy(rules, f"policy-{agent}.json")
+        service.enforce(rules)
         upstream = Client(
             StdioTransport(
                 playwright_command[0],
@@ -56,9 +55,7 @@ def open_proxy(
             mode="legacy",
         )
         proxy = create_proxy(upstream, name="guarded-playwright")
-        middleware = SignoffMiddleware.from_settings(
-            policy=path, service=service.url, token=token, agent=agent
-        )
+        middleware = SignoffMiddleware.from_settings(service=service.url, token=token, agent=agent)
         proxy.add_middleware(middleware)
         try:
             async with Client(proxy, mode="legacy") as client:
@@ -127,3 +124,16 @@ async def test_pending_hands_back_and_the_retry_runs_once_approved(
         retry = await client.call_tool(END, {"sessionId": session_id}, raise_on_error=False)
         assert not retry.is_error and "Generated test file" in texts(retry)
         assert len(requests_of(bob, agent_name, END)) == 1
+
+
+async def test_an_edit_to_the_services_policy_reaches_the_middleware(
+    open_proxy: Any, policy: Any, agent_name: str, service: Any
+) -> None:
+    async with open_proxy(policy(), agent_name) as client:
+        names = {tool.name for tool in await client.list_tools()}
+        assert "playwright_console_logs" not in names
+        service.enforce({**policy(), "hide": []})
+        with anyio.fail_after(10):
+            while "playwright_console_logs" not in names:
+                await anyio.sleep(0.2)
+                names = {tool.name for tool in await client.list_tools()}

@@ -5,7 +5,8 @@ environment (mcp 2.3); its plugin framework `cpex` runs on mcp 2 and is what
 the gateway uses to run plugins. These tests drive the plugin the way the
 gateway does: `PluginManager.invoke_hook("tool_pre_invoke", ...)`, with the
 plugin loaded natively from a config file, and as an external plugin server
-(cpex's MCP runtime over streamable HTTP) reached by the manager's client.
+(cpex's MCP runtime over streamable HTTP) reached by the manager's client. The
+service enforces the policy; the plugin fetches it from there.
 """
 
 from __future__ import annotations
@@ -49,7 +50,10 @@ POLICY = {
 }
 
 
-def plugin_entry(policy: Path, service_url: str, hold: float) -> dict[str, Any]:
+def plugin_entry(policy: Path | None, service_url: str, hold: float) -> dict[str, Any]:
+    config: dict[str, Any] = {"service": service_url, "hold": hold}
+    if policy is not None:
+        config["policy"] = str(policy)  # a local fallback only
     return {
         "name": "signoff",
         "kind": KIND,
@@ -59,7 +63,7 @@ def plugin_entry(policy: Path, service_url: str, hold: float) -> dict[str, Any]:
         "hooks": ["tool_pre_invoke"],
         "mode": "enforce",
         "priority": 10,
-        "config": {"policy": str(policy), "service": service_url, "hold": hold},
+        "config": config,
     }
 
 
@@ -105,11 +109,10 @@ async def pre_invoke(plugins: Any, tool: str, args: dict[str, Any], user: str) -
 
 
 @pytest.fixture
-def native_config(
-    service: Any, policy_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Path:
+def native_config(service: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    service.enforce(POLICY)
     monkeypatch.setenv("SIGNOFF_TOKEN", service.token("gateway", "contextforge"))
-    return write_config(tmp_path / "plugins.yaml", [plugin_entry(policy_file, service.url, 1.0)])
+    return write_config(tmp_path / "plugins.yaml", [plugin_entry(None, service.url, 1.0)])
 
 
 async def test_allowed_denied_and_hidden_calls(native_config: Path) -> None:
@@ -169,17 +172,43 @@ async def test_an_unreachable_service_fails_closed(
         assert not result.continue_processing
         assert "could not reach the approval service" in result.violation.description
         allowed = await pre_invoke(plugins, "get_weather", {}, "dev@example.com")
-        assert allowed.continue_processing
+        assert allowed.continue_processing  # the local file, while the service is away
+
+
+async def test_without_any_policy_every_call_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SIGNOFF_TOKEN", "so_whatever")
+    down = f"http://127.0.0.1:{free_port()}"
+    config = write_config(tmp_path / "down.yaml", [plugin_entry(None, down, 1.0)])
+    async with manager(config) as plugins:
+        refused = await pre_invoke(plugins, "get_weather", {}, "dev@example.com")
+        assert not refused.continue_processing
+        assert "not received the approval service's policy" in refused.violation.description
+
+
+async def test_an_edit_to_the_services_policy_reaches_the_plugin(
+    native_config: Path, service: Any
+) -> None:
+    async with manager(native_config) as plugins:
+        assert not (
+            await pre_invoke(plugins, "drop_table", {}, "ops@example.com")
+        ).continue_processing
+        service.enforce({**POLICY, "tools": {**POLICY["tools"], "drop_table": {"action": "allow"}}})
+        with anyio.fail_after(10):
+            while not (
+                await pre_invoke(plugins, "drop_table", {}, "ops@example.com")
+            ).continue_processing:
+                await anyio.sleep(0.2)
 
 
 @pytest.fixture
-def external_server(service: Any, policy_file: Path, tmp_path: Path) -> Iterator[str]:
+def external_server(service: Any, tmp_path: Path) -> Iterator[str]:
     """cpex's external plugin runtime serving SignoffPlugin over streamable HTTP."""
     require(PluginManager is not None, "cpex is not installed (pip install -e '.[contextforge]')")
+    service.enforce(POLICY)
     port = free_port()
-    config = write_config(
-        tmp_path / "server-plugins.yaml", [plugin_entry(policy_file, service.url, 1.0)]
-    )
+    config = write_config(tmp_path / "server-plugins.yaml", [plugin_entry(None, service.url, 1.0)])
     env = dict(
         os.environ,
         SIGNOFF_TOKEN=service.token("gateway", "contextforge-external"),
@@ -254,19 +283,21 @@ async def test_as_an_external_plugin_over_streamable_http(
         assert go.continue_processing, go.violation
 
 
-def test_the_plugin_refuses_to_load_without_a_policy_or_token(
-    service: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_the_plugin_refuses_to_load_without_a_token_or_with_a_bad_local_policy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     require(PluginManager is not None, "cpex is not installed (pip install -e '.[contextforge]')")
     from cpex.framework import PluginConfig
 
     from gateway_plugin.contextforge import SignoffPlugin
+    from gateway_plugin.policy import PolicyError
 
     base = {"name": "signoff", "kind": KIND, "hooks": ["tool_pre_invoke"]}
-    with pytest.raises(ValueError, match="config.policy"):
-        SignoffPlugin(PluginConfig(**base, config={}))
     monkeypatch.delenv("SIGNOFF_TOKEN", raising=False)
-    policy = tmp_path / "p.json"
-    policy.write_text(json.dumps(POLICY))
     with pytest.raises(ValueError, match="SIGNOFF_TOKEN"):
-        SignoffPlugin(PluginConfig(**base, config={"policy": str(policy)}))
+        SignoffPlugin(PluginConfig(**base, config={}))
+    monkeypatch.setenv("SIGNOFF_TOKEN", "so_whatever")
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({**POLICY, "default": "maybe"}))
+    with pytest.raises(PolicyError, match="default"):
+        SignoffPlugin(PluginConfig(**base, config={"policy": str(bad)}))
