@@ -1,4 +1,5 @@
-"""`signoff policy check FILE` and `signoff policy explain FILE --tool NAME --args JSON`."""
+"""`signoff policy check FILE`, `signoff policy explain FILE --tool NAME --args JSON`, and
+`signoff policy show` (the policy the service enforces, with its version)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import argparse
 import json
 from typing import Any
 
+from approvals.cli.client import ServiceClient, add_service_arguments
 from approvals.cli.errors import CliError
 from gateway_plugin.policy import (
     Evaluation,
@@ -18,11 +20,14 @@ from gateway_plugin.policy import (
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add the `policy` command and its `check` and `explain` actions."""
+    """Add the `policy` command and its `check`, `explain` and `show` actions."""
     parser = sub.add_parser(
         "policy",
-        help="validate a policy file or explain its decision for a call",
-        description="Validate a policy file, or show what it decides for one tool call.",
+        help="validate a policy file, explain its decision for a call, or show the service's",
+        description=(
+            "Validate a policy file, show what it decides for one tool call, or show the "
+            "policy the approval service enforces."
+        ),
     )
     actions = parser.add_subparsers(dest="policy_action", metavar="ACTION", required=True)
 
@@ -42,6 +47,18 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     explain.add_argument("--server", default=None, metavar="S", help="upstream server name")
     explain.add_argument("--json", action="store_true", help="print the evaluation as JSON")
     explain.set_defaults(handler=run_explain)
+
+    show = actions.add_parser(
+        "show",
+        help="the policy the approval service enforces, with its version",
+        description=(
+            "Print the version and source of the policy the approval service enforces, then "
+            "the policy itself. Gateways enforce this policy; compare versions with theirs."
+        ),
+    )
+    show.add_argument("--json", action="store_true", help="print the service's answer as JSON")
+    add_service_arguments(show)
+    show.set_defaults(handler=run_show)
 
 
 def _load(path: str) -> Policy:
@@ -85,6 +102,23 @@ def run_explain(args: argparse.Namespace) -> int:
         return 0
     for line in render_evaluation(evaluation, arguments):
         print(line)
+    return 0
+
+
+def run_show(args: argparse.Namespace) -> int:
+    """Print the policy the service enforces: a version line, then the document."""
+    client = ServiceClient.from_args(args)
+    try:
+        body = client.request("GET", "/policy")
+        header = f"version {body['version']}  source {body['source']}"
+        document = body["policy"]
+    except (ValueError, KeyError, TypeError) as exc:  # not a Signoff service's answer
+        raise CliError(f"{client.base_url} did not answer with a policy ({exc!r})") from None
+    if args.json:
+        print(json.dumps(body, indent=2, ensure_ascii=False))
+        return 0
+    print(header)
+    print(json.dumps(document, indent=2, ensure_ascii=False))
     return 0
 
 
