@@ -11,8 +11,11 @@ so the URL carries the token: `?token=<gateway-role token>` (an
 wait for policy entries without a `hold` of their own (default 50 s).
 
 The policy is the service's own (`signoff serve --policy FILE`, reloaded on
-change), applied by the same `ApprovalGate` the proxy uses, talking to this
-service in-process: deny, hide and rate limits answer at once; a call that
+change: `app.state.policy`, read afresh for every call), applied by the same
+`ApprovalGate` the proxy uses, talking to this service in-process. Each token
+(and ?hold=) keeps one gate, in a small pool closed when the service stops; all
+of them count against one set of rate limits, so no ?hold= value resets a
+token's counters: deny, hide and rate limits answer at once; a call that
 needs approval is held, then either continues (approved: empty body, the
 approval claimed for this one run) or is refused with the pending, rejected or
 expired text. A retry of the identical call attaches to the same request.
@@ -21,11 +24,15 @@ Whatever goes wrong is a refusal, never an empty body: the route fails closed.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+from collections import Counter, OrderedDict
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from mcp_types import CallToolResult, TextContent
 
@@ -35,12 +42,90 @@ from approvals.tokens import TokenCache
 from gateway_plugin.audit_reporter import AuditReporter
 from gateway_plugin.gate import DEFAULT_HOLD_SECONDS, ToolCall
 from gateway_plugin.handback import HandBackGate
+from gateway_plugin.policy import RateLimiter
 from gateway_plugin.service_client import ServiceClient
-
-router = APIRouter(prefix="/api/v1/interceptors")
 
 _ROLES = {Role.GATEWAY.value, Role.ADMIN.value}
 _MAX_HOLD_SECONDS = 600.0
+# Gates kept at once; the least recently used idle one is closed beyond this.
+_MAX_GATES = 64
+
+GateKey = tuple[str, float]
+
+
+class GatePool:
+    """The interceptor's gates, one per (token digest, hold), sharing one rate limiter."""
+
+    def __init__(self, limit: int = _MAX_GATES) -> None:
+        self._gates: OrderedDict[GateKey, HandBackGate] = OrderedDict()
+        self._busy: Counter[GateKey] = Counter()
+        self._limit = limit
+        self._closing: set[asyncio.Task[None]] = set()
+        # One limiter for every gate: counters follow the caller, not the gate object.
+        self.limiter = RateLimiter()
+
+    def __len__(self) -> int:
+        return len(self._gates)
+
+    @asynccontextmanager
+    async def use(
+        self, key: GateKey, build: Callable[[], HandBackGate]
+    ) -> AsyncIterator[HandBackGate]:
+        """The gate for `key` (built on first use); it is not closed while in use."""
+        gate = self._gates.get(key)
+        if gate is None:
+            gate = build()
+            gate.limiter = self.limiter
+            self._gates[key] = gate
+        self._gates.move_to_end(key)
+        self._busy[key] += 1
+        self._evict()
+        try:
+            yield gate
+        finally:
+            self._busy[key] -= 1
+            if self._busy[key] <= 0:
+                del self._busy[key]
+
+    def _evict(self) -> None:
+        for key in list(self._gates):  # least recently used first
+            if len(self._gates) <= self._limit:
+                return
+            if self._busy[key] == 0:
+                task = asyncio.get_running_loop().create_task(_close(self._gates.pop(key)))
+                self._closing.add(task)
+                task.add_done_callback(self._closing.discard)
+
+    async def aclose(self) -> None:
+        gates = list(self._gates.values())
+        self._gates.clear()
+        await asyncio.gather(*(_close(gate) for gate in gates), *self._closing)
+
+
+async def _close(gate: HandBackGate) -> None:
+    """Send what the gate still has queued (briefly) and close its connections."""
+    await gate.drain(timeout=2)
+    if gate.audit is not None:
+        await gate.audit.aclose(timeout=2)
+    await gate.service.aclose()
+
+
+def _pool(app: FastAPI) -> GatePool:
+    pool: GatePool | None = getattr(app.state, "docker_interceptor_gates", None)
+    if pool is None:
+        pool = app.state.docker_interceptor_gates = GatePool()
+    return pool
+
+
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    yield
+    pool: GatePool | None = getattr(app.state, "docker_interceptor_gates", None)
+    if pool is not None:
+        await pool.aclose()
+
+
+router = APIRouter(prefix="/api/v1/interceptors", lifespan=_lifespan)
 
 
 def _refusal(text: str, status: int = 200) -> Response:
@@ -59,35 +144,27 @@ def _token(request: Request) -> str | None:
     return request.query_params.get("token") or None
 
 
-def _gate(request: Request, token: str, caller: str, hold: float) -> HandBackGate:
-    """One gate per token and hold (rate-limit counters live in it), talking to this app."""
-    gates: dict[tuple[str, float], HandBackGate] = request.app.state.__dict__.setdefault(
-        "docker_interceptor_gates", {}
-    )
-    key = (hashlib.sha256(token.encode()).hexdigest(), hold)
-    gate = gates.get(key)
-    if gate is None:
-        settings: Settings = request.app.state.settings
-        base_url = settings.base_url()
+def _new_gate(app: FastAPI, token: str, caller: str, hold: float) -> HandBackGate:
+    """A gate for one token and hold, talking to this app in-process."""
+    settings: Settings = app.state.settings
+    base_url = settings.base_url()
 
-        def client() -> httpx.AsyncClient:
-            return httpx.AsyncClient(
-                transport=httpx.ASGITransport(app=request.app),
-                base_url=base_url,
-                headers={"Authorization": f"Bearer {token}"},
-                timeout=httpx.Timeout(_MAX_HOLD_SECONDS + 30),
-            )
-
-        gate = HandBackGate(
-            request.app.state.policy,
-            ServiceClient(base_url, token, http=client()),
-            agent=caller,
-            token=token,
-            hold_seconds=hold,
-            audit=AuditReporter(base_url, token, http=client()),
+    def client() -> httpx.AsyncClient:
+        return httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app),
+            base_url=base_url,
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=httpx.Timeout(_MAX_HOLD_SECONDS + 30),
         )
-        gates[key] = gate
-    return gate
+
+    return HandBackGate(
+        app.state.policy,
+        ServiceClient(base_url, token, http=client()),
+        agent=caller,
+        token=token,
+        hold_seconds=hold,
+        audit=AuditReporter(base_url, token, http=client()),
+    )
 
 
 @router.post("/docker", response_model=None)
@@ -137,8 +214,6 @@ async def docker_before(request: Request) -> Response:
     if not 0 <= hold <= _MAX_HOLD_SECONDS:
         return _refusal(f"Signoff: ?hold must be 0 to {_MAX_HOLD_SECONDS:g} seconds.", 400)
 
-    gate = _gate(request, token, caller, hold)
-    gate.replace_policy(policy)  # the service reloads its policy file on change
     call = ToolCall(
         tool=name,
         arguments=arguments,
@@ -147,7 +222,11 @@ async def docker_before(request: Request) -> Response:
         # Docker's gateway passes no session: each interceptor token is one session.
         session=f"docker:{caller}",
     )
-    refusal = await gate.decide(call)
+    key = (hashlib.sha256(token.encode()).hexdigest(), hold)
+    app: FastAPI = request.app
+    async with _pool(app).use(key, lambda: _new_gate(app, token, caller, hold)) as gate:
+        gate.replace_policy(policy)  # the service's, as reloaded on change
+        refusal = await gate.decide(call)
     if refusal is None:
         return Response(status_code=200)
     return Response(

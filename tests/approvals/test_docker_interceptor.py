@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -19,6 +20,11 @@ import httpx
 import mcp_types as types
 import pytest
 from support import ServiceProcess, pending_request, requests_of
+
+from approvals.api.interceptors import GatePool
+from gateway_plugin.handback import HandBackGate
+from gateway_plugin.policy import parse_policy
+from gateway_plugin.service_client import ServiceClient
 
 pytestmark = pytest.mark.anyio
 
@@ -43,10 +49,7 @@ POLICY = {
 @pytest.fixture(scope="module")
 def policy_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
     """A service started with SIGNOFF_POLICY, as `signoff serve --policy FILE` would be."""
-    folder = tmp_path_factory.mktemp("docker")
-    policy = folder / "policy.json"
-    policy.write_text(json.dumps(POLICY))
-    proc = ServiceProcess(folder / "signoff.db", env={"SIGNOFF_POLICY": str(policy)})
+    proc = ServiceProcess(tmp_path_factory.mktemp("docker") / "signoff.db", policy=POLICY)
     proc.start()
     yield proc
     proc.stop()
@@ -243,6 +246,57 @@ def test_refused_calls_are_in_the_audit_log(policy_service: ServiceProcess) -> N
     assert mine[0]["arguments"] == {"cmd": "rm -rf /"}
 
 
-def test_a_service_without_a_policy_refuses(service: ServiceProcess) -> None:
-    response = intercept(service, service.token("gateway", "nopolicy"), "search")
+def test_a_hold_value_does_not_reset_a_tokens_rate_limits(policy_service: ServiceProcess) -> None:
+    token = policy_service.token("gateway", "hold-hopper")
+    assert intercept(policy_service, token, "create_issue", {"title": "a"}, hold="1").content == b""
+    # Another ?hold= is another gate, but the counters follow the token, not the gate.
+    for hold in ("2", "3"):
+        again = intercept(policy_service, token, "create_issue", {"title": "b"}, hold=hold)
+        assert "rate-limited" in refusal(again)
+
+
+def test_an_edit_to_the_services_policy_applies_to_the_next_call(
+    policy_service: ServiceProcess, docker_token: str
+) -> None:
+    assert intercept(policy_service, docker_token, "search").content == b""
+    stricter = {**POLICY, "tools": {**POLICY["tools"], "search": {"action": "deny"}}}
+    try:
+        policy_service.enforce(stricter)
+        assert "denied" in refusal(intercept(policy_service, docker_token, "search"))
+    finally:
+        policy_service.enforce(POLICY)
+    assert intercept(policy_service, docker_token, "search").content == b""
+
+
+def test_a_service_without_a_policy_refuses(tmp_path: Path) -> None:
+    bare = ServiceProcess(tmp_path / "signoff.db", policy=False)
+    bare.start()
+    try:
+        response = intercept(bare, bare.token("gateway", "nopolicy"), "search")
+    finally:
+        bare.stop()
     assert response.status_code == 503 and "has no policy" in refusal(response)
+
+
+async def test_the_gate_pool_is_bounded_and_closes_the_gates_it_drops() -> None:
+    pool = GatePool(limit=2)
+    opened: dict[str, httpx.AsyncClient] = {}
+
+    def build(name: str) -> Any:
+        def new() -> HandBackGate:
+            opened[name] = httpx.AsyncClient(base_url="http://127.0.0.1:9")
+            client = ServiceClient("http://127.0.0.1:9", "so_x", http=opened[name])
+            return HandBackGate(parse_policy(POLICY), client, agent=name)
+
+        return new
+
+    async with pool.use(("a", 1.0), build("a")) as first:
+        pass
+    async with pool.use(("a", 1.0), build("a-again")) as same:
+        assert same is first and "a-again" not in opened  # one gate per key
+    async with pool.use(("b", 1.0), build("b")), pool.use(("c", 1.0), build("c")):
+        assert len(pool) == 2  # "a", least recently used and idle, made room
+    await anyio.sleep(0.05)
+    assert opened["a"].is_closed and not opened["b"].is_closed
+    await pool.aclose()  # what the service does when it stops
+    assert len(pool) == 0 and opened["b"].is_closed and opened["c"].is_closed
