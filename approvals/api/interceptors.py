@@ -176,7 +176,10 @@ async def docker_before(request: Request) -> Response:
         return _refusal("Signoff: the interceptor request body is not JSON.", 400)
     if not isinstance(body, dict):
         return _refusal("Signoff: the interceptor request body is not a JSON object.", 400)
-    if body.get("method", "tools/call") != "tools/call":
+    method = body.get("method", "tools/call")
+    if not isinstance(method, str):  # malformed: refuse rather than let it through
+        return _refusal("Signoff: the intercepted request's method is not a string.", 400)
+    if method != "tools/call":
         return Response(status_code=200)  # only tools/call is Signoff's business
     params = body.get("params", body)
     name = params.get("name") if isinstance(params, dict) else None

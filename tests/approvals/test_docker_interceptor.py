@@ -226,7 +226,14 @@ def test_bad_bodies_are_refused_not_let_through(
     policy_service: ServiceProcess, docker_token: str
 ) -> None:
     url = f"{policy_service.url}/api/v1/interceptors/docker?token={docker_token}"
-    for content in (b"not json", b"[1, 2]", json.dumps({"method": "tools/call"}).encode()):
+    malformed = [
+        b"not json",
+        b"[1, 2]",
+        json.dumps({"method": "tools/call"}).encode(),
+        # Not a string: refused, never taken for "some other method, let it through".
+        json.dumps({"method": 5, "params": {"name": "delete_repo", "arguments": {}}}).encode(),
+    ]
+    for content in malformed:
         response = httpx.post(url, content=content, headers={"Content-Type": "application/json"})
         assert response.status_code == 400 and refusal(response)
 
