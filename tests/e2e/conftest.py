@@ -46,12 +46,15 @@ def open_gateway(
         upstream: list[str] | None = None,
         extra: tuple[str, ...] = (),
     ) -> AsyncIterator[ClientSession]:
-        # The service is the authority: it must enforce the story's policy too.
+        # The service is the authority: the gateway fetches the policy from it. A story
+        # that points the gateway elsewhere (a stopped service) gives it a local file.
         if service_url is None:
             service.enforce(policy)
-        path = write_policy(policy, f"policy-{agent}.json")
+            local: list[str] = []
+        else:
+            local = ["--policy", str(write_policy(policy, f"policy-{agent}.json"))]
         args = [
-            "gateway", "--policy", str(path),
+            "gateway", *local,
             "--service", service_url or service.url,
             "--token", gateway_token,
             "--agent", agent, *extra,

@@ -221,7 +221,7 @@ async def test_calls_over_the_rate_limit_are_refused_with_a_clear_error(
 
 
 async def test_policy_edits_apply_while_running_and_a_broken_edit_keeps_the_last_good_one(
-    open_gateway: Any, policy: Any, agent_name: str, write_policy: Any
+    open_gateway: Any, policy: Any, agent_name: str, service: ServiceProcess
 ) -> None:
     async def get_session(agent: Any) -> str:
         return text_of(await agent.call_tool("get_codegen_session", {"sessionId": "nope"}))
@@ -229,14 +229,15 @@ async def test_policy_edits_apply_while_running_and_a_broken_edit_keeps_the_last
     async with open_gateway(policy(), agent_name) as agent:
         assert "Signoff denied" not in await get_session(agent)
 
+        # The service's policy is the one to edit: the gateway follows it.
         frozen = policy()
         frozen["tools"]["get_codegen_session"] = {"action": "deny", "reason": "codegen frozen"}
-        write_policy(frozen, f"policy-{agent_name}.json")
+        service.enforce(frozen)
         with anyio.fail_after(10):
             while "codegen frozen" not in await get_session(agent):
                 await anyio.sleep(0.2)
 
-        path = write_policy(frozen, f"policy-{agent_name}.json")
-        path.write_text('{"version": "1", "default": "allow", "tools": {')
-        await anyio.sleep(2.5)
+        assert service.policy_path is not None
+        service.policy_path.write_text('{"version": "1", "default": "allow", "tools": {')
+        await anyio.sleep(3)
         assert "codegen frozen" in await get_session(agent)
