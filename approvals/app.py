@@ -9,9 +9,10 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from approvals import dashboard
+from approvals import activity, dashboard
 from approvals.api import events as events_api
 from approvals.api import interceptors as interceptors_api
+from approvals.api import ops as ops_api
 from approvals.api import policy as policy_api
 from approvals.api import requests as requests_api
 from approvals.api.errors import install_error_handlers
@@ -21,6 +22,8 @@ from approvals.checkpoints import WalCheckpointer
 from approvals.db import is_sqlite, make_engine
 from approvals.events import EventHub
 from approvals.fanout import PgFanout
+from approvals.metrics import HttpTimer, Metrics
+from approvals.readiness import ReadinessProbe
 from approvals.revocations import RevocationWatcher
 from approvals.settings import Settings, get_settings
 from approvals.slack.runtime import install as install_slack
@@ -86,6 +89,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Approvers' Slack ids and groups' channels (validated by `signoff serve` at start).
     app.state.policy = load_policy(settings.policy) if settings.policy else None
     app.state.token_cache = TokenCache()
+    app.state.readiness = ReadinessProbe(engine)
+    metrics = Metrics(
+        engine, hub, lambda: slack.notifier.delivery_failures if slack.notifier else {}
+    )
+    app.state.metrics = metrics
+    hub.observers.extend([metrics.observe_event, activity.log_event])
     install_error_handlers(app)
     app.add_middleware(
         InputLimits,
@@ -93,19 +102,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         max_json_depth=settings.max_json_depth,
         max_header_bytes=settings.max_header_bytes,
     )
+    # Outermost: the time includes the input checks, and a refused request is counted.
+    app.add_middleware(HttpTimer, metrics=metrics)
     app.include_router(requests_api.router)
     app.include_router(audit_api.router)
     app.include_router(events_api.router)
     app.include_router(interceptors_api.router)
     app.include_router(policy_api.router)
+    app.include_router(ops_api.router)
     dashboard.install(app, settings)
     slack = install_slack(app, settings, engine, hub)
-
-    # Liveness only, on the event loop: no thread and no database, so it answers
-    # at once however busy the thread pool or the store is.
-    @app.get("/healthz")
-    async def healthz() -> dict[str, str]:
-        """Liveness: the process answers."""
-        return {"status": "ok"}
 
     return app

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import threading
 from collections import defaultdict
 from collections.abc import Callable
@@ -140,6 +141,9 @@ class EventHub:
         # Set by approvals.fanout on PostgreSQL: called with a session's events just
         # before it commits, in its transaction (to NOTIFY the other replicas).
         self.relay: Callable[[OrmSession, list[Event]], None] | None = None
+        # Called with each committed change made in this process (not those relayed
+        # from other replicas), on the publishing thread: metrics and the activity log.
+        self.observers: list[Callable[[Event], None]] = []
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         """Attach the hub to the event loop its subscribers run on."""
@@ -147,6 +151,12 @@ class EventHub:
 
     def publish(self, evt: Event) -> None:
         """Deliver `evt` to every waiter for its request."""
+        if not evt.remote:
+            for observe in self.observers:
+                try:
+                    observe(evt)
+                except Exception:  # counting or logging must never lose an event
+                    logging.getLogger(__name__).exception("observer failed on %s", evt.type)
         call_on_loop(self._loop, self._deliver, evt)
 
     def _deliver(self, evt: Event) -> None:

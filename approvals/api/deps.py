@@ -14,6 +14,7 @@ from sqlmodel import Session
 from approvals.api.errors import ApiError
 from approvals.db import read_session
 from approvals.events import EventHub
+from approvals.metrics import Metrics
 from approvals.models import Role
 from approvals.settings import Settings
 from approvals.tokens import TokenCache
@@ -47,6 +48,11 @@ async def get_app_settings(request: Request) -> Settings:
     return settings
 
 
+async def get_metrics(request: Request) -> Metrics:
+    metrics: Metrics = request.app.state.metrics
+    return metrics
+
+
 async def get_writes(request: Request) -> WriteRunner:
     writes: WriteRunner = request.app.state.writes
     return writes
@@ -55,6 +61,7 @@ async def get_writes(request: Request) -> WriteRunner:
 EngineDep = Annotated[Engine, Depends(get_engine)]
 HubDep = Annotated[EventHub, Depends(get_hub)]
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
+MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 # Runs a route's write work in its own transaction (see approvals/writes.py).
 WritesDep = Annotated[WriteRunner, Depends(get_writes)]
 
@@ -120,3 +127,5 @@ PolicyReaderDep = Annotated[
     Principal, Depends(require_role(Role.GATEWAY, Role.APPROVER, Role.AUDITOR))
 ]
 AnyPrincipalDep = Annotated[Principal, Depends(get_principal)]
+# Operators' read-outs (GET /metrics): auditors and admins.
+MonitorDep = Annotated[Principal, Depends(require_role(Role.AUDITOR))]

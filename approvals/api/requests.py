@@ -9,7 +9,7 @@ from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from sqlmodel import Session
 
-from approvals import lifecycle, queries
+from approvals import activity, lifecycle, queries
 from approvals.api.deps import (
     AnyPrincipalDep,
     ApproverDep,
@@ -18,6 +18,7 @@ from approvals.api.deps import (
     GatewayDep,
     HubDep,
     ListerDep,
+    MetricsDep,
     Principal,
     ReaderDep,
     ReadSessionDep,
@@ -171,18 +172,28 @@ async def cancel(request_id: str, writes: WritesDep, principal: CancellerDep) ->
 
 
 @router.post("/requests/{request_id}/claim")
-async def claim(request_id: str, writes: WritesDep, principal: GatewayDep) -> RequestPublic:
+async def claim(
+    request_id: str, writes: WritesDep, principal: GatewayDep, metrics: MetricsDep
+) -> RequestPublic:
     """Use the approval for its one execution; 409 if it was already used or is not approved."""
 
     def work(session: WriteScope) -> RequestPublic:
         return lifecycle.public(session, lifecycle.claim(session, request_id, by=principal.name))
 
-    return await writes.run(work)
+    view = await writes.run(work)
+    # A claim publishes no event, so it is counted and logged here, once committed.
+    metrics.claims.inc()
+    activity.log_claimed(view, principal.name)
+    return view
 
 
 @router.post("/requests/{request_id}/outcome")
 async def record_outcome(
-    request_id: str, body: OutcomeCreate, writes: WritesDep, principal: GatewayDep
+    request_id: str,
+    body: OutcomeCreate,
+    writes: WritesDep,
+    principal: GatewayDep,
+    metrics: MetricsDep,
 ) -> RequestPublic:
     """Store the result of the forwarded call."""
 
@@ -192,4 +203,6 @@ async def record_outcome(
         )
         return lifecycle.public(session, request)
 
-    return await writes.run(work)
+    view = await writes.run(work)
+    metrics.gateway_outcomes.labels("error" if body.is_error else "ok").inc()
+    return view

@@ -12,7 +12,14 @@ from fastapi import APIRouter, Depends, Query
 from fastapi.responses import StreamingResponse
 
 from approvals import lifecycle
-from approvals.api.deps import EngineDep, GatewayDep, Principal, WritesDep, require_role
+from approvals.api.deps import (
+    EngineDep,
+    GatewayDep,
+    MetricsDep,
+    Principal,
+    WritesDep,
+    require_role,
+)
 from approvals.api.errors import ApiError
 from approvals.audit.export import MEDIA_TYPES, ExportFilter, InvalidTime, parse_time, stream_export
 from approvals.audit.record import EVENT_TYPES
@@ -26,12 +33,14 @@ AuditorDep = Annotated[Principal, Depends(require_role(Role.AUDITOR))]
 
 @router.post("/events", status_code=201)
 async def record_gateway_events(
-    body: GatewayFactBatch, writes: WritesDep, principal: GatewayDep
+    body: GatewayFactBatch, writes: WritesDep, principal: GatewayDep, metrics: MetricsDep
 ) -> RecordedFacts:
     """Record calls the gateway settled itself: denied, hidden, rate limited, or allowed."""
     events = await writes.run(
         lambda session: lifecycle.record_gateway_facts(session, body.events, gateway=principal.name)
     )
+    for fact in body.events:
+        metrics.gateway_fact(fact.type)
     return RecordedFacts(recorded=len(events), first_id=events[0].id, last_id=events[-1].id)
 
 

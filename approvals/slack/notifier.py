@@ -110,6 +110,8 @@ class SlackNotifier:
         self._boxes: dict[str, deque[Job]] = {}
         self._ready: asyncio.Queue[str] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
+        # Failed jobs by kind ("post", "sync"), read by /metrics.
+        self.delivery_failures: dict[str, int] = {}
 
     async def start(self) -> None:
         self._subscriber = self.hub.subscribe(QUEUE_SIZE)
@@ -194,6 +196,7 @@ class SlackNotifier:
                     else:
                         await self._sync(request_id)
                 except SlackCallFailed as exc:
+                    self._failed(job.kind)
                     log.error(
                         "Slack: %s for request %s failed (%s); the request is unaffected "
                         "and can still be decided on the dashboard, the API or the CLI",
@@ -202,8 +205,12 @@ class SlackNotifier:
                         exc.error,
                     )
                 except Exception:
+                    self._failed(job.kind)
                     log.exception("Slack: %s for request %s failed", job.kind, request_id)
             del self._boxes[request_id]
+
+    def _failed(self, kind: str) -> None:
+        self.delivery_failures[kind] = self.delivery_failures.get(kind, 0) + 1
 
     # The jobs.
 
