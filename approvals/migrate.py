@@ -1,4 +1,4 @@
-"""Run the Alembic migrations in `migrations/` against a database URL."""
+"""Run the Alembic migrations against a database URL."""
 
 from __future__ import annotations
 
@@ -7,7 +7,18 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 
-MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+
+def _migrations_dir() -> Path:
+    """Where the Alembic scripts are: inside the package when installed from a
+    wheel (approvals/migrations), at the top of the checkout otherwise."""
+    package = Path(__file__).resolve().parent
+    for candidate in (package / "migrations", package.parent / "migrations"):
+        if (candidate / "env.py").is_file():
+            return candidate
+    raise RuntimeError(f"the migration scripts are missing (looked beside {package})")
+
+
+MIGRATIONS_DIR = _migrations_dir()
 
 
 def alembic_config(database_url: str) -> Config:

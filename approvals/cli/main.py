@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 from approvals.cli import commands
 from approvals.cli.errors import CliError
+from approvals.version import installed_version
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -15,6 +16,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="signoff",
         description="Human-in-the-loop approvals for AI-agent tool calls behind MCP gateways.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {installed_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module in commands.MODULES:
         module.register(sub)

@@ -1,0 +1,174 @@
+"""A new user's install, checked: build the wheel, pip-install it into a clean venv
+(no extras, nothing from the checkout), run `signoff serve` on a fresh SQLite file
+with the example policy on a free loopback port, and check what a user sees first.
+
+Run by .ci/run with the project's .venv Python (it needs `build` and `alembic`).
+Exits non-zero with the reason on the first thing that is wrong.
+"""
+
+from __future__ import annotations
+
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from alembic.script import ScriptDirectory
+
+ROOT = Path(__file__).resolve().parent.parent
+STARTUP_SECONDS = 60
+
+
+def main() -> int:
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="signoff-wheel-") as tmp:
+        work = Path(tmp)
+        wheel = build_wheel(work / "dist")
+        step("built", wheel.name, started)
+        venv = install(wheel, work / "venv")
+        step("installed into a clean venv", str(venv), started)
+        check_isolated(venv, work)
+        check_version(venv, work)
+        serve_and_check(venv, work)
+        step("served: /healthz, /login, /static, migrations at head", "ok", started)
+    return 0
+
+
+def build_wheel(outdir: Path) -> Path:
+    run([sys.executable, "-m", "build", "--wheel", "--outdir", str(outdir), str(ROOT)])
+    wheels = list(outdir.glob("signoff-*.whl"))
+    if len(wheels) != 1:
+        fail(f"expected one wheel in {outdir}, found {wheels}")
+    return wheels[0]
+
+
+def install(wheel: Path, venv: Path) -> Path:
+    run([sys.executable, "-m", "venv", str(venv)])
+    run([str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", str(wheel)])
+    return venv
+
+
+def check_isolated(venv: Path, cwd: Path) -> None:
+    # The point is the wheel's files, not the checkout's: prove where approvals loads from.
+    where = output(
+        [str(venv / "bin" / "python"), "-c", "import approvals; print(approvals.__file__)"], cwd
+    )
+    if not where.startswith(str(venv)):
+        fail(f"approvals was imported from {where}, not from the installed wheel")
+
+
+def check_version(venv: Path, cwd: Path) -> None:
+    expected = output(
+        [
+            str(venv / "bin" / "python"),
+            "-c",
+            "import importlib.metadata as m; print(m.version('signoff'))",
+        ],
+        cwd,
+    )
+    said = output([str(venv / "bin" / "signoff"), "--version"], cwd)
+    if said != f"signoff {expected}":
+        fail(f"`signoff --version` said {said!r}, the metadata says {expected!r}")
+
+
+def serve_and_check(venv: Path, work: Path) -> None:
+    database = work / "fresh.db"
+    policy = work / "policy.json"
+    policy.write_bytes((ROOT / "examples" / "policy.json").read_bytes())
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    log = (work / "serve.log").open("w")
+    server = subprocess.Popen(
+        [
+            str(venv / "bin" / "signoff"),
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--db",
+            f"sqlite:///{database}",
+            "--policy",
+            str(policy),
+        ],
+        cwd=work,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_healthy(base, server, work / "serve.log")
+        login = get(f"{base}/login")
+        if 'name="token"' not in login:
+            fail("GET /login did not show the sign-in form (templates missing?)")
+        if "function" not in get(f"{base}/static/app.js"):
+            fail("GET /static/app.js did not serve the dashboard's script (static files missing?)")
+        check_migrated(database)
+    finally:
+        server.terminate()
+        server.wait(timeout=15)
+        log.close()
+
+
+def wait_healthy(base: str, server: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + STARTUP_SECONDS
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            fail(f"signoff serve exited {server.returncode}:\n{log.read_text()}")
+        try:
+            get(f"{base}/healthz")
+            return
+        except (urllib.error.URLError, ConnectionError):
+            time.sleep(0.2)
+    fail(f"/healthz did not answer within {STARTUP_SECONDS} s:\n{log.read_text()}")
+
+
+def check_migrated(database: Path) -> None:
+    head = ScriptDirectory(str(ROOT / "migrations")).get_current_head()
+    with sqlite3.connect(database) as db:
+        (version,) = db.execute("SELECT version_num FROM alembic_version").fetchone()
+    if version != head:
+        fail(f"the fresh database is at revision {version}, the checkout's head is {head}")
+
+
+def get(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        body: bytes = response.read()
+    return body.decode()
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def run(argv: list[str]) -> None:
+    result = subprocess.run(argv, capture_output=True, text=True)
+    if result.returncode != 0:
+        fail(f"{' '.join(argv)} exited {result.returncode}:\n{result.stdout}{result.stderr}")
+
+
+def output(argv: list[str], cwd: Path) -> str:
+    result = subprocess.run(argv, capture_output=True, text=True, cwd=cwd)
+    if result.returncode != 0:
+        fail(f"{' '.join(argv)} exited {result.returncode}:\n{result.stderr}")
+    return result.stdout.strip()
+
+
+def step(what: str, detail: str, started: float) -> None:
+    print(f"== wheel smoke: {what}: {detail} ({time.monotonic() - started:.0f} s)", flush=True)
+
+
+def fail(reason: str) -> None:
+    print(f"wheel smoke FAILED: {reason}", file=sys.stderr)
+    raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
