@@ -258,7 +258,7 @@ def create_request(
                 )
             return Created(existing, created=False, view=public(session, existing))
 
-    open_request = _open_request_for(session, binding, created_by, now)
+    open_request = _open_request_for(session, binding, created_by, terms, now)
     if open_request is not None:
         return Created(open_request, created=False, view=public(session, open_request))
 
@@ -320,12 +320,14 @@ def create_request(
 
 
 def _open_request_for(
-    session: WriteScope, binding: str, gateway: str, now: datetime
+    session: WriteScope, binding: str, gateway: str, terms: ApprovalTerms, now: datetime
 ) -> RequestRow | None:
     """The request a retry of the identical call through the same gateway should continue.
 
     Another gateway's request never counts: a token cannot queue a call for someone
-    else's gateway to attach to."""
+    else's gateway to attach to. Nor does one made on other terms (the policy changed
+    since: who approved then may not be who the policy names now), nor an approval
+    past its use-by time (`_usable`)."""
     for request in store.open_for_binding(session.connection(), binding, gateway):
         if request.status == RequestStatus.PENDING and request.expires_at <= now:
             try:
@@ -336,9 +338,29 @@ def _open_request_for(
                 if fresh is None:
                     continue
                 request = fresh
-        if request.status == RequestStatus.PENDING or request.allows_call():
+        if not _same_terms(request, terms):
+            continue
+        if request.status == RequestStatus.PENDING:
+            return request
+        if request.allows_call() and _usable(request, now):
             return request
     return None
+
+
+def _same_terms(request: RequestRow, terms: ApprovalTerms) -> bool:
+    return (
+        sorted(request.approvers) == terms.approvers
+        and request.quorum == terms.quorum
+        and request.on_timeout == terms.on_timeout
+    )
+
+
+def _usable(request: ApprovalRequest | RequestRow, now: datetime) -> bool:
+    """An approval (or an on_timeout allow) may be used for one timeout period after it was
+    given: a call retried days later asks again."""
+    if request.decided_at is None:
+        return False
+    return now < request.decided_at + (request.expires_at - request.created_at)
 
 
 def _transition(
@@ -610,6 +632,11 @@ def claim(
     if request.claimed_at is not None:
         raise Conflict(
             f"the approval of request {request.id} was already used", code="already_claimed"
+        )
+    if not _usable(request, now):
+        raise Conflict(
+            f"the approval of request {request.id} is too old to use; call again to ask anew",
+            code="approval_stale",
         )
     _transition(session, request, claimed_at=now)
     _audit(

@@ -224,6 +224,11 @@ class ApprovalGate:
             return error_result(messages.unreachable(call.tool, str(exc)))
         except ServiceRefused as exc:  # e.g. its policy differs from ours: fail closed
             return error_result(messages.not_queued(call.tool, str(exc)))
+        except Exception as exc:
+            # Fail closed whatever the host does with exceptions (ContextForge may be set
+            # to ignore a plugin's errors and run the call).
+            log.exception("the approval path of %s failed; refusing the call", call.tool)
+            return error_result(messages.internal_error(call.tool, type(exc).__name__))
 
     async def _hold_then_forward(
         self,
@@ -272,6 +277,8 @@ class ApprovalGate:
         except ServiceRefused as exc:
             if exc.code == "already_claimed":
                 return error_result(messages.approval_used(request))
+            if exc.code == "approval_stale":
+                return error_result(messages.approval_stale(request))
             raise ServiceUnavailable(str(exc)) from exc
         return None
 

@@ -40,6 +40,13 @@ def unreachable(tool: str, detail: str) -> str:
     )
 
 
+def internal_error(tool: str, kind: str) -> str:
+    return (
+        f"Signoff stopped the call to {tool}, which needs human approval, on an internal "
+        f"error ({kind}); Signoff ran nothing after the error. Try again later."
+    )
+
+
 def not_queued(tool: str, detail: str) -> str:
     return (
         f"Signoff: the approval service refused to queue the call to {tool}, which needs human "
@@ -79,4 +86,11 @@ def approval_used(request: ApprovalRequestView) -> str:
     return (
         f"Signoff: the approval of request {request.id} for {request.tool} was already used by "
         f"another identical call. Call again to ask for a new approval."
+    )
+
+
+def approval_stale(request: ApprovalRequestView) -> str:
+    return (
+        f"Signoff: the approval of request {request.id} for {request.tool} is too old to use, "
+        f"so the call was not run. Call again to ask for a new approval."
     )
