@@ -14,7 +14,13 @@ override:
   whenever either changes;
 - the service cannot be reached at start: the gateway starts on the local file,
   says so, and switches to the service's policy as soon as it answers;
-- the service has no policy (`no_policy`): the local file, with a warning.
+- the service has no policy (`no_policy`) when the gateway starts: the local
+  file, with a warning.
+
+Once the service has served a policy, its last one stands for good: while the
+service is away, and also when it (or whatever answers in its place) says it has
+none. A `no_policy` answer must never downgrade a running gateway to a file that
+may be stale or laxer.
 
 With no local file, a gateway that gets no policy from the service does not
 start (`PolicyUnavailable`): it fails closed. A fetched policy that does not
@@ -195,10 +201,12 @@ class PolicySource:
         self._problem = None
 
     def _choose(self) -> Policy | None:
-        no_policy = self._problem is not None and self._problem[0] == "no_policy"
-        if self.remote is not None and not no_policy:
-            return self.remote  # also while the service is away: its last policy stands
-        return self.local or self.remote
+        if self.remote is not None:
+            # Once the service has spoken, its last policy stands: while it is away, and
+            # also when it (or whatever answers in its place) says it has none. A local
+            # file, perhaps stale or laxer, is only for before the service first answers.
+            return self.remote
+        return self.local
 
     def _settle(self, apply: Apply | None) -> None:
         chosen = self._choose()

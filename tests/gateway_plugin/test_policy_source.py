@@ -218,3 +218,31 @@ async def test_a_fetched_policy_that_does_not_compile_here_is_ignored() -> None:
     await source.refresh(applied.append)
     assert source.policy is first and applied == [first]
     assert first.evaluate("echo", {}).action == "allow"
+
+
+async def test_once_the_service_served_a_policy_a_no_policy_answer_never_downgrades_it(
+    tmp_path: Path,
+) -> None:
+    # Something answering in the service's place says it has no policy: the gateway
+    # must not fall back to its local file, which here allows everything.
+    strict = {**policy(echo={"action": "require_approval"}), "approvers": {"alice": {}}}
+    lax = tmp_path / "lax.json"
+    lax.write_text(json.dumps(policy(echo={"action": "allow"})))
+    answers = ["policy"]
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        if answers[-1] == "no_policy":
+            error = {"code": "no_policy", "message": "the service runs without a policy"}
+            return httpx.Response(409, json={"error": error})
+        return httpx.Response(200, json={"version": "v1", "source": "x", "policy": strict})
+
+    http = httpx.AsyncClient(transport=httpx.MockTransport(answer), base_url="http://svc")
+    source = PolicySource(ServiceClient("http://svc", "so_x", http=http), local=lax)
+    applied: list[Any] = []
+    first = await source.start(applied.append)
+    assert first.evaluate("echo", {}).action == "require_approval"
+    answers.append("no_policy")
+    await source.refresh(applied.append)
+    await source.refresh(applied.append)
+    assert source.policy is first
+    assert source.policy.evaluate("echo", {}).action == "require_approval"
