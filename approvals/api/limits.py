@@ -63,7 +63,6 @@ _RISKY_NUMBER = re.compile(
     rb"|-?[0-9]+(?:\.[0-9]+)?[eE]\+?[0-9]{3,}"
     rb"|-?[0-9]{309,}(?:\.[0-9]+|[eE][+-]?[0-9]+)"
 )
-_BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 # Docker's MCP gateway parses an interceptor's answer as a CallToolResult; giving it
 # one as well lets the agent read why its call was refused.
 _TOOL_RESULT_PREFIX = "/api/v1/interceptors/"
@@ -158,10 +157,14 @@ def json_refusal(text: bytes, max_depth: int, what: str = "the JSON body") -> Re
     return None
 
 
-def _is_json(method: str, content_type: bytes, body: bytes) -> bool:
-    """Whether a route would parse `body` as JSON (FastAPI's rule: no type means JSON)."""
-    if not content_type:
-        return method in _BODY_METHODS and body.lstrip()[:1] in (b"{", b"[")
+_AMBIGUOUS = "the request carries Content-Type or Content-Length more than once"
+
+
+def _is_json(content_type: bytes, body: bytes) -> bool:
+    """Whether a route might parse `body` as JSON. Some parse whatever the declared type
+    (the Docker interceptor), so a body that looks like JSON is checked as JSON."""
+    if body.lstrip()[:1] in (b"{", b"["):
+        return True
     media = content_type.partition(b";")[0].strip().lower()
     return media == b"application/json" or (
         media.startswith(b"application/") and media.endswith(b"+json")
@@ -230,6 +233,11 @@ class InputLimits:
             await _answer(scope, send, Refusal(422, _NUL.code, f"the URL {_NUL.message}"))
             return
         fields = dict(scope["headers"])
+        names = [name for name, _ in scope["headers"]]
+        if names.count(b"content-type") > 1 or names.count(b"content-length") > 1:
+            # Which one would a route believe? Refuse rather than check one and parse the other.
+            await _answer(scope, send, Refusal(400, "ambiguous_headers", _AMBIGUOUS))
+            return
         declared = fields.get(b"content-length")
         if not declared and b"transfer-encoding" not in fields:
             await self.app(scope, receive, send)  # no body: nothing to bound
@@ -247,7 +255,7 @@ class InputLimits:
             await _answer(scope, send, body)
             return
         content_type = fields.get(b"content-type", b"")
-        if _is_json(scope["method"], content_type, body):
+        if _is_json(content_type, body):
             refusal = json_refusal(body, self.max_json_depth)
         else:
             refusal = _form_refusal(content_type, body)
