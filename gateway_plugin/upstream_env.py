@@ -10,11 +10,17 @@ name, whose value contains a token the gateway holds.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Collection, Iterable, Mapping
 
 __all__ = ["SIGNOFF_PREFIX", "upstream_environment"]
 
 SIGNOFF_PREFIX = "SIGNOFF_"
+
+
+# Any Signoff API token (approvals/tokens.py: "so_" and 43 URL-safe characters), not
+# only the gateway's own: an operator's admin token in OPS_TOKEN must not leak either.
+_ANY_TOKEN = re.compile(r"so_[A-Za-z0-9_-]{43}")
 
 
 def upstream_environment(
@@ -31,4 +37,5 @@ def upstream_environment(
         for name, value in environ.items()
         if (not name.startswith(SIGNOFF_PREFIX) or name in pass_env)
         and not any(secret in value for secret in held)
+        and not _ANY_TOKEN.search(value)
     }
