@@ -15,6 +15,7 @@ from approvals.api import interceptors as interceptors_api
 from approvals.api import ops as ops_api
 from approvals.api import policy as policy_api
 from approvals.api import requests as requests_api
+from approvals.api import tokens as tokens_api
 from approvals.api.errors import install_error_handlers
 from approvals.api.limits import InputLimits
 from approvals.audit import api as audit_api
@@ -28,6 +29,7 @@ from approvals.revocations import RevocationWatcher
 from approvals.settings import Settings, get_settings
 from approvals.slack.runtime import install as install_slack
 from approvals.sweeper import run_sweeper
+from approvals.token_usage import TokenUsage
 from approvals.tokens import TokenCache
 from approvals.writes import WriteRunner
 from gateway_plugin.policy import load_policy
@@ -52,9 +54,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         sweeper = asyncio.create_task(
             run_sweeper(engine, hub, settings.sweep_interval_seconds), name="signoff-sweeper"
         )
-        # Closes the websockets of revoked tokens within seconds, whoever revoked them.
-        revocations = RevocationWatcher(engine, hub, app.state.token_cache)
-        background = [sweeper, asyncio.create_task(revocations.run(), name="signoff-revocations")]
+        background = [
+            sweeper,
+            asyncio.create_task(app.state.revocations.run(), name="signoff-revocations"),
+            asyncio.create_task(app.state.token_usage.run(engine), name="signoff-token-usage"),
+        ]
         if fanout is not None:
             background.append(asyncio.create_task(fanout.run(), name="signoff-fanout"))
             with contextlib.suppress(TimeoutError):  # serve anyway; it keeps retrying
@@ -89,6 +93,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Approvers' Slack ids and groups' channels (validated by `signoff serve` at start).
     app.state.policy = load_policy(settings.policy) if settings.policy else None
     app.state.token_cache = TokenCache()
+    app.state.token_usage = TokenUsage()
+    # Forgets revoked and expired tokens and closes their websockets within a
+    # second, whoever revoked them; authentication asks it which tokens expired.
+    app.state.revocations = RevocationWatcher(engine, hub, app.state.token_cache)
     app.state.readiness = ReadinessProbe(engine)
     metrics = Metrics(
         engine, hub, lambda: slack.notifier.delivery_failures if slack.notifier else {}
@@ -110,6 +118,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(interceptors_api.router)
     app.include_router(policy_api.router)
     app.include_router(ops_api.router)
+    app.include_router(tokens_api.router)
     dashboard.install(app, settings)
     slack = install_slack(app, settings, engine, hub)
 

@@ -152,3 +152,9 @@ class ApiToken(SQLModel, table=True):
     prefix: str = Field(max_length=16)
     created_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
     revoked_at: datetime | None = _utc_column()
+    # None: never expires. Past it the token is refused like a revoked one.
+    expires_at: datetime | None = _utc_column()
+    # When a service last read the token from the table (so, to within the token
+    # cache's lifetime): written in the background, never per request
+    # (approvals/token_usage.py).
+    last_used_at: datetime | None = _utc_column()

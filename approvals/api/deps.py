@@ -16,7 +16,9 @@ from approvals.db import read_session
 from approvals.events import EventHub
 from approvals.metrics import Metrics
 from approvals.models import Role
+from approvals.revocations import RevocationWatcher
 from approvals.settings import Settings
+from approvals.token_usage import TokenUsage
 from approvals.tokens import TokenCache
 from approvals.writes import WriteRunner
 
@@ -90,8 +92,14 @@ async def get_principal(request: Request) -> Principal:
         # Its own short session (inside the cache): a long-poll must not hold a transaction open.
         engine: Engine = request.app.state.engine
         found = await run_in_threadpool(cache.lookup, engine, token)
+        if found is not None:  # read from the table: note the use (written in the background)
+            usage: TokenUsage = request.app.state.token_usage
+            usage.note(found[0])
     if found is None:
         raise ApiError(401, "invalid_token", "the bearer token is not valid", _UNAUTHENTICATED)
+    revocations: RevocationWatcher = request.app.state.revocations
+    if revocations.is_expired(token):
+        raise ApiError(401, "token_expired", "the bearer token has expired", _UNAUTHENTICATED)
     return Principal(name=found[0], role=found[1])
 
 

@@ -93,7 +93,9 @@ async def _token_listener(websocket: WebSocket, engine: Engine, token: str) -> L
     if found is None:
         # A read-only session: failed logins never queue for (or hold) the write turn.
         found = await run_in_threadpool(cache.lookup, engine, token)
-    return None if found is None else Listener(found[0], found[1], hash_token(token))
+    if found is None or websocket.app.state.revocations.is_expired(token):
+        return None
+    return Listener(found[0], found[1], hash_token(token))
 
 
 def _session_listener(engine: Engine, token_id: int, expires_at: int) -> Listener | None:
@@ -103,6 +105,8 @@ def _session_listener(engine: Engine, token_id: int, expires_at: int) -> Listene
             select(ApiToken).where(ApiToken.id == token_id, col(ApiToken.revoked_at).is_(None))
         ).first()
     if row is None or row.role not in DASHBOARD_ROLES:
+        return None
+    if row.expires_at is not None and row.expires_at <= utcnow():
         return None
     return Listener(row.name, row.role, row.token_hash, float(expires_at))
 

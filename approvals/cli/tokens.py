@@ -1,18 +1,26 @@
-"""`signoff tokens create`: mint an API token (printed once, stored hashed)."""
+"""`signoff tokens create | list | revoke NAME | rotate NAME`, on the database directly.
+
+A secret is printed once, alone on stdout, so that scripts can capture it; what is
+said about it goes to stderr."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
+from datetime import datetime
+from typing import TypeVar
+
+from sqlmodel import Session
 
 from approvals import migrate
 from approvals.cli.errors import CliError
 from approvals.db import make_engine, session_scope
-from approvals.lifecycle import LifecycleError
+from approvals.lifecycle import Conflict, LifecycleError, NotFound
 from approvals.models import Role
 from approvals.settings import get_settings
-from approvals.tokens import create_token
 
+T = TypeVar("T")
 
 _ROLES_HELP = """roles:
   agent     an MCP client (Claude Code, a CI bot): presented to an HTTP gateway
@@ -28,8 +36,13 @@ _ROLES_HELP = """roles:
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    tokens = sub.add_parser("tokens", help="API tokens")
+    tokens = sub.add_parser("tokens", help="API tokens: create, list, revoke, rotate")
     tokens_sub = tokens.add_subparsers(dest="tokens_command", metavar="COMMAND", required=True)
+    db_default = get_settings().database_url
+
+    def with_db(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--db", default=db_default, help="database URL (SIGNOFF_DATABASE_URL)")
+
     create = tokens_sub.add_parser(
         "create",
         help="create a token; prints only the token on stdout",
@@ -38,23 +51,130 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     create.add_argument("--role", required=True, choices=[r.value for r in Role])
-    create.add_argument("--name", required=True, help="the identity shown everywhere")
+    create.add_argument("--name", required=True, help="the identity shown everywhere (unique)")
     create.add_argument(
-        "--db", default=get_settings().database_url, help="database URL (SIGNOFF_DATABASE_URL)"
+        "--expires-in",
+        metavar="DURATION",
+        help="refuse the token after this long: 30m, 12h, 90d, 2w or seconds (default: never)",
     )
+    with_db(create)
     create.set_defaults(handler=_create)
+
+    listing = tokens_sub.add_parser("list", help="every token: name, role, dates, state; no secret")
+    listing.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
+    with_db(listing)
+    listing.set_defaults(handler=_list)
+
+    revoke = tokens_sub.add_parser(
+        "revoke", help="revoke a token; services refuse it within a second"
+    )
+    revoke.add_argument("name")
+    with_db(revoke)
+    revoke.set_defaults(handler=_revoke)
+
+    rotate = tokens_sub.add_parser(
+        "rotate", help="a new secret for a token (same name, role, expiry); the old one stops"
+    )
+    rotate.add_argument("name")
+    with_db(rotate)
+    rotate.set_defaults(handler=_rotate)
+
+
+def _on_db(url: str, work: Callable[[Session], T]) -> T:
+    """Run `work` in a write session on the (migrated) database at `url`."""
+    migrate.upgrade(url)
+    engine = make_engine(url)
+    try:
+        with session_scope(engine) as session:
+            return work(session)
+    finally:
+        engine.dispose()
+
+
+def _refused(exc: LifecycleError) -> int:
+    # A taken name or an unknown token is an answer about the data, not a usage
+    # error: exit 1 (usage errors exit 2).
+    print(f"signoff: {exc.message}", file=sys.stderr)
+    return 1
 
 
 def _create(args: argparse.Namespace) -> int:
-    migrate.upgrade(args.db)
-    engine = make_engine(args.db)
+    from approvals import token_admin
+
+    lifetime = None
+    if args.expires_in is not None:
+        try:
+            lifetime = token_admin.parse_lifetime(args.expires_in)
+        except ValueError as exc:
+            raise CliError(f"--expires-in: {exc}") from None
     try:
-        with session_scope(engine) as session:
-            row, secret = create_token(session, name=args.name, role=args.role)
+        info, secret = _on_db(
+            args.db,
+            lambda s: token_admin.issue(s, name=args.name, role=args.role, expires_in=lifetime),
+        )
+    except (Conflict, NotFound) as exc:
+        return _refused(exc)
     except LifecycleError as exc:
         raise CliError(exc.message) from exc
-    finally:
-        engine.dispose()
     print(secret)
-    print(f"created {row.role} token {row.prefix}… for {row.name}", file=sys.stderr)
+    until = f", expires {_when(info.expires_at)}" if info.expires_at else ""
+    print(f"created {info.role} token {info.prefix}… for {info.name}{until}", file=sys.stderr)
+    return 0
+
+
+def _when(at: datetime | None) -> str:
+    return at.strftime("%Y-%m-%dT%H:%M:%SZ") if at is not None else "-"
+
+
+def _list(args: argparse.Namespace) -> int:
+    from approvals import token_admin
+
+    infos = _on_db(args.db, token_admin.list_tokens)
+    if args.json:
+        for info in infos:
+            print(info.model_dump_json())
+        return 0
+    columns = ("NAME", "ROLE", "PREFIX", "STATE", "CREATED", "LAST USED", "EXPIRES", "REVOKED")
+    rows = [columns] + [
+        (
+            info.name,
+            info.role.value,
+            info.prefix,
+            info.state.value,
+            _when(info.created_at),
+            _when(info.last_used_at),
+            _when(info.expires_at),
+            _when(info.revoked_at),
+        )
+        for info in infos
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(columns))]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    return 0
+
+
+def _revoke(args: argparse.Namespace) -> int:
+    from approvals import token_admin
+
+    try:
+        revoked = _on_db(args.db, lambda s: token_admin.revoke(s, args.name))
+    except LifecycleError as exc:
+        return _refused(exc)
+    print(f"revoked {len(revoked)} token(s) named {args.name}", file=sys.stderr)
+    return 0
+
+
+def _rotate(args: argparse.Namespace) -> int:
+    from approvals import token_admin
+
+    try:
+        info, secret, _ = _on_db(args.db, lambda s: token_admin.rotate(s, args.name))
+    except LifecycleError as exc:
+        return _refused(exc)
+    print(secret)
+    print(
+        f"rotated {info.name}: new {info.role} token {info.prefix}…; the old one is revoked",
+        file=sys.stderr,
+    )
     return 0

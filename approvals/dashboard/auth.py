@@ -26,7 +26,7 @@ from sqlmodel import col, select
 from starlette.requests import HTTPConnection
 
 from approvals.db import session_scope
-from approvals.models import ApiToken, Role
+from approvals.models import ApiToken, Role, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -152,6 +152,8 @@ def load_session(conn: HTTPConnection, engine: Engine, signer: Signer) -> Dashbo
             select(ApiToken).where(ApiToken.id == token_id, col(ApiToken.revoked_at).is_(None))
         ).first()
     if row is None or row.role not in DASHBOARD_ROLES:
+        return None
+    if row.expires_at is not None and row.expires_at <= utcnow():  # the token expired
         return None
     return DashboardSession(
         token_id=token_id,

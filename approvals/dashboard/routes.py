@@ -41,7 +41,7 @@ from approvals.dashboard.present import (
 from approvals.dashboard.timeline import timeline
 from approvals.db import session_scope
 from approvals.events import attach_hub
-from approvals.models import RequestStatus
+from approvals.models import RequestStatus, utcnow
 from approvals.tokens import authenticate
 
 HERE = Path(__file__).resolve().parent
@@ -184,7 +184,7 @@ def login(
         )
     with session_scope(engine) as session:
         row = authenticate(session, token.strip())
-    if row is None:
+    if row is None or (row.expires_at is not None and row.expires_at <= utcnow()):
         return _login_form(
             request, next_path=next_path, error="That token is not valid.", status_code=401
         )
