@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Literal
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -33,6 +34,8 @@ class Settings(BaseSettings):
     max_header_bytes: int = 16_384
     # Lifetime of a dashboard sign-in.
     session_hours: float = 12.0
+    # Log lines: ISO-8601 UTC text, or JSON lines for a log pipeline (approvals/logs.py).
+    log_format: Literal["text", "json"] = "text"
     slack_bot_token: str | None = None
     slack_signing_secret: str | None = None
     slack_app_token: str | None = None

@@ -60,6 +60,7 @@ class ServiceProcess:
         env: dict[str, str] | None = None,
         db_url: str | None = None,
         policy: Path | dict[str, Any] | bool | None = None,
+        log_level: str = "warning",
     ) -> None:
         # `db_path` also names the log file; `db_url` (e.g. PostgreSQL) overrides the store.
         self.db_url = db_url or f"sqlite:///{db_path}"
@@ -80,6 +81,7 @@ class ServiceProcess:
         self.sweep_interval = sweep_interval
         self.extra_env = dict(env or {})
         self.log_path = db_path.with_suffix(".log")
+        self.log_level = log_level
         self._reader: str | None = None
         self._proc: subprocess.Popen[bytes] | None = None
 
@@ -91,7 +93,7 @@ class ServiceProcess:
         log = self.log_path.open("ab")
         self._proc = subprocess.Popen(
             [sys.executable, "-m", "approvals.cli.main", "serve", "--host", "127.0.0.1",
-             "--port", str(self.port), "--db", self.db_url, "--log-level", "warning"],
+             "--port", str(self.port), "--db", self.db_url, "--log-level", self.log_level],
             stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT,
         )  # fmt: skip
         deadline = time.monotonic() + 30

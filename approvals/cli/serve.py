@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import logging
 
 from approvals import migrate
 from approvals.settings import Settings, get_settings
@@ -22,6 +21,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     serve.add_argument("--policy", default=settings.policy, help="policy file (SIGNOFF_POLICY)")
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    serve.add_argument(
+        "--log-format",
+        default=settings.log_format,
+        choices=["text", "json"],
+        help="ISO-8601 UTC text lines or JSON lines (SIGNOFF_LOG_FORMAT, default %(default)s)",
+    )
     serve.set_defaults(handler=_serve)
 
     db = sub.add_parser("db", help="database maintenance")
@@ -43,14 +48,16 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from approvals.app import create_app
+    from approvals.logs import configure as configure_logs
 
-    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    configure_logs(args.log_level, args.log_format)
     settings = get_settings().model_copy(
         update={
             "host": args.host,
             "port": args.port,
             "database_url": args.db,
             "policy": args.policy,
+            "log_format": args.log_format,
         }
     )
     _check_policy(settings)
@@ -66,6 +73,8 @@ def _serve(args: argparse.Namespace) -> int:
         host=args.host,
         port=args.port,
         log_level=args.log_level,
+        # Our handler on the root logger formats (and masks) uvicorn's lines too.
+        log_config=None,
         # A websocket message is held whole in memory before the app sees it: bound it
         # like a request body (uvicorn's default is 16 MiB).
         ws_max_size=settings.max_body_bytes,
