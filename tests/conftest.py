@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,23 @@ from typing import Any
 import pgserver
 import pytest
 from support import ServiceProcess, mcp_server_command, require
+
+# A port that refuses: bound for the whole session (so nothing else takes it) but
+# never listening. Every `signoff` command a test starts without --service falls
+# back to SIGNOFF_SERVICE_URL, so it lands here and fails fast, never on the
+# default 127.0.0.1:8000 where `make run` may be serving (or something that hangs).
+_REFUSING = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    _REFUSING.bind(("127.0.0.1", 0))
+    port = _REFUSING.getsockname()[1]
+    os.environ["SIGNOFF_SERVICE_URL"] = f"http://127.0.0.1:{port}"
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    _REFUSING.close()
+
 
 # The stores a module's `service` runs on: a module opts into both with
 # `STORES = ("sqlite", "postgresql")`; SIGNOFF_TEST_STORE=postgresql moves every

@@ -80,9 +80,9 @@ def test_an_approver_lists_and_decides_from_the_terminal(service: Any) -> None:
 
 
 def test_the_cli_says_clearly_when_the_service_is_unreachable() -> None:
-    result = signoff(
-        "requests", "list", "--service", "http://127.0.0.1:9", "--token", "so_whatever"
-    )
+    # conftest's SIGNOFF_SERVICE_URL: a port held bound and never listening.
+    nowhere = os.environ["SIGNOFF_SERVICE_URL"]
+    result = signoff("requests", "list", "--service", nowhere, "--token", "so_whatever")
     assert result.returncode == 2
     assert "could not reach the approval service" in result.stderr
     assert "Traceback" not in result.stderr
