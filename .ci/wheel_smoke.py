@@ -17,6 +17,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import NoReturn
 
 from alembic.script import ScriptDirectory
 
@@ -35,7 +36,7 @@ def main() -> int:
         check_isolated(venv, work)
         check_version(venv, work)
         serve_and_check(venv, work)
-        step("served: /healthz, /login, /static, migrations at head", "ok", started)
+        step("served: /healthz, /readyz, /login, /static, migrations at head", "ok", started)
     return 0
 
 
@@ -108,6 +109,9 @@ def serve_and_check(venv: Path, work: Path) -> None:
         if "function" not in get(f"{base}/static/app.js"):
             fail("GET /static/app.js did not serve the dashboard's script (static files missing?)")
         check_migrated(database)
+        # Ready means the database answers and its schema is at the packaged head.
+        if '"ready"' not in get(f"{base}/readyz").replace(" ", ""):
+            fail("GET /readyz did not say ready")
     finally:
         server.terminate()
         server.wait(timeout=15)
@@ -136,8 +140,11 @@ def check_migrated(database: Path) -> None:
 
 
 def get(url: str) -> str:
-    with urllib.request.urlopen(url, timeout=10) as response:
-        body: bytes = response.read()
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            body: bytes = response.read()
+    except urllib.error.HTTPError as exc:
+        fail(f"GET {url} answered {exc.code}: {exc.read().decode(errors='replace')}")
     return body.decode()
 
 
@@ -165,7 +172,7 @@ def step(what: str, detail: str, started: float) -> None:
     print(f"== wheel smoke: {what}: {detail} ({time.monotonic() - started:.0f} s)", flush=True)
 
 
-def fail(reason: str) -> None:
+def fail(reason: str) -> NoReturn:
     print(f"wheel smoke FAILED: {reason}", file=sys.stderr)
     raise SystemExit(1)
 
