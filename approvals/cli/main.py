@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 import sys
+import traceback
 from collections.abc import Sequence
 
 from approvals.cli import commands
-from approvals.cli.errors import CliError
+from approvals.cli.errors import CliError, debugging, describe
 from approvals.version import installed_version
 
 
@@ -25,16 +26,29 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; every handler returns its exit code."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
     try:
+        # Building the parser reads SIGNOFF_* (the flags' defaults): a bad value
+        # is reported like a bad flag.
+        parser = build_parser()
+        args = parser.parse_args(argv)
         code: int = args.handler(args)
     except CliError as exc:
-        print(f"signoff: {exc}", file=sys.stderr)
-        return 2
+        return _fail(str(exc), exc)
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        message = describe(exc)
+        if message is None:
+            raise  # a bug: the traceback is what a report needs
+        return _fail(message, exc)
     return code
+
+
+def _fail(message: str, exc: BaseException) -> int:
+    if debugging():
+        traceback.print_exception(exc)
+    print(f"signoff: {message}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

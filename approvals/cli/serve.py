@@ -94,4 +94,4 @@ def _check_policy(settings: Settings) -> None:
         try:
             load_policy(settings.policy)
         except PolicyError as exc:
-            raise CliError(str(exc)) from exc
+            raise CliError(f"--policy (SIGNOFF_POLICY): {exc}") from exc
