@@ -66,22 +66,6 @@ def authenticate(session: Session, token: str) -> ApiToken | None:
     ).first()
 
 
-def revoke_token(session: Session, name: str) -> int:
-    """Revoke every live token named `name`; returns how many were revoked.
-
-    Running services notice within seconds (approvals.revocations): they forget
-    the token and close the websockets it opened."""
-    rows = session.exec(
-        select(ApiToken).where(ApiToken.name == name, col(ApiToken.revoked_at).is_(None))
-    ).all()
-    now = utcnow()
-    for row in rows:
-        row.revoked_at = now
-        session.add(row)
-    session.commit()
-    return len(rows)
-
-
 class TokenCache:
     """Remembers valid tokens for `ttl` seconds so API calls need not read the table each time.
 

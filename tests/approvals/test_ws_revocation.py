@@ -15,9 +15,10 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.typing import Subprotocol
 from ws_support import closed_with, events_url, receive, subscribe
 
+from approvals import token_admin
 from approvals.db import make_engine, session_scope
 from approvals.models import ApiToken, utcnow
-from approvals.tokens import TOKEN_PREFIX, hash_token, revoke_token
+from approvals.tokens import TOKEN_PREFIX, hash_token
 
 pytestmark = pytest.mark.anyio
 
@@ -28,11 +29,11 @@ REVOCATION_DEADLINE_SECONDS = 5.0
 
 
 def revoke(service: ServiceProcess, name: str) -> None:
-    """Revoke `name`'s token from outside the service, as an operator's CLI would."""
+    """Revoke `name`'s token from outside the service, as `signoff tokens revoke NAME` does."""
     engine = make_engine(service.db_url)
     try:
         with session_scope(engine) as session:
-            assert revoke_token(session, name) == 1
+            assert len(token_admin.revoke(session, name)) == 1
     finally:
         engine.dispose()
 
