@@ -4,9 +4,23 @@ from __future__ import annotations
 
 import argparse
 import gc
+import logging
+import os
+import secrets
+from typing import TYPE_CHECKING, Any
 
 from approvals import migrate
+from approvals.db import is_postgresql
 from approvals.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+# How the parent of --workers N tells each worker process its log level (the other
+# settings travel as SIGNOFF_* variables, as a worker reads them from the environment).
+WORKER_LOG_LEVEL = "SIGNOFF_WORKER_LOG_LEVEL"
+
+log = logging.getLogger(__name__)
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -26,6 +40,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         default=settings.log_format,
         choices=["text", "json"],
         help="ISO-8601 UTC text lines or JSON lines (SIGNOFF_LOG_FORMAT, default %(default)s)",
+    )
+    serve.add_argument(
+        "--workers",
+        type=_worker_count,
+        default=1,
+        help="service processes sharing the port (PostgreSQL only; default %(default)s)",
     )
     serve.set_defaults(handler=_serve)
 
@@ -61,29 +81,78 @@ def _serve(args: argparse.Namespace) -> int:
         }
     )
     _check_policy(settings)
+    _check_workers(args.workers, settings.database_url)
     migrate.upgrade(settings.database_url)
-    app = create_app(settings)
+    options: dict[str, Any] = {
+        "host": args.host,
+        "port": args.port,
+        "log_level": args.log_level,
+        # Our handler on the root logger formats (and masks) uvicorn's lines too.
+        "log_config": None,
+        # A websocket message is held whole in memory before the app sees it: bound it
+        # like a request body (uvicorn's default is 16 MiB).
+        "ws_max_size": settings.max_body_bytes,
+        # Under --http h11 this buffer bounds the request line and headers; leave room
+        # above the header limit so that InputLimits answers 431 in the envelope
+        # rather than h11 a bare 400.
+        "h11_max_incomplete_event_size": settings.max_header_bytes + 8192,
+    }
+    if args.workers == 1:
+        uvicorn.run(_frozen(create_app(settings)), **options)
+        return 0
+    # Each worker is a fresh process that builds its service from the environment:
+    # hand the flags on there (the parent has migrated already).
+    os.environ["SIGNOFF_DATABASE_URL"] = settings.database_url
+    os.environ["SIGNOFF_LOG_FORMAT"] = settings.log_format
+    os.environ[WORKER_LOG_LEVEL] = args.log_level
+    if settings.policy:
+        os.environ["SIGNOFF_POLICY"] = settings.policy
+    if not settings.secret_key:
+        # One key for all workers: a dashboard session signed by one is good on the next.
+        os.environ["SIGNOFF_SECRET_KEY"] = secrets.token_hex(32)
+        log.warning(
+            "SIGNOFF_SECRET_KEY is not set: the workers share a random key, and dashboard "
+            "sessions end when the service restarts"
+        )
+    uvicorn.run(f"{__name__}:worker_app", factory=True, workers=args.workers, **options)
+    return 0
+
+
+def worker_app() -> FastAPI:
+    """One worker's service under --workers N (uvicorn calls this in each process)."""
+    from approvals.app import create_app
+    from approvals.logs import configure as configure_logs
+
+    settings = get_settings()
+    configure_logs(os.environ.get(WORKER_LOG_LEVEL, "info"), settings.log_format)
+    return _frozen(create_app(settings))
+
+
+def _frozen(app: FastAPI) -> FastAPI:
     # What start-up built (modules, the app, SQLAlchemy's and pydantic's caches) lives
     # as long as the process. Freezing it keeps the collector's full passes from
     # walking ~150k objects each time: measured under load, a pass took ~70 ms
     # and the passes ate a tenth of the CPU; frozen, a pass takes ~3 ms.
     gc.freeze()
-    uvicorn.run(
-        app,
-        host=args.host,
-        port=args.port,
-        log_level=args.log_level,
-        # Our handler on the root logger formats (and masks) uvicorn's lines too.
-        log_config=None,
-        # A websocket message is held whole in memory before the app sees it: bound it
-        # like a request body (uvicorn's default is 16 MiB).
-        ws_max_size=settings.max_body_bytes,
-        # Under --http h11 this buffer bounds the request line and headers; leave room
-        # above the header limit so that InputLimits answers 431 in the envelope
-        # rather than h11 a bare 400.
-        h11_max_incomplete_event_size=settings.max_header_bytes + 8192,
-    )
-    return 0
+    return app
+
+
+def _worker_count(value: str) -> int:
+    if not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, not {value!r}")
+    return int(value)
+
+
+def _check_workers(workers: int, database_url: str) -> None:
+    # Several processes share a store only through PostgreSQL: SQLite's write path
+    # (batched commits, the writer lock, WAL checkpoints) assumes one service process.
+    if workers > 1 and not is_postgresql(database_url):
+        from approvals.cli.errors import CliError
+
+        raise CliError(
+            f"--workers {workers} needs PostgreSQL (--db or SIGNOFF_DATABASE_URL "
+            "postgresql+psycopg://...); SQLite is served by one process"
+        )
 
 
 def _check_policy(settings: Settings) -> None:
