@@ -11,6 +11,9 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
 
+# Defined apart so that the CLI's parsers can name the roles without loading SQLModel.
+from approvals.roles import Role as Role
+
 
 def utcnow() -> datetime:
     """The current time, timezone-aware UTC."""
@@ -65,15 +68,6 @@ def call_allowed(status: str, on_timeout: str) -> bool:
     return status == RequestStatus.APPROVED or (
         status == RequestStatus.EXPIRED and on_timeout == "allow"
     )
-
-
-class Role(enum.StrEnum):
-    # An MCP client: identifies itself to an HTTP gateway; reaches nothing but /whoami.
-    AGENT = "agent"
-    GATEWAY = "gateway"
-    APPROVER = "approver"
-    AUDITOR = "auditor"
-    ADMIN = "admin"
 
 
 class ApprovalRequest(SQLModel, table=True):

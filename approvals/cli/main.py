@@ -12,15 +12,24 @@ from approvals.cli.errors import CliError, debugging, describe
 from approvals.version import installed_version
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _command_in(argv: Sequence[str]) -> str | None:
+    """The sub-command named on the command line, if any (the first word that is one)."""
+    for word in argv:
+        if word in commands.COMMANDS:
+            return word
+    return None
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The parser for `argv`: only the named command's module is imported."""
     parser = argparse.ArgumentParser(
         prog="signoff",
         description="Human-in-the-loop approvals for AI-agent tool calls behind MCP gateways.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {installed_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in commands.MODULES:
-        module.register(sub)
+    chosen = _command_in(sys.argv[1:] if argv is None else argv)
+    commands.register(sub, chosen)
     return parser
 
 
@@ -29,7 +38,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         # Building the parser reads SIGNOFF_* (the flags' defaults): a bad value
         # is reported like a bad flag.
-        parser = build_parser()
+        parser = build_parser(argv)
         args = parser.parse_args(argv)
         code: int = args.handler(args)
     except CliError as exc:

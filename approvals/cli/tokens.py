@@ -9,16 +9,16 @@ import argparse
 import sys
 from collections.abc import Callable
 from datetime import datetime
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
-from sqlmodel import Session
-
-from approvals import migrate
 from approvals.cli.errors import CliError
-from approvals.db import make_engine, session_scope
-from approvals.lifecycle import Conflict, LifecycleError, NotFound
-from approvals.models import Role
-from approvals.settings import get_settings
+from approvals.roles import Role
+
+# The database, settings and lifecycle modules load when a command runs, not for --help.
+if TYPE_CHECKING:
+    from sqlmodel import Session
+
+    from approvals.lifecycle import LifecycleError
 
 T = TypeVar("T")
 
@@ -38,10 +38,12 @@ _ROLES_HELP = """roles:
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     tokens = sub.add_parser("tokens", help="API tokens: create, list, revoke, rotate")
     tokens_sub = tokens.add_subparsers(dest="tokens_command", metavar="COMMAND", required=True)
-    db_default = get_settings().database_url
 
     def with_db(parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--db", default=db_default, help="database URL (SIGNOFF_DATABASE_URL)")
+        parser.add_argument(
+            "--db",
+            help="database URL (default: SIGNOFF_DATABASE_URL, else sqlite:///./signoff.db)",
+        )
 
     create = tokens_sub.add_parser(
         "create",
@@ -80,8 +82,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     rotate.set_defaults(handler=_rotate)
 
 
-def _on_db(url: str, work: Callable[[Session], T]) -> T:
+def _on_db(url: str | None, work: Callable[[Session], T]) -> T:
     """Run `work` in a write session on the (migrated) database at `url`."""
+    from approvals import migrate
+    from approvals.db import make_engine, session_scope
+    from approvals.settings import get_settings
+
+    settings = get_settings()  # also when --db is given: a bad SIGNOFF_* value is reported
+    url = url or settings.database_url
     migrate.upgrade(url)
     engine = make_engine(url)
     try:
@@ -100,6 +108,7 @@ def _refused(exc: LifecycleError) -> int:
 
 def _create(args: argparse.Namespace) -> int:
     from approvals import token_admin
+    from approvals.lifecycle import Conflict, LifecycleError, NotFound
 
     lifetime = None
     if args.expires_in is not None:
@@ -156,6 +165,7 @@ def _list(args: argparse.Namespace) -> int:
 
 def _revoke(args: argparse.Namespace) -> int:
     from approvals import token_admin
+    from approvals.lifecycle import LifecycleError
 
     try:
         revoked = _on_db(args.db, lambda s: token_admin.revoke(s, args.name))
@@ -167,6 +177,7 @@ def _revoke(args: argparse.Namespace) -> int:
 
 def _rotate(args: argparse.Namespace) -> int:
     from approvals import token_admin
+    from approvals.lifecycle import LifecycleError
 
     try:
         info, secret, _ = _on_db(args.db, lambda s: token_admin.rotate(s, args.name))
