@@ -5,11 +5,18 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 GatewayEventType = Literal["policy.denied", "policy.rate_limited", "call.allowed"]
 
 MAX_BATCH = 1000
+
+# The outcomes each kind of fact may report: a denial is never "allowed", and so on.
+_OUTCOMES: dict[str, frozenset[str]] = {
+    "policy.denied": frozenset({"denied", "hidden"}),
+    "policy.rate_limited": frozenset({"rate_limited"}),
+    "call.allowed": frozenset({"allowed"}),
+}
 
 
 class GatewayFact(BaseModel):
@@ -30,6 +37,12 @@ class GatewayFact(BaseModel):
     # approval) is the service's to record, never a gateway's.
     outcome: Literal["denied", "hidden", "rate_limited", "allowed"] | None = None
     comment: str | None = Field(default=None, max_length=4000)
+
+    @model_validator(mode="after")
+    def _outcome_fits_type(self) -> GatewayFact:
+        if self.outcome is not None and self.outcome not in _OUTCOMES[self.type]:
+            raise ValueError(f"a {self.type} fact cannot have the outcome {self.outcome!r}")
+        return self
 
 
 class GatewayFactBatch(BaseModel):

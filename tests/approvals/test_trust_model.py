@@ -241,6 +241,7 @@ def test_a_gateway_reports_only_what_it_settled_itself_and_under_its_own_name(
         {"type": "request.approved", "tool": "end_codegen_session"},
         {"type": "decision.recorded", "tool": "end_codegen_session"},
         {"type": "policy.denied", "tool": "end_codegen_session", "outcome": "approved"},
+        {"type": "call.allowed", "tool": "end_codegen_session", "outcome": "denied"},
         {"type": "call.allowed", "tool": "t", "actor": "alice"},
     ]
     for fact in forged:
