@@ -28,6 +28,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "audit": ("approvals.cli.audit", "export or verify the audit trail"),
     "db": ("approvals.cli.serve", "database maintenance"),
+    "demo": (
+        "approvals.cli.demo",
+        "a first look: service, gateway, a real MCP server and one held call",
+    ),
 }
 
 
