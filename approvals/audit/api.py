@@ -66,7 +66,16 @@ def _types(values: list[str] | None) -> tuple[str, ...]:
     return types
 
 
-@router.get("/export")
+@router.get(
+    "/export",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "description": "The audit events, streamed in the asked format",
+            "content": {media.split(";")[0]: {} for media in MEDIA_TYPES.values()},
+        }
+    },
+)
 def export(
     engine: EngineDep,
     _: AuditorDep,
