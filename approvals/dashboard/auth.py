@@ -25,7 +25,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import col, select
 from starlette.requests import HTTPConnection
 
-from approvals.db import session_scope
+from approvals.db import read_session
 from approvals.models import ApiToken, Role, utcnow
 
 log = logging.getLogger(__name__)
@@ -147,7 +147,8 @@ def load_session(conn: HTTPConnection, engine: Engine, signer: Signer) -> Dashbo
     if verified is None:
         return None
     token_id, expires, nonce = verified
-    with session_scope(engine) as session:
+    # A read: page loads and failed sign-ins never queue behind SQLite's writers.
+    with read_session(engine) as session:
         row = session.exec(
             select(ApiToken).where(ApiToken.id == token_id, col(ApiToken.revoked_at).is_(None))
         ).first()

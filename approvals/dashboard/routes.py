@@ -39,7 +39,7 @@ from approvals.dashboard.present import (
     view,
 )
 from approvals.dashboard.timeline import timeline
-from approvals.db import session_scope
+from approvals.db import read_session, session_scope
 from approvals.events import attach_hub
 from approvals.models import RequestStatus, utcnow
 from approvals.tokens import authenticate
@@ -182,7 +182,7 @@ def login(
             error="The sign-in form expired. Please try again.",
             status_code=403,
         )
-    with session_scope(engine) as session:
+    with read_session(engine) as session:
         row = authenticate(session, token.strip())
     if row is None or (row.expires_at is not None and row.expires_at <= utcnow()):
         return _login_form(
@@ -235,7 +235,7 @@ def _csrf_refused(request: Request, *, wants_json: bool) -> Response:
 
 
 def _queue_items(engine: Engine, person: DashboardSession) -> list[Any]:
-    with session_scope(engine) as session:
+    with read_session(engine) as session:
         return [view(session, r, person) for r in history.pending(session)]
 
 
@@ -257,7 +257,7 @@ def item_fragment(
     request: Request, request_id: str, engine: EngineDep, person: FragmentPersonDep
 ) -> Response:
     """One queue item, for a client told about a new or changed request."""
-    with session_scope(engine) as session:
+    with read_session(engine) as session:
         try:
             item = view(session, lifecycle.get_request(session, request_id), person)
         except lifecycle.NotFound:
@@ -349,7 +349,7 @@ def history_page(
         since=since_day,
         until=until_day,
     )
-    with session_scope(engine) as session:
+    with read_session(engine) as session:
         rows, next_cursor = history.search(session, filters, cursor=cursor or None)
         items = [view(session, r, person) for r in rows]
     next_url = None
@@ -374,7 +374,7 @@ def history_page(
 def detail_page(
     request: Request, request_id: str, engine: EngineDep, person: PersonDep
 ) -> Response:
-    with session_scope(engine) as session:
+    with read_session(engine) as session:
         try:
             item = view(session, lifecycle.get_request(session, request_id), person)
         except lifecycle.NotFound:

@@ -84,6 +84,15 @@ async def test_failed_logins_are_refused_promptly_while_a_writer_holds_the_datab
         with httpx.Client(base_url=f"{service.url}/api/v1", timeout=PROMPTLY) as http:
             refused = http.get("/whoami", headers={"Authorization": f"Bearer {bad_token()}"})
             assert refused.status_code == 401
+        # The dashboard's pages and its sign-in form read without the writer's lock too.
+        assert signed_in.http.get("/", timeout=PROMPTLY).status_code == 200
+        with httpx.Client(base_url=service.url, timeout=PROMPTLY) as stranger:
+            form = stranger.get("/login").text
+            login_csrf = form.split('name="csrf_token" value="', 1)[1].split('"', 1)[0]
+            wrong = stranger.post(
+                "/login", data={"token": bad_token(), "csrf_token": login_csrf, "next": "/"}
+            )
+            assert wrong.status_code == 401
 
         # Good logins read the token table without the writer's lock as well.
         async with subscribe(service, fresh) as ws:
