@@ -11,7 +11,6 @@ from typing import IO, Any
 
 from approvals.cli.client import ServiceClient, add_service_arguments
 from approvals.cli.errors import CliError
-from approvals.settings import get_settings
 
 FORMATS = ("csv", "jsonl", "json")
 
@@ -59,7 +58,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         ),
     )
     verify.add_argument(
-        "--db", default=get_settings().database_url, help="database URL (SIGNOFF_DATABASE_URL)"
+        "--db", help="database URL (default: SIGNOFF_DATABASE_URL, else sqlite:///./signoff.db)"
     )
     verify.set_defaults(handler=_verify)
 
@@ -160,7 +159,11 @@ def _verify(args: argparse.Namespace) -> int:
     from approvals.audit.chain import verify_chain
     from approvals.db import is_sqlite, make_engine
 
-    url: str = args.db
+    # Read here, not at parser build: `--help` loads no settings.
+    from approvals.settings import get_settings
+
+    settings = get_settings()  # also when --db is given: a bad SIGNOFF_* value is reported
+    url: str = args.db or settings.database_url
     if is_sqlite(url):
         path = url.split("///", 1)[-1]
         if path and path != ":memory:" and not Path(path).exists():

@@ -6,11 +6,13 @@ import argparse
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from approvals.cli.errors import CliError
+
+# httpx loads when a client is made, not for `--help`.
+if TYPE_CHECKING:
+    import httpx
 
 DEFAULT_SERVICE_URL = "http://127.0.0.1:8000"
 
@@ -36,6 +38,8 @@ class ServiceClient:
         if not token:
             raise CliError("an API token is required: pass --token or set SIGNOFF_TOKEN")
         self.base_url = base_url.rstrip("/")
+        import httpx
+
         self._http = httpx.Client(
             base_url=self.base_url,
             headers={"Authorization": f"Bearer {token}", "X-Signoff-Channel": "cli"},
@@ -49,6 +53,8 @@ class ServiceClient:
     @contextmanager
     def stream(self, method: str, path: str, **kwargs: Any) -> Iterator[httpx.Response]:
         """Send a request to /api/v1`path`; yields the response with its body unread."""
+        import httpx
+
         try:
             with self._http.stream(
                 method, f"/api/v1{path}", timeout=httpx.Timeout(30, read=300), **kwargs
@@ -64,6 +70,8 @@ class ServiceClient:
 
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
         """Send a request to /api/v1`path` and return the decoded JSON body."""
+        import httpx
+
         try:
             response = self._http.request(method, f"/api/v1{path}", **kwargs)
         except httpx.HTTPError as exc:

@@ -31,7 +31,15 @@ def signoff(*args: str) -> tuple[float, subprocess.CompletedProcess[str]]:
 
 
 @pytest.mark.parametrize(
-    "args", [["--help"], ["--version"], ["tokens", "--help"], ["tokens", "create", "--help"]]
+    "args",
+    [
+        ["--help"],
+        ["--version"],
+        ["tokens", "--help"],
+        ["tokens", "create", "--help"],
+        ["requests", "--help"],
+        ["audit", "verify", "--help"],
+    ],
 )
 def test_help_answers_in_under_0_3_seconds(args: list[str]) -> None:
     # The best of three: the machine may be busy with other work for one of them.
