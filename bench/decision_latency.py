@@ -126,7 +126,8 @@ async def run(approvals: int, warmup: int) -> dict[str, dict[str, list[float]]]:
         policy = Path(tmp) / "policy.json"
         policy.write_text(json.dumps(POLICY))
         # The production sweep interval (the tests use a shorter one).
-        service = ServiceProcess(Path(tmp) / "bench.db", sweep_interval=1.0)
+        # The service enforces the gateway's policy: it is the authority for approvals.
+        service = ServiceProcess(Path(tmp) / "bench.db", sweep_interval=1.0, policy=POLICY)
         service.start()
         try:
             gateway_token = service.token("gateway", "bench-gateway")

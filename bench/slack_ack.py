@@ -16,8 +16,6 @@ until every decision was applied and every card updated.
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
 import statistics
 import sys
 import tempfile
@@ -55,11 +53,7 @@ def queue_requests(gateway: httpx.Client, count: int) -> list[str]:
             "server": "playwright",
             "caller": "agent-7",
             "arguments": arguments,
-            "arguments_hash": hashlib.sha256(json.dumps(arguments).encode()).hexdigest(),
-            "approver_group": "qa-leads",
-            "approvers": ["alice", "bob"],
-            "timeout_seconds": 3600,
-        }
+        }  # the service's policy (slack_support.SERVICE_POLICY) sets the terms
         created = gateway.post("/requests", json=body)
         created.raise_for_status()
         ids.append(created.json()["id"])
