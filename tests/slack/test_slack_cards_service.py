@@ -7,6 +7,7 @@ Slack stand-in over HTTP through slack-sdk's real client.
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -181,3 +182,19 @@ def test_a_slack_outage_is_logged_and_the_request_stays_decidable(
     decided = alice.post(f"/requests/{request['id']}/decisions", json={"decision": "approve"})
     assert decided.status_code == 200 and decided.json()["status"] == "approved"
     standin.wait_for(lambda: "Slack chat.postMessage failed" in service.log_path.read_text())
+    # ...and, once the notifier gives up on the post, counted for the operator's dashboards.
+    scraper = service.token("auditor", f"prometheus-slack-{service.port}")
+
+    def post_failures() -> float:
+        metrics = httpx.get(
+            f"{service.url}/metrics", headers={"Authorization": f"Bearer {scraper}"}
+        ).text
+        found = re.search(
+            r'^signoff_slack_delivery_failures_total\{kind="post"\} (\S+)$', metrics, re.M
+        )
+        return float(found[1]) if found else 0.0
+
+    deadline = time.monotonic() + 60  # six attempts with backoff: about 16 s
+    while post_failures() < 1:
+        assert time.monotonic() < deadline, "the failed post was not counted"
+        time.sleep(0.5)
