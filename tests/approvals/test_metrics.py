@@ -11,9 +11,11 @@ import shutil
 import subprocess
 import time
 
+import anyio
 import httpx
 import pytest
 from support import ServiceProcess, queue_held_call, require
+from ws_support import receive, subscribe
 
 # Counted per process from its own events: both stores count the same way.
 STORES = ("sqlite", "postgresql")
@@ -189,3 +191,20 @@ def test_an_unknown_path_is_one_series_not_one_per_path(
         )
         >= 3
     )
+
+
+@pytest.mark.anyio
+async def test_an_open_event_stream_shows_in_the_subscriber_gauge(
+    service: ServiceProcess, auditor: str
+) -> None:
+    def subscribers() -> float:
+        return value(scrape(service, auditor), "signoff_websocket_subscribers")
+
+    before = subscribers()
+    async with subscribe(service, auditor) as ws:
+        assert (await receive(ws))["type"] == "hello"
+        assert subscribers() == before + 1
+    deadline = time.monotonic() + 5
+    while subscribers() != before:
+        assert time.monotonic() < deadline, "the closed socket is still counted"
+        await anyio.sleep(0.1)
