@@ -8,7 +8,6 @@ import os
 import sys
 
 from approvals.cli.errors import CliError
-from gateway_plugin.gate import DEFAULT_HOLD_SECONDS
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -58,8 +57,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     gateway.add_argument(
         "--hold",
         type=float,
-        default=DEFAULT_HOLD_SECONDS,
-        help="seconds to hold a call in-band before answering 'pending' (default %(default)s)",
+        # None: the gate's own default, which --help need not import the gate to show.
+        help="seconds to hold a call in-band before answering 'pending' (default 50)",
     )
     gateway.add_argument(
         "--audit-allowed",
@@ -145,7 +144,10 @@ def _gateway(args: argparse.Namespace) -> int:
     listen = _parse_listen(args.listen) if args.listen else None
     if not args.token:
         raise CliError("a gateway token is required: pass --token or set SIGNOFF_TOKEN")
-    if args.hold < 0:
+    from gateway_plugin.gate import DEFAULT_HOLD_SECONDS
+
+    hold = DEFAULT_HOLD_SECONDS if args.hold is None else args.hold
+    if hold < 0:
         raise CliError("--hold must be zero or more seconds")
     if any(args.token in part for part in command):
         raise CliError("the upstream command line holds the gateway token; never give it there")
@@ -179,7 +181,7 @@ def _gateway(args: argparse.Namespace) -> int:
             service,
             agent=args.agent,
             token=args.token,
-            hold_seconds=args.hold,
+            hold_seconds=hold,
             decisions=decisions,
             audit=audit,
             audit_allowed=args.audit_allowed,

@@ -5,18 +5,14 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from approvals.cli.client import ServiceClient, add_service_arguments
 from approvals.cli.errors import CliError
-from gateway_plugin.policy import (
-    Evaluation,
-    Policy,
-    PolicyError,
-    describe_approval,
-    load_policy,
-    redact_arguments,
-)
+
+# The policy engine loads when an action runs, not for `--help`.
+if TYPE_CHECKING:
+    from gateway_plugin.policy import Evaluation, Policy
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -62,6 +58,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _load(path: str) -> Policy:
+    from gateway_plugin.policy import PolicyError, load_policy
+
     try:
         return load_policy(path)
     except PolicyError as exc:
@@ -124,6 +122,8 @@ def run_show(args: argparse.Namespace) -> int:
 
 def render_evaluation(evaluation: Evaluation, arguments: dict[str, Any]) -> list[str]:
     """The human report printed by `explain`."""
+    from gateway_plugin.policy import describe_approval, redact_arguments
+
     where = f" on server {evaluation.server}" if evaluation.server else ""
     if evaluation.hidden:
         matched = "none (tool is hidden)"

@@ -9,12 +9,10 @@ import os
 import secrets
 from typing import TYPE_CHECKING, Any
 
-from approvals import migrate
-from approvals.db import is_postgresql
-from approvals.settings import Settings, get_settings
-
 if TYPE_CHECKING:
     from fastapi import FastAPI
+
+    from approvals.settings import Settings
 
 # How the parent of --workers N tells each worker process its log level (the other
 # settings travel as SIGNOFF_* variables, as a worker reads them from the environment).
@@ -24,22 +22,20 @@ log = logging.getLogger(__name__)
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    settings = get_settings()
+    # Flags left unset take SIGNOFF_* values (approvals/settings.py) when the command
+    # runs: reading settings here would load pydantic-settings for every --help.
     serve = sub.add_parser("serve", help="run the approval service (migrates the database first)")
+    serve.add_argument("--host", help="address to bind (SIGNOFF_HOST, default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (SIGNOFF_PORT, default 8000)")
     serve.add_argument(
-        "--host", default=settings.host, help="address to bind (default %(default)s)"
+        "--db", help="database URL (SIGNOFF_DATABASE_URL, default sqlite:///./signoff.db)"
     )
-    serve.add_argument("--port", type=int, default=settings.port, help="port (default %(default)s)")
-    serve.add_argument(
-        "--db", default=settings.database_url, help="database URL (SIGNOFF_DATABASE_URL)"
-    )
-    serve.add_argument("--policy", default=settings.policy, help="policy file (SIGNOFF_POLICY)")
+    serve.add_argument("--policy", help="policy file (SIGNOFF_POLICY)")
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     serve.add_argument(
         "--log-format",
-        default=settings.log_format,
         choices=["text", "json"],
-        help="ISO-8601 UTC text lines or JSON lines (SIGNOFF_LOG_FORMAT, default %(default)s)",
+        help="ISO-8601 UTC text lines or JSON lines (SIGNOFF_LOG_FORMAT, default text)",
     )
     serve.add_argument(
         "--workers",
@@ -53,14 +49,25 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     db_sub = db.add_subparsers(dest="db_command", metavar="COMMAND", required=True)
     upgrade = db_sub.add_parser("upgrade", help="apply all migrations")
     upgrade.add_argument(
-        "--db", default=settings.database_url, help="database URL (SIGNOFF_DATABASE_URL)"
+        "--db", help="database URL (SIGNOFF_DATABASE_URL, default sqlite:///./signoff.db)"
     )
     upgrade.set_defaults(handler=_upgrade)
 
 
+def _given(args: argparse.Namespace, settings: Settings) -> Settings:
+    """`settings` with the flags that were given in place of their SIGNOFF_* values."""
+    flags = {"host": args.host, "port": args.port, "database_url": args.db}
+    flags |= {"policy": args.policy, "log_format": args.log_format}
+    return settings.model_copy(update={k: v for k, v in flags.items() if v is not None})
+
+
 def _upgrade(args: argparse.Namespace) -> int:
-    migrate.upgrade(args.db)
-    print(f"database at {args.db} is up to date")
+    from approvals import migrate  # Alembic and SQLAlchemy: only when the command runs
+    from approvals.settings import get_settings
+
+    database_url = args.db or get_settings().database_url
+    migrate.upgrade(database_url)
+    print(f"database at {database_url} is up to date")
     return 0
 
 
@@ -69,23 +76,18 @@ def _serve(args: argparse.Namespace) -> int:
 
     from approvals.app import create_app
     from approvals.logs import configure as configure_logs
+    from approvals.settings import get_settings
 
-    configure_logs(args.log_level, args.log_format)
-    settings = get_settings().model_copy(
-        update={
-            "host": args.host,
-            "port": args.port,
-            "database_url": args.db,
-            "policy": args.policy,
-            "log_format": args.log_format,
-        }
-    )
+    settings = _given(args, get_settings())
+    configure_logs(args.log_level, settings.log_format)
     _check_policy(settings)
     _check_workers(args.workers, settings.database_url)
+    from approvals import migrate  # Alembic and SQLAlchemy: only when the command runs
+
     migrate.upgrade(settings.database_url)
     options: dict[str, Any] = {
-        "host": args.host,
-        "port": args.port,
+        "host": settings.host,
+        "port": settings.port,
         "log_level": args.log_level,
         # Our handler on the root logger formats (and masks) uvicorn's lines too.
         "log_config": None,
@@ -122,6 +124,7 @@ def worker_app() -> FastAPI:
     """One worker's service under --workers N (uvicorn calls this in each process)."""
     from approvals.app import create_app
     from approvals.logs import configure as configure_logs
+    from approvals.settings import get_settings
 
     settings = get_settings()
     configure_logs(os.environ.get(WORKER_LOG_LEVEL, "info"), settings.log_format)
@@ -146,6 +149,8 @@ def _worker_count(value: str) -> int:
 def _check_workers(workers: int, database_url: str) -> None:
     # Several processes share a store only through PostgreSQL: SQLite's write path
     # (batched commits, the writer lock, WAL checkpoints) assumes one service process.
+    from approvals.db import is_postgresql
+
     if workers > 1 and not is_postgresql(database_url):
         from approvals.cli.errors import CliError
 

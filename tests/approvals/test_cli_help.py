@@ -39,6 +39,10 @@ def signoff(*args: str) -> tuple[float, subprocess.CompletedProcess[str]]:
         ["tokens", "create", "--help"],
         ["requests", "--help"],
         ["audit", "verify", "--help"],
+        ["serve", "--help"],
+        ["db", "upgrade", "--help"],
+        ["gateway", "--help"],
+        ["policy", "show", "--help"],
     ],
 )
 def test_help_answers_in_under_0_3_seconds(args: list[str]) -> None:
