@@ -17,6 +17,9 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     policy: str | None = None
+    # For the commands that talk to a running service (gateway, requests, policy show).
+    service_url: str = "http://127.0.0.1:8000"
+    token: str | None = None
     # Base URL approvers use to reach this service; used in links shown to people.
     public_url: str | None = None
     secret_key: str | None = None

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -18,17 +17,24 @@ DEFAULT_SERVICE_URL = "http://127.0.0.1:8000"
 
 
 def add_service_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add --service and --token, defaulting to SIGNOFF_SERVICE_URL and SIGNOFF_TOKEN."""
+    """Add --service and --token; left unset, they take SIGNOFF_SERVICE_URL and SIGNOFF_TOKEN
+    (see `fill_service_arguments`)."""
     parser.add_argument(
-        "--service",
-        default=os.environ.get("SIGNOFF_SERVICE_URL", DEFAULT_SERVICE_URL),
-        help="service URL (SIGNOFF_SERVICE_URL, default %(default)s)",
+        "--service", help=f"service URL (SIGNOFF_SERVICE_URL, default {DEFAULT_SERVICE_URL})"
     )
-    parser.add_argument(
-        "--token",
-        default=os.environ.get("SIGNOFF_TOKEN"),
-        help="your API token (SIGNOFF_TOKEN)",
-    )
+    parser.add_argument("--token", help="your API token (SIGNOFF_TOKEN)")
+
+
+def fill_service_arguments(args: argparse.Namespace) -> None:
+    """Give --service and --token left unset their SIGNOFF_* values, read through the typed
+    settings when the command runs (not for --help, which need not load them)."""
+    from approvals.settings import get_settings
+
+    settings = get_settings()
+    if args.service is None:
+        args.service = settings.service_url
+    if args.token is None:
+        args.token = settings.token
 
 
 class ServiceClient:
@@ -48,6 +54,7 @@ class ServiceClient:
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> ServiceClient:
+        fill_service_arguments(args)
         return cls(args.service, args.token)
 
     @contextmanager

@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 
+from approvals.cli.client import DEFAULT_SERVICE_URL, fill_service_arguments
 from approvals.cli.errors import CliError
 
 
@@ -34,12 +35,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     gateway.add_argument(
         "--service",
-        default=os.environ.get("SIGNOFF_SERVICE_URL", "http://127.0.0.1:8000"),
-        help="approval service URL (SIGNOFF_SERVICE_URL, default %(default)s)",
+        help=f"approval service URL (SIGNOFF_SERVICE_URL, default {DEFAULT_SERVICE_URL})",
     )
     gateway.add_argument(
         "--token",
-        default=os.environ.get("SIGNOFF_TOKEN"),
         help=(
             "gateway-role API token (SIGNOFF_TOKEN; prefer the variable: a command line is "
             "visible to other processes)"
@@ -128,6 +127,7 @@ def _gateway(args: argparse.Namespace) -> int:
     from gateway_plugin.proxy.upstream import UpstreamStartError
     from gateway_plugin.service_client import ServiceClient
 
+    fill_service_arguments(args)
     command = args.upstream[1:] if args.upstream[:1] == ["--"] else args.upstream
     if command and args.upstream_url:
         raise CliError("give either --upstream-url or a command after '--', not both")
