@@ -16,19 +16,16 @@ from __future__ import annotations
 
 import enum
 import re
-import secrets
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from pydantic import BaseModel
 from sqlmodel import Session, col, or_, select
 
-from approvals.lifecycle import Conflict, LifecycleError, NotFound
+from approvals.lifecycle import Conflict, NotFound
 from approvals.models import ApiToken, Role, utcnow
-from approvals.tokens import TOKEN_PREFIX, hash_token
+from approvals.tokens import check_identity, new_token
 
-# As approvals/tokens.py: letters, digits and . _ @ -, not first.
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,127}$")
 # Longer-lived credentials should be rotated instead.
 MAX_LIFETIME = timedelta(days=3650)
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw]?)$")
@@ -86,17 +83,6 @@ def parse_lifetime(text: str) -> timedelta:
     return lifetime
 
 
-def _validate(name: str, role: str) -> None:
-    if role not in {r.value for r in Role}:
-        allowed = ", ".join(r.value for r in Role)
-        raise LifecycleError(f"role must be one of {allowed}", code="invalid_role")
-    if not _NAME.match(name):
-        raise LifecycleError(
-            "name must be 1-128 characters: letters, digits, and . _ @ - (not first)",
-            code="invalid_name",
-        )
-
-
 def _live(session: Session, name: str, now: datetime) -> Sequence[ApiToken]:
     return session.exec(
         select(ApiToken).where(
@@ -107,33 +93,19 @@ def _live(session: Session, name: str, now: datetime) -> Sequence[ApiToken]:
     ).all()
 
 
-def _new_row(
-    name: str, role: str, expires_at: datetime | None, now: datetime
-) -> tuple[ApiToken, str]:
-    secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
-    row = ApiToken(
-        name=name,
-        role=role,
-        token_hash=hash_token(secret),
-        prefix=secret[:10],
-        created_at=now,
-        expires_at=expires_at,
-    )
-    return row, secret
-
-
 def issue(
     session: Session, *, name: str, role: str, expires_in: timedelta | None = None
 ) -> tuple[TokenInfo, str]:
     """Create a token; returns what is listed about it and its secret (shown once)."""
-    _validate(name, role)
+    check_identity(name, role)
     now = utcnow()
     if _live(session, name, now):
         raise Conflict(
             f"a live token named {name!r} exists; revoke or rotate it instead",
             code="name_taken",
         )
-    row, secret = _new_row(name, role, now + expires_in if expires_in else None, now)
+    expires_at = now + expires_in if expires_in else None
+    row, secret = new_token(name, role, created_at=now, expires_at=expires_at)
     session.add(row)
     session.commit()
     return TokenInfo.of(row, now), secret
@@ -173,7 +145,7 @@ def rotate(session: Session, name: str) -> tuple[TokenInfo, str, list[str]]:
     for row in rows:
         row.revoked_at = now
         session.add(row)
-    fresh, secret = _new_row(name, newest.role, newest.expires_at, now)
+    fresh, secret = new_token(name, newest.role, created_at=now, expires_at=newest.expires_at)
     session.add(fresh)
     session.commit()
     return TokenInfo.of(fresh, now), secret, [row.token_hash for row in rows]

@@ -7,6 +7,7 @@ import re
 import secrets
 import time
 from collections.abc import Iterable
+from datetime import datetime
 
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
@@ -27,8 +28,8 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def create_token(session: Session, *, name: str, role: str) -> tuple[ApiToken, str]:
-    """Store a new token for `name` with `role`; returns the row and the secret (shown once)."""
+def check_identity(name: str, role: str) -> None:
+    """Refuse a token name or role that cannot be stored (LifecycleError)."""
     if role not in {r.value for r in Role}:
         allowed = ", ".join(r.value for r in Role)
         raise LifecycleError(f"role must be one of {allowed}", code="invalid_role")
@@ -37,14 +38,28 @@ def create_token(session: Session, *, name: str, role: str) -> tuple[ApiToken, s
             "name must be 1-128 characters: letters, digits, and . _ @ - (not first)",
             code="invalid_name",
         )
+
+
+def new_token(
+    name: str, role: str, *, created_at: datetime, expires_at: datetime | None = None
+) -> tuple[ApiToken, str]:
+    """A new, unsaved token row and its secret (shown once; only its hash is stored)."""
     secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
     row = ApiToken(
         name=name,
         role=role,
         token_hash=hash_token(secret),
         prefix=secret[:10],
-        created_at=utcnow(),
+        created_at=created_at,
+        expires_at=expires_at,
     )
+    return row, secret
+
+
+def create_token(session: Session, *, name: str, role: str) -> tuple[ApiToken, str]:
+    """Store a new token for `name` with `role`; returns the row and the secret (shown once)."""
+    check_identity(name, role)
+    row, secret = new_token(name, role, created_at=utcnow())
     session.add(row)
     session.commit()
     return row, secret
