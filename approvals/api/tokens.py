@@ -14,7 +14,7 @@ from typing import Annotated, TypeVar
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from sqlmodel import Session
 
 from approvals import token_admin
@@ -32,6 +32,9 @@ T = TypeVar("T")
 
 
 class TokenCreate(BaseModel):
+    # As every other body: a field the route does not take (a chosen hash) is refused.
+    model_config = ConfigDict(extra="forbid")
+
     name: str = Field(min_length=1, max_length=128, description="the identity shown everywhere")
     role: Role
     # At most 3650 days; none: the token never expires.

@@ -124,6 +124,28 @@ def test_revoking_or_rotating_an_unknown_name_exits_1(service: ServiceProcess, v
 # The admin API.
 
 
+def test_forged_token_bodies_are_refused_and_nothing_is_stored(admin: httpx.Client) -> None:
+    before = admin.get("/tokens").json()
+    bodies = [
+        {"name": "has space", "role": "approver"},
+        {"name": "root", "role": "superuser"},
+        {"name": "x" * 129, "role": "approver"},
+        {"name": "ok-name", "role": "approver", "expires_in_seconds": -5},
+        {"name": "ok-name", "role": "approver", "token_hash": "0" * 64},
+    ]
+    for body in bodies:
+        refused = admin.post("/tokens", json=body)
+        assert 400 <= refused.status_code < 500, (body, refused.text)
+        assert refused.json()["error"]["code"]
+    surrogate = admin.post(
+        "/tokens",
+        content=b'{"name": "\\ud800", "role": "approver"}',
+        headers={"Content-Type": "application/json"},
+    )
+    assert surrogate.status_code == 422
+    assert admin.get("/tokens").json() == before
+
+
 def test_an_admin_creates_lists_and_revokes_over_the_api(
     service: ServiceProcess, admin: httpx.Client
 ) -> None:
