@@ -95,7 +95,9 @@ def approval_terms(policy: Policy | None, data: RequestCreate) -> ApprovalTerms:
         )
     evaluation = policy.evaluate(data.tool, data.arguments, data.server or None)
     approval = evaluation.approval
-    if evaluation.hidden or evaluation.action != "require_approval" or approval is None:
+    # A confirm rule that names approvers falls back to them for clients that cannot confirm.
+    needs_people = evaluation.action in ("require_approval", "confirm")
+    if evaluation.hidden or not needs_people or approval is None:
         action = "hide" if evaluation.hidden else evaluation.action
         raise Unprocessable(
             f"the service's policy (version {policy.version}) says {action} for "
@@ -732,6 +734,8 @@ _GATEWAY_OUTCOMES = {
     audit.POLICY_DENIED: "denied",
     audit.POLICY_RATE_LIMITED: "rate_limited",
     audit.CALL_ALLOWED: "allowed",
+    audit.CALL_CONFIRMED: "confirmed",
+    audit.CALL_DECLINED: "declined",
 }
 
 
@@ -742,7 +746,8 @@ def record_gateway_facts(
     gateway: str,
     now: datetime | None = None,
 ) -> list[AuditEvent]:
-    """Record calls a gateway settled without a human (denied, rate limited, allowed)."""
+    """Record calls a gateway settled without an approver (denied, rate limited, allowed, or
+    confirmed / declined by the person at the client)."""
     now = now or utcnow()
     drafts = []
     for fact in facts:
@@ -764,6 +769,7 @@ def record_gateway_facts(
                 policy_key=fact.policy_key,
                 # A gateway's clock may run ahead; the log never records the future.
                 time=min(at, now),
+                arguments_hash=fact.arguments_hash,
             )
         )
     events = audit.append_events(session, drafts)

@@ -29,7 +29,9 @@ from gateway_plugin.loops import call_on_loop, running_loop
 
 log = logging.getLogger(__name__)
 
-FactType = Literal["policy.denied", "policy.rate_limited", "call.allowed"]
+FactType = Literal[
+    "policy.denied", "policy.rate_limited", "call.allowed", "call.confirmed", "call.declined"
+]
 
 
 class GatewayFact(BaseModel):
@@ -45,6 +47,8 @@ class GatewayFact(BaseModel):
     policy_key: str | None = None
     outcome: str | None = None
     comment: str | None = None
+    # The canonical hash of the unmasked arguments (set for confirmations).
+    arguments_hash: str | None = None
 
 
 class AuditReporter:
@@ -97,6 +101,7 @@ class AuditReporter:
         policy_key: str | None = None,
         outcome: str | None = None,
         comment: str | None = None,
+        arguments_hash: str | None = None,
     ) -> None:
         """Queue one fact for the audit log. Synchronous, cheap, and never raises."""
         try:
@@ -115,6 +120,7 @@ class AuditReporter:
                     policy_key=policy_key,
                     outcome=outcome,
                     comment=comment,
+                    arguments_hash=arguments_hash,
                 )
             )
             self._kick()

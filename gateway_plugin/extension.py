@@ -2,21 +2,49 @@
 
 Any host built on the official SDK can install it: `MCPServer(extensions=[...])`,
 or a low-level server through `compose_tool_call_handler` as the built-in proxy does.
+
+A call that needs a person takes the path the client can follow, by what it
+declared for this request (`proxy.context.client_features`):
+
+- `confirm` rules: a form elicitation (`confirm`), in rounds on 2026-07-28,
+  else a classic `elicitation/create`; without elicitation, the rule's
+  approvers (as `require_approval`), else a tool error;
+- held calls: on 2026-07-28 the multi-round-trip rounds (`resumable`); with
+  the tasks extension declared, a task (`tasks`); else hold, then hand back.
+
+The verdicts (allow, deny, hold, run once) stay the gate's; these modules only
+shape how the answer travels.
 """
 
 from __future__ import annotations
 
+import logging
+import secrets
 from collections.abc import Mapping
 from typing import Any
 
 import mcp_types as types
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.extension import Extension
+from mcp.shared.exceptions import MCPError
+from mcp_types import INVALID_PARAMS
 
-from gateway_plugin.gate import ApprovalGate, ToolCall, error_result
+from gateway_plugin import messages
+from gateway_plugin.confirm import Confirmations
+from gateway_plugin.gate import ApprovalGate, Forward, ToolCall, error_result
 from gateway_plugin.policy import Evaluation
-from gateway_plugin.proxy.context import caller_name, progress_reporter, session_key
+from gateway_plugin.proxy.context import (
+    ClientFeatures,
+    caller_name,
+    client_features,
+    progress_reporter,
+    session_key,
+)
 from gateway_plugin.proxy.fastpath import Verdict
+from gateway_plugin.resumable import ResumableHolds
+from gateway_plugin.resume_state import InvalidResumeState, StateSeal
+
+logger = logging.getLogger(__name__)
 
 _FORWARD: Verdict = ("forward", None)
 _INTERCEPT: Verdict = ("intercept", None)
@@ -27,9 +55,15 @@ class SignoffExtension(Extension):
 
     identifier = "dev.signoff/approvals"
 
-    def __init__(self, gate: ApprovalGate, *, server: str = "") -> None:
+    def __init__(
+        self, gate: ApprovalGate, *, server: str = "", seal: StateSeal | None = None
+    ) -> None:
         self.gate = gate
         self.server = server
+        # Without a secret of the gateway's, states are good in this process only.
+        seal = seal or StateSeal(secrets.token_hex(32))
+        self.confirmations = Confirmations(gate, seal)
+        self.rounds = ResumableHolds(gate, seal)
 
     def screen_tool_call(self, name: str, arguments: Mapping[str, Any], session: str) -> Verdict:
         """Settle a call without a request context when no human is needed (the fast path)."""
@@ -38,7 +72,7 @@ class SignoffExtension(Extension):
             return _FORWARD
         call = ToolCall(tool=name, arguments=arguments, server=self.server, session=session)
         evaluation = gate.evaluate(call)
-        if gate.needs_approval(call, evaluation):
+        if gate.needs_human(evaluation):
             return _INTERCEPT
         refusal = gate.screen(call, evaluation)
         assert not isinstance(refusal, Evaluation)  # only approvals evaluate to one
@@ -69,4 +103,81 @@ class SignoffExtension(Extension):
                 return result
             return error_result(f"Signoff: unexpected result type from {params.name}")
 
-        return await self.gate.handle(call, forward, progress_reporter(ctx))
+        progress = progress_reporter(ctx)
+        gate = self.gate
+        features = client_features(ctx)
+        evaluation = gate.evaluate(call)
+        if not gate.needs_human(evaluation) or not (features.rounds or features.form_elicitation):
+            return await gate.handle(call, forward, progress)
+        if params.request_state is not None:
+            return await self._next_round(ctx, params, call, evaluation, features, forward)
+        verdict = gate.screen(call, evaluation)
+        if verdict is None:
+            return await forward()
+        if isinstance(verdict, types.CallToolResult):
+            return verdict
+        if verdict.action == "confirm":
+            if features.form_elicitation:
+                return await self._confirm(ctx, call, verdict, features, forward)
+            if verdict.approval is None:
+                return error_result(messages.cannot_confirm(call.tool))
+            # The rule names approvers for clients that cannot be asked: they decide.
+        if features.rounds:
+            return await gate.fail_closed(
+                call.tool, self.rounds.first_round(call, verdict, forward, progress, features)
+            )
+        return await gate.fail_closed(
+            call.tool, gate.hold_then_forward(call, verdict, forward, progress)
+        )
+
+    async def _confirm(
+        self,
+        ctx: ServerRequestContext[Any, Any],
+        call: ToolCall,
+        evaluation: Evaluation,
+        features: ClientFeatures,
+        forward: Forward,
+    ) -> HandlerResult:
+        confirmations = self.confirmations
+        if features.rounds:
+            return await confirmations.ask_in_rounds(call, evaluation)
+
+        async def ask_then_settle() -> types.CallToolResult:
+            accepted = await confirmations.ask_directly(ctx, call, evaluation)
+            return await confirmations.settle(call, evaluation, accepted, forward)
+
+        return await self.gate.fail_closed(call.tool, ask_then_settle())
+
+    async def _next_round(
+        self,
+        ctx: ServerRequestContext[Any, Any],
+        params: types.CallToolRequestParams,
+        call: ToolCall,
+        evaluation: Evaluation,
+        features: ClientFeatures,
+        forward: Forward,
+    ) -> HandlerResult:
+        """A retry with the `requestState` of an earlier round (limits were counted then)."""
+        confirm = evaluation.action == "confirm" and features.form_elicitation
+        try:
+            if confirm:
+                state = await self.confirmations.redeem(call, params.request_state)
+            else:
+                state = await self.rounds.redeem(call, params.request_state)
+        except InvalidResumeState as exc:
+            logger.warning("refused the requestState of a %s call: %s", call.tool, exc)
+            raise MCPError(
+                code=INVALID_PARAMS,
+                message="Invalid or expired requestState",
+                data={"reason": "invalid_request_state"},
+            ) from None
+        if confirm:
+            accepted = self.confirmations.answer_in(params.input_responses)
+            return await self.gate.fail_closed(
+                call.tool, self.confirmations.settle(call, evaluation, accepted, forward)
+            )
+        progress = progress_reporter(ctx)
+        return await self.gate.fail_closed(
+            call.tool,
+            self.rounds.next_round(call, evaluation, state, forward, progress, features),
+        )

@@ -12,7 +12,7 @@ import hashlib
 import logging
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 from mcp_types import CallToolResult, TextContent
@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 
 Forward = Callable[[], Awaitable[CallToolResult]]
 ProgressFn = Callable[[float, float | None, str | None], Awaitable[None]]
+_Answer = TypeVar("_Answer")
 
 DEFAULT_HOLD_SECONDS = 50.0
 # Long enough to be cheap, short enough that clients which reset their timeout
@@ -188,6 +189,7 @@ class ApprovalGate:
         fact: FactType,
         outcome: str,
         comment: str | None,
+        arguments_hash: str | None = None,
     ) -> None:
         """Queue a settled call for the audit log (a sync enqueue; never blocks or raises)."""
         if self.audit is None:
@@ -207,7 +209,22 @@ class ApprovalGate:
             policy_key=evaluation.matched_key,
             outcome=outcome,
             comment=comment,
+            arguments_hash=arguments_hash,
         )
+
+    def record_confirmation(self, call: ToolCall, evaluation: Evaluation, confirmed: bool) -> None:
+        """Audit the answer of the person at the client to a `confirm` rule (never a vote)."""
+        if confirmed:
+            fact: FactType = "call.confirmed"
+            outcome, comment = "confirmed", "confirmed by the person at the client"
+        else:
+            fact, outcome, comment = "call.declined", "declined", "declined at the client"
+        hashed = canonical_arguments_hash(dict(call.arguments))
+        self._record(call, evaluation, fact, outcome, comment, arguments_hash=hashed)
+
+    def needs_human(self, evaluation: Evaluation) -> bool:
+        """True when a person must be involved: an approver, or the person at the client."""
+        return evaluation.action in ("require_approval", "confirm") and not evaluation.hidden
 
     async def handle(
         self, call: ToolCall, forward: Forward, progress: ProgressFn | None = None
@@ -218,46 +235,73 @@ class ApprovalGate:
             return await forward()
         if isinstance(verdict, CallToolResult):
             return verdict
+        if verdict.action == "confirm" and verdict.approval is None:
+            # Only a host that can ask the person at the client confirms (SignoffExtension).
+            return error_result(messages.cannot_confirm(call.tool))
+        return await self.fail_closed(
+            call.tool, self.hold_then_forward(call, verdict, forward, progress)
+        )
+
+    async def fail_closed(self, tool: str, work: Awaitable[_Answer]) -> _Answer | CallToolResult:
+        """Run the approval path `work`; any failure refuses the call with a tool error."""
         try:
-            return await self._hold_then_forward(call, verdict, forward, progress)
+            return await work
         except ServiceUnavailable as exc:
-            return error_result(messages.unreachable(call.tool, str(exc)))
+            return error_result(messages.unreachable(tool, str(exc)))
         except ServiceRefused as exc:  # e.g. its policy differs from ours: fail closed
-            return error_result(messages.not_queued(call.tool, str(exc)))
+            return error_result(messages.not_queued(tool, str(exc)))
         except Exception as exc:
             # Fail closed whatever the host does with exceptions (ContextForge may be set
             # to ignore a plugin's errors and run the call).
-            log.exception("the approval path of %s failed; refusing the call", call.tool)
-            return error_result(messages.internal_error(call.tool, type(exc).__name__))
+            log.exception("the approval path of %s failed; refusing the call", tool)
+            return error_result(messages.internal_error(tool, type(exc).__name__))
 
-    async def _hold_then_forward(
+    async def hold_then_forward(
         self,
         call: ToolCall,
         evaluation: Evaluation,
         forward: Forward,
         progress: ProgressFn | None,
     ) -> CallToolResult:
+        """Hold then hand back: queue, wait up to `hold`, then run, refuse, or say it is pending."""
+        request = await self.open_request(call)
+        request, claimed = await self.await_decision(request, self.hold_for(evaluation), progress)
+        if request.pending:
+            return error_result(messages.pending(request, self.service.base_url))
+        return await self.run_decided(request, claimed, forward)
+
+    def hold_for(self, evaluation: Evaluation) -> float:
+        """How long a call of this policy entry is held in-band before it is handed back."""
         approval = evaluation.approval
-        assert approval is not None  # the policy sets it for require_approval
-        caller = call.caller or await self.caller_name()
+        if approval is not None and approval.hold_seconds is not None:
+            return approval.hold_seconds
+        return self.hold_seconds
+
+    async def caller_of(self, call: ToolCall) -> str:
+        """Who makes `call`: the host's authenticated agent, else the gate's default."""
+        return call.caller or await self.caller_name()
+
+    async def open_request(self, call: ToolCall) -> ApprovalRequestView:
+        """Queue `call` for approval (an identical pending call attaches to its request)."""
         arguments = dict(call.arguments)
         # The call as it will run, unmasked: the service hashes exactly these arguments
         # (and masks them before storing), and takes approvers, quorum and timeout from
         # its own policy. The hash we send makes it refuse if we disagree on the call.
-        request = await self.service.create(
+        return await self.service.create(
             CreateRequest(
                 tool=call.tool,
                 server=call.server,
-                caller=caller,
+                caller=await self.caller_of(call),
                 session_id=call.session,
                 arguments=arguments,
                 arguments_hash=canonical_arguments_hash(arguments),
             )
         )
-        hold = approval.hold_seconds if approval.hold_seconds is not None else self.hold_seconds
-        request, claimed = await self._hold(request, hold, progress)
-        if request.pending:
-            return error_result(messages.pending(request, self.service.base_url))
+
+    async def run_decided(
+        self, request: ApprovalRequestView, claimed: bool, forward: Forward
+    ) -> CallToolResult:
+        """Run a decided request's call once (claiming its approval), or refuse it."""
         if not request.allowed:
             return error_result(messages.refused(request))
         if not claimed:
@@ -282,7 +326,7 @@ class ApprovalGate:
             raise ServiceUnavailable(str(exc)) from exc
         return None
 
-    async def _hold(
+    async def await_decision(
         self, request: ApprovalRequestView, hold: float, progress: ProgressFn | None
     ) -> tuple[ApprovalRequestView, bool]:
         """Wait in-band for a decision for at most `hold` seconds, with progress heartbeats.

@@ -94,3 +94,33 @@ def approval_stale(request: ApprovalRequestView) -> str:
         f"Signoff: the approval of request {request.id} for {request.tool} is too old to use, "
         f"so the call was not run. Call again to ask for a new approval."
     )
+
+
+def cannot_confirm(tool: str) -> str:
+    return (
+        f"Signoff: the call to {tool} must be confirmed by the person using this client, but the "
+        f"client cannot ask them (it did not declare MCP elicitation), and the policy names no "
+        f"approvers to ask instead. The call was not run."
+    )
+
+
+def declined(tool: str) -> str:
+    return f"Signoff: the person at the client declined the call to {tool}. The call was not run."
+
+
+def confirm_question(tool: str, message: str | None, shown_arguments: str) -> str:
+    asked = message or f"Allow the agent to call {tool}?"
+    return f"{asked}\n\nTool: {tool}\nArguments: {shown_arguments}"
+
+
+def approval_url_prompt(request: ApprovalRequestView) -> str:
+    return (
+        f"The call to {request.tool} waits for approval by {_asked(request)} (request "
+        f"{request.id}). Open its page to follow it; the call continues by itself once decided."
+    )
+
+
+def waiting(request: ApprovalRequestView) -> str:
+    """A task's status line while its request is pending."""
+    who = request.approver_group or (", ".join(request.approvers) or "any approver")
+    return f"waiting for approval by {who}, {request.approvals} of {request.quorum}"

@@ -125,6 +125,7 @@ def _gateway(args: argparse.Namespace) -> int:
         streamable_http_transport,
     )
     from gateway_plugin.proxy.upstream import UpstreamStartError
+    from gateway_plugin.resume_state import StateSeal
     from gateway_plugin.service_client import ServiceClient
 
     fill_service_arguments(args)
@@ -186,7 +187,9 @@ def _gateway(args: argparse.Namespace) -> int:
             audit=audit,
             audit_allowed=args.audit_allowed,
         )
-        extension = SignoffExtension(gate, server=args.server)
+        # requestState is sealed under a key derived from the gateway token: replicas of one
+        # gateway (same token) accept each other's states, nobody else can mint one.
+        extension = SignoffExtension(gate, server=args.server, seal=StateSeal(args.token))
         agent_auth = (
             ServiceAgentAuth(args.service)
             if listen is not None and args.agent_auth == "service"

@@ -161,24 +161,29 @@ class _Compiler:
             action=action,
             action_given=entry.action is not None,
             reason=entry.reason,
-            approval=approval if action == "require_approval" else None,
+            approval=_kept(action, approval, entry.approvers is not None),
             rules=rules,
             # An entry may repeat an all_tools limit; listing it once keeps the trace honest.
             limits=tuple(dict.fromkeys(self._limits((*path, "limits"), entry.limits) + all_tools)),
             redact=_unique([*entry.redact, *top_redact]),
             audit=entry.audit,
+            message=entry.message,
         )
 
     def _rule(self, path: Path, index: int, entry: ToolEntryModel, rule: RuleModel) -> CompiledRule:
         approval = None
-        if rule.action == "require_approval" or rule.approvers is not None or rule.quorum:
+        asks_people = rule.action in ("require_approval", "confirm")
+        if asks_people or rule.approvers is not None or rule.quorum:
             approval = self._approval(path, entry, rule)
         return CompiledRule(
             index=index,
             conditions=compile_conditions(rule.if_),
             action=rule.action,
             reason=rule.reason,
-            approval=approval if rule.action == "require_approval" else None,
+            approval=_kept(
+                rule.action, approval, rule.approvers is not None or entry.approvers is not None
+            ),
+            message=rule.message,
         )
 
     def _approval(self, path: Path, entry: ToolEntryModel, rule: RuleModel | None) -> ApprovalSpec:
@@ -250,3 +255,11 @@ class _Compiler:
         groups = ", ".join(self.groups) or "none"
         approvers = ", ".join(self.approvers) or "none"
         return f"groups: {groups}; approvers: {approvers}"
+
+
+def _kept(action: str, approval: ApprovalSpec | None, names_approvers: bool) -> ApprovalSpec | None:
+    """The approval terms an action keeps: always for require_approval; for confirm only when
+    the rule names approvers (the fallback for clients that cannot be asked)."""
+    if action == "require_approval" or (action == "confirm" and names_approvers):
+        return approval
+    return None

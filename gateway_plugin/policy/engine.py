@@ -35,6 +35,7 @@ class CompiledRule:
     action: Action
     reason: str | None
     approval: ApprovalSpec | None
+    message: str | None = None
 
     def matches(self, arguments: Any) -> bool:
         """Whether every condition holds (a rule without conditions always matches)."""
@@ -60,6 +61,7 @@ class CompiledEntry:
     limits: tuple[LimitSpec, ...]
     redact: tuple[str, ...]
     audit: bool = False
+    message: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -307,6 +309,7 @@ class Policy:
                 limits=entry.limits,
                 redact=entry.redact,
                 audit=entry.audit,
+                message=rule.message if rule.message is not None else entry.message,
             )
             lines = [*header, f"rule {rule.index} matched: {rule.describe()}"]
             if rule.index:
@@ -322,6 +325,7 @@ class Policy:
             limits=entry.limits,
             redact=entry.redact,
             audit=entry.audit,
+            message=entry.message,
         )
         fallback = _with_trace(fallback, [*header, _fallback_line(entry)])
         return _Resolved(entry=entry, header=header, rules=tuple(rules), fallback=fallback)

@@ -6,7 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-Action = Literal["allow", "deny", "require_approval"]
+# `confirm`: the person at the client confirms the call themselves (elicitation); never a vote.
+Action = Literal["allow", "deny", "require_approval", "confirm"]
 Window = Literal["second", "minute", "hour", "day"]
 Scope = Literal["grant", "session", "global"]
 OnTimeout = Literal["deny", "allow"]
@@ -84,4 +85,6 @@ class Evaluation(_Frozen):
     redact: tuple[str, ...] = ()
     # The entry asks for allowed calls to be recorded in the audit log too.
     audit: bool = False
+    # What a `confirm` rule asks the person at the client (None: a generic question).
+    message: str | None = None
     trace: tuple[str, ...] = ()

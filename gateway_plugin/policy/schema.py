@@ -187,6 +187,8 @@ class ApprovalFields(StrictModel):
     timeout: PositiveDuration = None
     on_timeout: OnTimeout | None = None
     hold: Duration = None
+    # The question a `confirm` rule puts to the person at the client.
+    message: str | None = Field(default=None, min_length=1, max_length=2000)
 
 
 class RuleModel(ApprovalFields):

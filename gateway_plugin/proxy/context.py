@@ -16,8 +16,20 @@ from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from mcp.server.context import ServerRequestContext
 from mcp.server.streamable_http import MCP_SESSION_ID_HEADER
 from mcp.shared.jsonrpc_dispatcher import progress_token_from_params
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
-__all__ = ["ProgressReporter", "ProxyRunState", "caller_name", "progress_reporter", "session_key"]
+__all__ = [
+    "TASKS_EXTENSION",
+    "ClientFeatures",
+    "ProgressReporter",
+    "ProxyRunState",
+    "caller_name",
+    "client_features",
+    "progress_reporter",
+    "session_key",
+]
+
+TASKS_EXTENSION = "io.modelcontextprotocol/tasks"
 
 ProgressReporter = Callable[[float, float | None, str | None], Awaitable[None]]
 """`await report(progress, total, message)` sends one `notifications/progress` to the agent."""
@@ -80,3 +92,32 @@ def caller_name(ctx: ServerRequestContext[Any, Any]) -> str | None:
     if isinstance(user, AuthenticatedUser):
         return user.access_token.client_id
     return None
+
+
+@dataclass(frozen=True)
+class ClientFeatures:
+    """What the client of one request can do, as it declared it (for that very request on
+    2026-07-28, where capabilities travel with each request, else at its handshake)."""
+
+    # 2026-07-28 or later: held and confirm calls answer with InputRequiredResult rounds.
+    rounds: bool = False
+    form_elicitation: bool = False
+    url_elicitation: bool = False
+    tasks: bool = False
+
+
+def client_features(ctx: ServerRequestContext[Any, Any]) -> ClientFeatures:
+    """The `ClientFeatures` of the request `ctx`."""
+    caps = ctx.session.client_capabilities
+    elicitation = caps.elicitation if caps is not None else None
+    # A bare `elicitation: {}` (the form of earlier revisions) means form mode.
+    form = elicitation is not None and (elicitation.form is not None or elicitation.url is None)
+    rounds = ctx.protocol_version in MODERN_PROTOCOL_VERSIONS
+    extensions = (caps.extensions if caps is not None else None) or {}
+    return ClientFeatures(
+        rounds=rounds,
+        form_elicitation=form,
+        url_elicitation=elicitation is not None and elicitation.url is not None,
+        # The tasks extension is a 2026-07-28 one; never hand a task to an older client.
+        tasks=rounds and TASKS_EXTENSION in extensions,
+    )
