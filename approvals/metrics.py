@@ -41,6 +41,8 @@ _GATEWAY_FACT_OUTCOMES = {
     "policy.denied": "denied",
     "policy.rate_limited": "rate_limited",
     "call.allowed": "allowed",
+    "call.confirmed": "confirmed",
+    "call.declined": "declined",
 }
 _METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
 

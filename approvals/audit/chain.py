@@ -2,8 +2,10 @@
 
 Each event's `hash` is SHA-256 over a canonical JSON array: a version tag, then
 every field in a fixed order (id, time, type, request_id, tool, server, caller,
-actor, channel, outcome, comment, arguments, policy_key) and finally
-`prev_hash`, the hash of the event before it (`GENESIS_HASH` for the first).
+actor, channel, outcome, comment, arguments, policy_key), then `prev_hash`, the
+hash of the event before it (`GENESIS_HASH` for the first), and last, only when
+the event has one, its `arguments_hash` (so events recorded before that field
+existed keep their hashes).
 Editing any field, including the id, changes the hash; removing or inserting an
 event breaks the link of the event after it; removing or appending at the end
 disagrees with the `audit_chain_head` row. What the chain cannot show is a
@@ -46,8 +48,11 @@ FIELDS: tuple[str, ...] = (
     "policy_key",
     "prev_hash",
     "hash",
+    # Last, so the positions of the fields before it never move.
+    "arguments_hash",
 )
-HASHED_FIELDS: tuple[str, ...] = FIELDS[:-1]
+# Always hashed, in this order; `arguments_hash` follows them when it is set.
+HASHED_FIELDS: tuple[str, ...] = FIELDS[:14]
 
 
 def canonical_time(value: datetime | str) -> str:
@@ -72,16 +77,18 @@ def canonical_bytes(values: Sequence[Any]) -> bytes:
     return text.encode("utf-8", "surrogatepass")
 
 
-def compute_hash(values: Sequence[Any]) -> str:
-    """SHA-256 hex of the canonical serialisation of one event (HASHED_FIELDS order)."""
-    return hashlib.sha256(canonical_bytes(values)).hexdigest()
+def compute_hash(values: Sequence[Any], arguments_hash: str | None = None) -> str:
+    """SHA-256 hex of the canonical serialisation of one event (HASHED_FIELDS order, then
+    `arguments_hash` when the event has one)."""
+    hashed = values if arguments_hash is None else [*values, arguments_hash]
+    return hashlib.sha256(canonical_bytes(hashed)).hexdigest()
 
 
 def hash_of(fields: Mapping[str, Any]) -> str:
     """The hash of an event given as a mapping of its fields (time as datetime or text)."""
     values = [fields[name] for name in HASHED_FIELDS]
     values[1] = canonical_time(values[1])
-    return compute_hash(values)
+    return compute_hash(values, fields.get("arguments_hash"))
 
 
 @dataclass(frozen=True)
@@ -140,7 +147,7 @@ class ChainWalker:
             )
         if event_id < 1:
             return self._fail(event_id, "inserted", "event ids start at 1")
-        computed = compute_hash(row[:14])
+        computed = compute_hash(row[:14], row[15])
         if prev_hash == self.last_hash:
             if computed != stored:
                 return self._fail(event_id, "altered", "its fields no longer match its hash")

@@ -199,6 +199,7 @@ class _CellCache(dict[str | None, str]):
 if FIELDS != (
     "id", "time", "type", "request_id", "tool", "server", "caller", "actor",
     "channel", "outcome", "comment", "arguments", "policy_key", "prev_hash", "hash",
+    "arguments_hash",
 ):  # fmt: skip
     raise RuntimeError("approvals.audit.export is out of step with chain.FIELDS")
 
@@ -216,7 +217,8 @@ def _csv(batches: Iterator[Sequence[Sequence[Any]]]) -> Iterator[bytes]:
             [
                 f"{r[0]},{r[1]},{r[2]},{r[3] or ''},{cells[r[4]]},{cells[r[5]]},"
                 f"{cells[r[6]]},{cells[r[7]]},{r[8]},{cells[r[9]]},{_cell(r[10])},"
-                f"{'' if r[11] is None else _quoted(r[11])},{cells[r[12]]},{r[13]},{r[14]}\r\n"
+                f"{'' if r[11] is None else _quoted(r[11])},{cells[r[12]]},{r[13]},{r[14]},"
+                f"{r[15] or ''}\r\n"
                 for r in batch
             ]
         )
@@ -252,7 +254,8 @@ def _json_lines(batch: Sequence[Sequence[Any]], strings: _StringCache) -> list[s
         f'"tool":{strings[r[4]]},"server":{strings[r[5]]},"caller":{strings[r[6]]},'
         f'"actor":{strings[r[7]]},"channel":"{r[8]}","outcome":{strings[r[9]]},'
         f'"comment":{_json_string(r[10])},"arguments":{r[11] or "null"},'
-        f'"policy_key":{strings[r[12]]},"prev_hash":"{r[13]}","hash":"{r[14]}"}}'
+        f'"policy_key":{strings[r[12]]},"prev_hash":"{r[13]}","hash":"{r[14]}",'
+        f'"arguments_hash":{_json_string(r[15])}}}'
         for r in batch
     ]
 

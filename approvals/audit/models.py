@@ -47,6 +47,9 @@ class AuditEvent(SQLModel, table=True):
     policy_key: str | None = Field(default=None, max_length=255)
     prev_hash: str = Field(max_length=64)
     hash: str = Field(max_length=64)
+    # SHA-256 hex of the canonical unmasked arguments, for facts about one exact call
+    # (call.confirmed / call.declined); hashed into the chain when set.
+    arguments_hash: str | None = Field(default=None, max_length=64)
 
     def arguments_dict(self) -> dict[str, Any] | None:
         """The recorded arguments as a dict (None when the event has none)."""

@@ -51,6 +51,9 @@ CALL_FAILED = "call.failed"
 POLICY_DENIED = "policy.denied"
 POLICY_RATE_LIMITED = "policy.rate_limited"
 CALL_ALLOWED = "call.allowed"
+# The person at the client answered a `confirm` rule (never an approver's vote).
+CALL_CONFIRMED = "call.confirmed"
+CALL_DECLINED = "call.declined"
 
 EVENT_TYPES: tuple[str, ...] = (
     REQUEST_CREATED,
@@ -67,9 +70,17 @@ EVENT_TYPES: tuple[str, ...] = (
     POLICY_DENIED,
     POLICY_RATE_LIMITED,
     CALL_ALLOWED,
+    CALL_CONFIRMED,
+    CALL_DECLINED,
 )
 # The facts a gateway reports itself (POST /api/v1/audit/events).
-GATEWAY_EVENT_TYPES: tuple[str, ...] = (POLICY_DENIED, POLICY_RATE_LIMITED, CALL_ALLOWED)
+GATEWAY_EVENT_TYPES: tuple[str, ...] = (
+    POLICY_DENIED,
+    POLICY_RATE_LIMITED,
+    CALL_ALLOWED,
+    CALL_CONFIRMED,
+    CALL_DECLINED,
+)
 CHANNELS: tuple[str, ...] = ("api", "dashboard", "slack", "cli", "sweeper", "gateway")
 
 
@@ -90,6 +101,8 @@ class EventDraft:
     arguments: Mapping[str, Any] | None = None
     policy_key: str | None = None
     time: datetime = field(default_factory=utcnow)
+    # The canonical hash of the unmasked arguments, when the fact is about one exact call.
+    arguments_hash: str | None = None
 
 
 def _table() -> Any:
@@ -165,10 +178,11 @@ def append_rows(session: WriteScope, drafts: Sequence[EventDraft]) -> list[dict[
             draft.policy_key or None,
             prev_hash,
         ]
-        digest = compute_hash(values)
+        digest = compute_hash(values, draft.arguments_hash)
         row = dict(zip(HASHED_FIELDS, values, strict=True))
         row["time"] = draft.time
         row["hash"] = digest
+        row["arguments_hash"] = draft.arguments_hash
         rows.append(row)
         prev_hash = digest
     conn.execute(_INSERT_EVENTS, rows)

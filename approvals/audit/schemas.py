@@ -7,7 +7,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-GatewayEventType = Literal["policy.denied", "policy.rate_limited", "call.allowed"]
+GatewayOutcome = Literal["denied", "hidden", "rate_limited", "allowed", "confirmed", "declined"]
+GatewayEventType = Literal[
+    "policy.denied", "policy.rate_limited", "call.allowed", "call.confirmed", "call.declined"
+]
 
 MAX_BATCH = 1000
 
@@ -16,6 +19,8 @@ _OUTCOMES: dict[str, frozenset[str]] = {
     "policy.denied": frozenset({"denied", "hidden"}),
     "policy.rate_limited": frozenset({"rate_limited"}),
     "call.allowed": frozenset({"allowed"}),
+    "call.confirmed": frozenset({"confirmed"}),
+    "call.declined": frozenset({"declined"}),
 }
 
 
@@ -35,8 +40,10 @@ class GatewayFact(BaseModel):
     policy_key: str | None = Field(default=None, max_length=255)
     # What the gateway did with a call it settled itself; anything else (a decision, an
     # approval) is the service's to record, never a gateway's.
-    outcome: Literal["denied", "hidden", "rate_limited", "allowed"] | None = None
+    outcome: GatewayOutcome | None = None
     comment: str | None = Field(default=None, max_length=4000)
+    # The canonical SHA-256 of the call's unmasked arguments (confirmations carry it).
+    arguments_hash: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
 
     @model_validator(mode="after")
     def _outcome_fits_type(self) -> GatewayFact:

@@ -202,6 +202,51 @@ def test_gateways_report_the_calls_they_settled_themselves(team: Any) -> None:
         assert refused.status_code == 422 and refused.json()["error"]["code"], refused.text
 
 
+def test_confirmations_at_the_client_are_recorded_with_their_arguments_hash(
+    team: Any, service: Any
+) -> None:
+    tool = "confirm_story_tool"
+    digest = "ab" * 32
+    facts = [
+        {"type": "call.confirmed", "tool": tool, "caller": "agent-7", "arguments_hash": digest,
+         "arguments": {"target": "prod", "password": "hunter2"}},
+        {"type": "call.declined", "tool": tool, "caller": "agent-7", "arguments_hash": digest},
+    ]  # fmt: skip
+    recorded = team.gateway.post("/audit/events", json={"events": facts})
+    assert recorded.status_code == 201, recorded.text
+    exported = team.auditor.get("/audit/export", params={"format": "json", "tool": tool}).json()
+    seen = [
+        (e["type"], e["outcome"], e["caller"], e["actor"], e["arguments_hash"]) for e in exported
+    ]
+    assert seen == [
+        ("call.confirmed", "confirmed", "agent-7", "gw-ci", digest),
+        ("call.declined", "declined", "agent-7", "gw-ci", digest),
+    ]  # fmt: skip
+    assert exported[0]["arguments"]["password"] == "***"
+    # Every format shows it; the chain covers it (a changed hash would not verify).
+    header, *rows = team.auditor.get(
+        "/audit/export", params={"format": "csv", "tool": tool}
+    ).text.splitlines()
+    assert header.endswith(",arguments_hash") and all(row.endswith(digest) for row in rows)
+    lines = team.auditor.get("/audit/export", params={"format": "jsonl", "tool": tool}).text
+    assert [json.loads(line)["arguments_hash"] for line in lines.splitlines()] == [digest, digest]
+    # A confirmation is never an approval, and its facts must be what they say.
+    for bad in (
+        {"type": "call.confirmed", "tool": tool, "arguments_hash": "not-a-hash"},
+        {"type": "call.confirmed", "tool": tool, "arguments_hash": "AB" * 32},
+        {"type": "call.confirmed", "tool": tool, "outcome": "approved"},
+        {"type": "call.declined", "tool": tool, "outcome": "confirmed"},
+        {"type": "call.approved", "tool": tool},
+    ):
+        refused = team.gateway.post("/audit/events", json={"events": [bad]})
+        assert refused.status_code == 422 and refused.json()["error"]["code"], bad
+    result = subprocess.run(
+        [sys.executable, "-m", "approvals.cli.main", "audit", "verify", "--db", service.db_url],
+        capture_output=True, text=True, cwd=ROOT, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 def test_no_route_changes_or_removes_audit_events(team: Any, service: Any) -> None:
     admin = service.client(service.token("admin", "root-audit"))
     for method in ("PUT", "PATCH", "DELETE"):

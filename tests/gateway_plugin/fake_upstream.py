@@ -3,7 +3,8 @@
 Tools: `block` waits until cancelled and then appends "cancelled" to the file
 named by $FAKE_UPSTREAM_LOG; `die` ends the process mid-call; `ids_seen`
 answers with the ids of the requests this server has received (a result that
-quotes the gateway's own request ids).
+quotes the gateway's own request ids); `calls_seen` answers with the names of
+the tools called so far (itself included), so a story sees what reached it.
 """
 
 from __future__ import annotations
@@ -22,8 +23,10 @@ _TOOLS = [
     types.Tool(name="block", input_schema={"type": "object"}),
     types.Tool(name="die", input_schema={"type": "object"}),
     types.Tool(name="ids_seen", input_schema={"type": "object"}),
+    types.Tool(name="calls_seen", input_schema={"type": "object"}),
 ]
 _SEEN: list[types.RequestId | None] = []
+_CALLED: list[str] = []
 
 
 async def list_tools(
@@ -39,6 +42,9 @@ async def call_tool(
 ) -> types.CallToolResult:
     """Block until cancelled, exit the process, or tell the request ids seen."""
     _SEEN.append(ctx.request_id)
+    _CALLED.append(params.name)
+    if params.name == "calls_seen":
+        return types.CallToolResult(content=[types.TextContent(text=json.dumps(_CALLED))])
     if params.name == "ids_seen":
         return types.CallToolResult(content=[types.TextContent(text=json.dumps(_SEEN))])
     if params.name == "die":
