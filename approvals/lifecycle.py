@@ -585,21 +585,28 @@ def cancel(
     *,
     by: str,
     admin: bool = False,
+    by_caller: bool = False,
     now: datetime | None = None,
 ) -> RequestRow:
-    """The agent went away: a pending request ends as cancelled (by its gateway, or an admin)."""
+    """The agent went away: a pending request ends as cancelled (by its gateway, or an admin).
+
+    `by_caller`: the creating gateway says the agent withdrew the call itself (MCP
+    tasks/cancel); the request's caller is then the actor."""
     now = now or utcnow()
     request = _load(session, request_id)
-    if not admin:
+    if not admin or by_caller:
         _require_gateway(request, by)
     _require_pending(request)
+    actor = request.caller if by_caller else by
     _transition(
         session,
         request,
         status=RequestStatus.CANCELLED,
         decided_at=now,
-        decided_by=by,
-        decision_comment="the caller cancelled the call",
+        decided_by=actor,
+        decision_comment=(
+            "the caller withdrew the call" if by_caller else "the caller cancelled the call"
+        ),
         decision_channel="gateway",
     )
     _emit(session, "request.cancelled", request)
@@ -608,7 +615,7 @@ def cancel(
         _fact(
             audit.REQUEST_CANCELLED,
             request,
-            actor=by,
+            actor=actor,
             channel="gateway",
             now=now,
             outcome="cancelled",

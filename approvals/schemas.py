@@ -76,6 +76,16 @@ class DecisionCreate(BaseModel):
     comment: str | None = Field(default=None, max_length=4000)
 
 
+class CancelCreate(BaseModel):
+    """Optional body of POST /requests/{id}/cancel."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # The agent itself withdrew the call (MCP tasks/cancel): the caller is the actor. Only
+    # the creating gateway may say so, about the caller it reported at create.
+    by_caller: bool = False
+
+
 class OutcomeCreate(BaseModel):
     """The result of the forwarded call, reported by the gateway."""
 

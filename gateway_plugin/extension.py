@@ -20,20 +20,22 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import mcp_types as types
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
-from mcp.server.extension import Extension
+from mcp.server.extension import Extension, MethodBinding
 from mcp.shared.exceptions import MCPError
-from mcp_types import INVALID_PARAMS
+from mcp_types import INVALID_PARAMS, MISSING_REQUIRED_CLIENT_CAPABILITY
 
 from gateway_plugin import messages
 from gateway_plugin.confirm import Confirmations
 from gateway_plugin.gate import ApprovalGate, Forward, ToolCall, error_result
 from gateway_plugin.policy import Evaluation
 from gateway_plugin.proxy.context import (
+    TASKS_EXTENSION,
     ClientFeatures,
     caller_name,
     client_features,
@@ -43,6 +45,7 @@ from gateway_plugin.proxy.context import (
 from gateway_plugin.proxy.fastpath import Verdict
 from gateway_plugin.resumable import ResumableHolds
 from gateway_plugin.resume_state import InvalidResumeState, StateSeal
+from gateway_plugin.tasks import TaskBoard, TaskParams
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +67,35 @@ class SignoffExtension(Extension):
         seal = seal or StateSeal(secrets.token_hex(32))
         self.confirmations = Confirmations(gate, seal)
         self.rounds = ResumableHolds(gate, seal)
+        self.tasks = TaskBoard(gate)
+
+    def modern_extensions(self) -> dict[str, dict[str, Any]]:
+        """Extensions advertised in `server/discover` (2026-07-28 clients only)."""
+        return {TASKS_EXTENSION: {}}
+
+    def methods(self) -> Sequence[MethodBinding]:
+        """`tasks/get` and `tasks/cancel` of the tasks extension."""
+        return (
+            MethodBinding("tasks/get", TaskParams, self._get_task),
+            MethodBinding("tasks/cancel", TaskParams, self._cancel_task),
+        )
+
+    async def _task_caller(self, ctx: ServerRequestContext[Any, Any]) -> str:
+        if not client_features(ctx).tasks:
+            raise MCPError(
+                code=MISSING_REQUIRED_CLIENT_CAPABILITY,
+                message="Missing required client capability",
+                data={"requiredCapabilities": {"extensions": {TASKS_EXTENSION: {}}}},
+            )
+        return caller_name(ctx) or await self.gate.caller_name()
+
+    async def _get_task(self, ctx: ServerRequestContext[Any, Any], params: Any) -> HandlerResult:
+        assert isinstance(params, TaskParams)
+        return await self.tasks.get(params.task_id, await self._task_caller(ctx))
+
+    async def _cancel_task(self, ctx: ServerRequestContext[Any, Any], params: Any) -> HandlerResult:
+        assert isinstance(params, TaskParams)
+        return await self.tasks.cancel(params.task_id, await self._task_caller(ctx))
 
     def screen_tool_call(self, name: str, arguments: Mapping[str, Any], session: str) -> Verdict:
         """Settle a call without a request context when no human is needed (the fast path)."""
@@ -122,6 +154,8 @@ class SignoffExtension(Extension):
             if verdict.approval is None:
                 return error_result(messages.cannot_confirm(call.tool))
             # The rule names approvers for clients that cannot be asked: they decide.
+        if features.tasks:
+            return await self.tasks.start(call, self._detached(ctx, call_next, params.name))
         if features.rounds:
             return await gate.fail_closed(
                 call.tool, self.rounds.first_round(call, verdict, forward, progress, features)
@@ -129,6 +163,20 @@ class SignoffExtension(Extension):
         return await gate.fail_closed(
             call.tool, gate.hold_then_forward(call, verdict, forward, progress)
         )
+
+    @staticmethod
+    def _detached(ctx: ServerRequestContext[Any, Any], call_next: CallNext, tool: str) -> Forward:
+        """`forward` for a call that runs after its request was answered (a task): no
+        progress goes to a request that is over."""
+        quiet = replace(ctx, params={k: v for k, v in (ctx.params or {}).items() if k != "_meta"})
+
+        async def forward() -> types.CallToolResult:
+            result = await call_next(quiet)
+            if isinstance(result, types.CallToolResult):
+                return result
+            return error_result(f"Signoff: unexpected result type from {tool}")
+
+        return forward
 
     async def _confirm(
         self,

@@ -169,5 +169,7 @@ class ServiceClient:
             json={"is_error": is_error, "summary": summary},
         )
 
-    async def cancel(self, request_id: str) -> None:
-        await self._call("POST", f"/requests/{request_id}/cancel")
+    async def cancel(self, request_id: str, *, by_caller: bool = False) -> None:
+        """Withdraw a pending request (`by_caller`: the agent itself withdrew it)."""
+        body = {"by_caller": True} if by_caller else None
+        await self._call("POST", f"/requests/{request_id}/cancel", json=body)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -80,3 +82,58 @@ async def decide_when_pending(
     answer = approver.post(f"/requests/{mine[0]['id']}/decisions", json=body)
     assert answer.status_code == 200, answer.text
     return str(mine[0]["id"])
+
+
+MODERN = "2026-07-28"
+TASKS = "io.modelcontextprotocol/tasks"
+
+
+class RawAgent:
+    """A 2026-07-28 client speaking raw JSON-RPC lines to `signoff gateway` over stdio, for
+    what the SDK client has no side of yet (the tasks extension)."""
+
+    def __init__(self, process: Any) -> None:
+        self._process = process
+        self._ids = 0
+        self._buffer = b""
+
+    async def request(
+        self, method: str, params: dict[str, Any] | None = None, *, extensions: bool = True
+    ) -> dict[str, Any]:
+        """Send one request with the 2026-07-28 envelope; its response (`result` or `error`)."""
+        self._ids += 1
+        capabilities: dict[str, Any] = {"extensions": {TASKS: {}}} if extensions else {}
+        meta = {
+            "io.modelcontextprotocol/protocolVersion": MODERN,
+            "io.modelcontextprotocol/clientCapabilities": capabilities,
+            "io.modelcontextprotocol/clientInfo": {"name": "raw-agent", "version": "1"},
+        }
+        message = {"jsonrpc": "2.0", "id": self._ids, "method": method}
+        message["params"] = {**(params or {}), "_meta": meta}
+        await self._process.stdin.send((json.dumps(message) + "\n").encode())
+        with anyio.fail_after(60):
+            while True:
+                answer = await self._line()
+                if answer.get("id") == self._ids and "method" not in answer:
+                    return answer
+
+    async def _line(self) -> dict[str, Any]:
+        while b"\n" not in self._buffer:
+            self._buffer += await self._process.stdout.receive()
+        line, self._buffer = self._buffer.split(b"\n", 1)
+        return dict(json.loads(line))
+
+
+@asynccontextmanager
+async def raw_agent(
+    service: Any, token: str, agent: str, upstream: list[str]
+) -> AsyncIterator[RawAgent]:
+    """The gateway as a child process, driven line by line."""
+    params = gateway_command(service.url, token, agent, upstream)
+    async with await anyio.open_process(
+        [params.command, *params.args], stderr=subprocess.DEVNULL
+    ) as process:
+        try:
+            yield RawAgent(process)
+        finally:
+            process.terminate()

@@ -28,6 +28,7 @@ from approvals.api.deps import (
 from approvals.db import WriteScope, read_session
 from approvals.models import RequestStatus, Role
 from approvals.schemas import (
+    CancelCreate,
     DecisionCreate,
     OutcomeCreate,
     RequestCreate,
@@ -159,12 +160,22 @@ async def decide(
 
 
 @router.post("/requests/{request_id}/cancel")
-async def cancel(request_id: str, writes: WritesDep, principal: CancellerDep) -> RequestPublic:
+async def cancel(
+    request_id: str,
+    writes: WritesDep,
+    principal: CancellerDep,
+    body: CancelCreate | None = None,
+) -> RequestPublic:
     """The agent went away before a decision (the creating gateway, or an admin)."""
+    by_caller = body is not None and body.by_caller
 
     def work(session: WriteScope) -> RequestPublic:
         request = lifecycle.cancel(
-            session, request_id, by=principal.name, admin=principal.role == Role.ADMIN
+            session,
+            request_id,
+            by=principal.name,
+            admin=principal.role == Role.ADMIN,
+            by_caller=by_caller,
         )
         return lifecycle.public(session, request)
 

@@ -59,7 +59,7 @@ import importlib.metadata
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractContextManager, asynccontextmanager, nullcontext
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import mcp_types as types
 from mcp.client.session import ClientSession
@@ -75,6 +75,7 @@ from mcp_types import (
     INTERNAL_ERROR,
     PROTOCOL_VERSION_META_KEY,
 )
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import BaseModel, ValidationError
 
 from gateway_plugin.proxy.context import ProxyRunState, progress_reporter
@@ -136,6 +137,28 @@ class ProxyServer(Server[ProxyRunState]):
 
         super().__init__(name, version=version, instructions=instructions, lifespan=lifespan)
         self.notification_options = notification_options
+        # Extensions advertised to 2026-07-28 clients only (`server/discover`).
+        self.modern_extensions: dict[str, dict[str, Any]] = {}
+
+    def get_capabilities(
+        self,
+        notification_options: NotificationOptions | None = None,
+        experimental_capabilities: dict[str, dict[str, Any]] | None = None,
+        extensions: dict[str, dict[str, Any]] | None = None,
+        *,
+        protocol_version: str | None = None,
+    ) -> types.ServerCapabilities:
+        """The server's capabilities, plus `modern_extensions` for a 2026-07-28 client."""
+        caps = super().get_capabilities(
+            notification_options,
+            experimental_capabilities,
+            extensions,
+            protocol_version=protocol_version,
+        )
+        if protocol_version in MODERN_PROTOCOL_VERSIONS and self.modern_extensions:
+            merged = {**(caps.extensions or {}), **self.modern_extensions}
+            caps = caps.model_copy(update={"extensions": merged})
+        return caps
 
     def create_initialization_options(
         self,
@@ -184,6 +207,15 @@ def build_proxy_server(
         on_agent_ready=relay.attach_agent if relay is not None else None,
         forward_roots_changed=relay is not None and relay.forward_roots,
     )
+
+
+@runtime_checkable
+class ModernExtensions(Protocol):
+    """An extension that advertises protocol extensions to 2026-07-28 clients."""
+
+    def modern_extensions(self) -> dict[str, dict[str, Any]]:
+        """Extension identifier -> settings, for `server/discover`."""
+        ...
 
 
 class UpstreamRouter(Protocol):
@@ -258,6 +290,12 @@ def _build(
         run_state=run_state,
     )
     if caps.tools is not None:
+        for extension in extensions:
+            # Methods an extension adds (the tasks extension's tasks/get, tasks/cancel).
+            for binding in extension.methods():
+                server.add_request_handler(binding.method, binding.params_type, binding.handler)
+            if isinstance(extension, ModernExtensions):
+                server.modern_extensions.update(extension.modern_extensions())
         server.add_request_handler("tools/list", types.PaginatedRequestParams, fwd.list_tools)
         server.add_request_handler(
             "tools/call",

@@ -145,6 +145,30 @@ def test_a_cancelled_call_is_recorded_once(team: Any, new_call: Any) -> None:
     ]
 
 
+def test_a_call_the_agent_withdrew_names_the_agent_as_the_actor(
+    team: Any, service: Any, new_call: Any
+) -> None:
+    request = team.gateway.post("/requests", json=new_call()).json()
+    other_gateway = service.client(service.token("gateway", "gw-other-withdraw"))
+    admin = service.client(service.token("admin", "root-withdraw"))
+    # Only the creating gateway speaks for its caller; bodies are checked like any other.
+    for who, body, code in (
+        (other_gateway, {"by_caller": True}, 403),
+        (admin, {"by_caller": True}, 403),
+        (team.gateway, {"by_caller": True, "actor": "alice"}, 422),
+        (team.gateway, {"by_caller": "maybe"}, 422),
+    ):
+        refused = who.post(f"/requests/{request['id']}/cancel", json=body)
+        assert refused.status_code in (code, 404), refused.text
+        assert refused.json()["error"]["code"]
+    withdrawn = team.gateway.post(f"/requests/{request['id']}/cancel", json={"by_caller": True})
+    assert withdrawn.status_code == 200 and withdrawn.json()["status"] == "cancelled"
+    assert summary(trail(team, request["id"])) == [
+        ("request.created", "gw-ci", "gateway", "pending"),
+        ("request.cancelled", request["caller"], "gateway", "cancelled"),
+    ]
+
+
 def test_refused_attempts_change_nothing_and_leave_no_event(team: Any, new_call: Any) -> None:
     body = new_call()
     request = team.gateway.post("/requests", json=body).json()
