@@ -140,7 +140,7 @@ class SignoffExtension(Extension):
         features = client_features(ctx)
         evaluation = gate.evaluate(call)
         if not gate.needs_human(evaluation) or not (features.rounds or features.form_elicitation):
-            return await gate.handle(call, forward, progress)
+            return await gate.handle(call, forward, progress, evaluation)
         if params.request_state is not None:
             return await self._next_round(ctx, params, call, evaluation, features, forward)
         verdict = gate.screen(call, evaluation)

@@ -227,10 +227,16 @@ class ApprovalGate:
         return evaluation.action in ("require_approval", "confirm") and not evaluation.hidden
 
     async def handle(
-        self, call: ToolCall, forward: Forward, progress: ProgressFn | None = None
+        self,
+        call: ToolCall,
+        forward: Forward,
+        progress: ProgressFn | None = None,
+        evaluation: Evaluation | None = None,
     ) -> CallToolResult:
-        """Decide what happens to `call`; runs `forward` only when the policy and humans allow."""
-        verdict = self.screen(call)
+        """Decide what happens to `call`; runs `forward` only when the policy and humans allow.
+
+        `evaluation` is `evaluate(call)` when the caller already has it."""
+        verdict = self.screen(call, evaluation)
         if verdict is None:
             return await forward()
         if isinstance(verdict, CallToolResult):

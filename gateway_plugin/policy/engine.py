@@ -354,8 +354,12 @@ def _decision_lines(evaluation: Evaluation) -> list[str]:
         f"decision: {evaluation.action}" + (f" ({evaluation.reason})" if evaluation.reason else "")
     ]
     approval = evaluation.approval
+    if evaluation.action == "confirm":
+        asked = evaluation.message or "a generic question naming the tool"
+        lines.append(f"confirm: the person at the client is asked ({asked}); never a vote")
     if approval is not None:
-        lines.append("approval: " + describe_approval(approval))
+        fallback = " (for clients that cannot be asked)" if evaluation.action == "confirm" else ""
+        lines.append(f"approval{fallback}: " + describe_approval(approval))
     if evaluation.limits:
         lines.append("limits: " + "; ".join(limit.describe() for limit in evaluation.limits))
     if evaluation.redact:

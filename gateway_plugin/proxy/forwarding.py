@@ -45,9 +45,11 @@ What does not (limitations in SDK 2.3.0 or deliberate):
 - 2026-07-28 (modern era) agents get requests and progress, but no unsolicited
   notifications: at that era they are delivered on `subscriptions/listen`
   streams, which the proxy does not serve.
-- Tasks (`tasks/*`, task-augmented `tools/call`), `InputRequiredResult`
-  rounds and extension result claims are not proxied; the upstream session is
-  expected to speak the handshake era.
+- The upstream's own tasks, `InputRequiredResult` rounds and extension result
+  claims are not proxied; the upstream session is expected to speak the
+  handshake era. (The gateway's own rounds and tasks for held calls are the
+  extension's: `Extension.methods()` are served and `modern_extensions()` are
+  advertised in `server/discover`.)
 - Result fields unknown to the SDK's models are dropped, since results are
   parsed into typed models on the way through.
 - Upstream `ping` is not forwarded; the proxy answers `ping` itself.

@@ -23,7 +23,7 @@ import httpx
 import httpx2
 import mcp_types as types
 import pytest
-from mcp import ClientSession, StdioServerParameters
+from mcp import Client, ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
 from mcp.client.streamable_http import streamable_http_client
 from support import ROOT, free_port, mcp_server_command, pending_request, text_of, wait_for_port
@@ -307,3 +307,80 @@ async def test_a_stdio_upstream_served_over_http_runs_one_process_per_session(
             for session, word in ((one, "one"), (two, "two")):
                 echo = await session.call_tool("echo", {"message": word})
                 assert text_of(echo) == f"Echo: {word}"
+
+
+MODERN_META = {
+    "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+    "io.modelcontextprotocol/clientCapabilities": {
+        "extensions": {"io.modelcontextprotocol/tasks": {}}
+    },
+}
+
+
+async def test_a_2026_agent_over_http_gets_rounds_that_complete_once_approved(
+    gateway: Any, service: Any
+) -> None:
+    token = service.token("agent", "rounds-bot")
+    bob = service.client(service.token("approver", "bob"))
+
+    async def approve() -> None:
+        request = await pending_request(bob, "rounds-bot", HELD)
+        await anyio.sleep(2)  # the client is a round or two in
+        bob.post(f"/requests/{request['id']}/decisions", json={"decision": "approve"})
+
+    with gateway(policy(hold="1s")) as url:
+        headers = {"Authorization": f"Bearer {token}"}
+        async with (
+            httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(30, read=120)) as http,
+            Client(streamable_http_client(url, http_client=http)) as client,
+            anyio.create_task_group() as tg,
+        ):
+            assert client.protocol_version == "2026-07-28"
+            tg.start_soon(approve)
+            result = await client.call_tool(HELD, {})
+    assert not result.is_error, text_of(result)
+    assert text_of(result) == "This is a simple text response for testing."
+
+
+async def raw_call(http: httpx2.AsyncClient, url: str, method: str, params: dict[str, Any]) -> Any:
+    """One 2026-07-28 JSON-RPC request over streamable HTTP, declaring the tasks extension."""
+    body = {"jsonrpc": "2.0", "id": 1, "method": method, "params": {**params, "_meta": MODERN_META}}
+    name = params.get("name") or params.get("taskId") or ""
+    headers = {
+        "MCP-Protocol-Version": "2026-07-28",
+        "Mcp-Method": method,
+        "Mcp-Name": name,
+        "Accept": "application/json, text/event-stream",
+    }
+    answer = await http.post(url, json=body, headers=headers)
+    # A JSON-RPC error comes with HTTP 400 on the 2026-07-28 transport.
+    assert answer.status_code in (200, 400), answer.text
+    return answer.json()
+
+
+async def test_a_task_belongs_to_the_agent_token_that_created_it(
+    gateway: Any, service: Any
+) -> None:
+    ci, dev = service.token("agent", "task-ci"), service.token("agent", "task-dev")
+    bob = service.client(service.token("approver", "bob"))
+    with gateway() as url:
+        async with (
+            httpx2.AsyncClient(headers={"Authorization": f"Bearer {ci}"}, timeout=30) as mine,
+            httpx2.AsyncClient(headers={"Authorization": f"Bearer {dev}"}, timeout=30) as theirs,
+        ):
+            created = await raw_call(mine, url, "tools/call", {"name": HELD, "arguments": {}})
+            task_id = created["result"]["taskId"]
+            for method in ("tasks/get", "tasks/cancel"):
+                stranger = await raw_call(theirs, url, method, {"taskId": task_id})
+                assert stranger["error"]["code"] == -32602
+            request = await pending_request(bob, "task-ci", HELD)
+            assert request["status"] == "pending"  # the stranger's cancel withdrew nothing
+            bob.post(f"/requests/{request['id']}/decisions", json={"decision": "approve"})
+            with anyio.fail_after(20):
+                while True:
+                    task = (await raw_call(mine, url, "tasks/get", {"taskId": task_id}))["result"]
+                    if task["status"] != "working":
+                        break
+                    await anyio.sleep(0.2)
+    assert task["status"] == "completed"
+    assert task["result"]["content"][0]["text"] == "This is a simple text response for testing."

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from gateway_plugin.policy import Policy, parse_policy
+from gateway_plugin.policy import Policy, PolicyError, parse_policy
 
 
 def one_rule(condition: dict[str, Any]) -> Policy:
@@ -263,3 +263,53 @@ def test_explain_and_evaluate_agree() -> None:
         fast = policy.evaluate("deploy", arguments)
         slow = policy.explain("deploy", arguments)
         assert fast.model_copy(update={"trace": ()}) == slow.model_copy(update={"trace": ()})
+
+
+def confirm_policy() -> Policy:
+    return parse_policy(
+        {
+            "version": "1",
+            "approvers": {"alice": {}, "bob": {}},
+            "tools": {
+                "deploy": {
+                    "action": "confirm",
+                    "message": "Deploy now?",
+                    "approvers": ["alice", "bob"],
+                    "rules": [
+                        {"if": {"env": {"eq": "prod"}}, "action": "require_approval"},
+                        {"if": {"env": {"eq": "dev"}}, "action": "confirm", "message": "Dev?"},
+                    ],
+                },
+                "lint": {"action": "confirm"},
+            },
+        }
+    )
+
+
+def test_confirm_asks_the_person_and_keeps_approvers_only_for_clients_that_cannot_be_asked() -> (
+    None
+):
+    policy = confirm_policy()
+
+    dev = policy.evaluate("deploy", {"env": "dev"})
+    assert (dev.action, dev.message) == ("confirm", "Dev?")
+    # The rule inherits the entry's approvers: they decide when the client cannot be asked.
+    assert dev.approval is not None and dev.approval.approvers == ("alice", "bob")
+    staging = policy.evaluate("deploy", {"env": "staging"})
+    assert (staging.action, staging.message) == ("confirm", "Deploy now?")
+    prod = policy.evaluate("deploy", {"env": "prod"})
+    assert prod.action == "require_approval"
+    # No approvers named: nobody to fall back to.
+    lint = policy.evaluate("lint", {})
+    assert lint.action == "confirm" and lint.approval is None and lint.message is None
+    trace = policy.explain("deploy", {"env": "dev"}).trace
+    assert any(
+        line.startswith("confirm: the person at the client is asked (Dev?)") for line in trace
+    )
+    assert any(line.startswith("approval (for clients that cannot be asked): ") for line in trace)
+
+
+@pytest.mark.parametrize("message", ["", "x" * 2001, 7])
+def test_a_confirm_message_must_be_short_text(message: Any) -> None:
+    with pytest.raises(PolicyError):
+        parse_policy({"version": "1", "tools": {"t": {"action": "confirm", "message": message}}})
