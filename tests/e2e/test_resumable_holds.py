@@ -128,7 +128,8 @@ async def test_forged_replayed_and_foreign_states_are_invalid_params_and_nothing
         # Altered by one character, or made up: not a state this gateway issued.
         altered = state[:-1] + ("A" if state[-1] != "A" else "B")
         assert (await refused(agent, call, altered)).error.code == types.INVALID_PARAMS
-        assert (await refused(agent, call, "made-up")).error.code == types.INVALID_PARAMS
+        for made_up in ("made-up", "x" * 10_000, state.split(".")[0]):
+            assert (await refused(agent, call, made_up)).error.code == types.INVALID_PARAMS
         # Another call's arguments with this call's state.
         other = await refused(agent, {"message": "something else"}, state)
         assert other.error.code == types.INVALID_PARAMS
