@@ -18,7 +18,11 @@ Lines pass unchanged because the gateway's own SDK session marks its ids
 (`wire_ids`): an unmarked answer from the upstream can only be the agent's.
 The relay is active only when every extension can screen
 (`ScreeningExtension`) and the agent asked for the same protocol version the
-upstream session speaks, so lines need no translation.
+upstream session speaks, so lines need no translation. A line that carries the
+2026-07-28 envelope (`io.modelcontextprotocol/protocolVersion` in `_meta`) is
+never relayed, and turns the relay off for good: such an agent may still send
+an `initialize` (the SDK client does after a slow `server/discover` probe) but
+speaks the per-request era, which the upstream session does not.
 
 Its callbacks are synchronous and run in the pipes' reader threads (agent
 lines in one, upstream lines in another), and they do as little as they can:
@@ -57,6 +61,9 @@ class ScreeningExtension(Protocol):
         ...
 
 
+_MODERN_ENVELOPE = b'"io.modelcontextprotocol/protocolVersion"'
+
+
 def _line(message: dict[str, Any]) -> bytes:
     return to_json(message) + b"\n"
 
@@ -78,6 +85,8 @@ class FastPath:
         self._screeners = screeners if len(screeners) == len(extensions) else None
         self._session = session
         self._active = False
+        # The agent spoke the 2026-07-28 era once: the relay stays off.
+        self._modern = False
         self._upstream_version: str | None = None
         self._to_agent: WriteLine | None = None
         self._to_upstream: WriteLine | None = None
@@ -99,6 +108,10 @@ class FastPath:
     def on_agent_line(self, line: bytes) -> bool:
         """Offer one line from the agent; True when the relay consumed it."""
         # Flat on purpose: this runs right after a wake-up, where every call costs.
+        if _MODERN_ENVELOPE in line:
+            self._modern = True
+            self._active = False
+            return False
         if b'"tools/call"' in line and self._active:
             try:
                 message = from_json(line)
@@ -116,6 +129,8 @@ class FastPath:
     def _watch_handshake(self, line: bytes) -> None:
         """Turn the relay on when the agent asks for the upstream session's protocol version."""
         if self._screeners is None or self._to_upstream is None or b'"initialize"' not in line:
+            return
+        if self._modern:
             return
         message = _loads(line)
         if message is not None and message.get("method") == "initialize":

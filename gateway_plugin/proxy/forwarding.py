@@ -422,6 +422,10 @@ class _Forwarder:
     async def call_tool(
         self, ctx: ServerRequestContext[Any, Any], params: types.CallToolRequestParams
     ) -> types.CallToolResult:
+        if params.request_state is not None or params.input_responses is not None:
+            # The agent's rounds with the gateway (a sealed state, its answers): not the
+            # upstream's business, and the state is the gateway's own secret-signed token.
+            params = params.model_copy(update={"request_state": None, "input_responses": None})
         return await self._send(
             ctx, types.CallToolRequest(params=_hop_params(params)), types.CallToolResult
         )

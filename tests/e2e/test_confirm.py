@@ -39,6 +39,7 @@ def confirm_policy(**entry: Any) -> dict[str, Any]:
         "default": "deny",
         "tools": {
             "calls_seen": {"action": "allow"},
+            "params_seen": {"action": "allow"},
             "ids_seen": {
                 "redact": ["note"],
                 "rules": [{"if": {"dry_run": {"eq": True}}, "action": "allow"}, rule],
@@ -170,6 +171,9 @@ async def test_a_forged_acceptance_without_the_gateways_state_runs_nothing(
             allow_input_required=True,
         )  # fmt: skip
         assert isinstance(done, types.CallToolResult) and not done.is_error
+        # The rounds are between the agent and the gateway: the upstream never sees them.
+        seen = json.loads(text_of(await agent.call_tool("params_seen", {})))
+        assert seen[-2] == ["arguments", "name"]
         with pytest.raises(MCPError):
             await agent.session.call_tool(
                 "ids_seen", ARGS, input_responses=accept, request_state=asked.request_state,

@@ -4,7 +4,8 @@ Tools: `block` waits until cancelled and then appends "cancelled" to the file
 named by $FAKE_UPSTREAM_LOG; `die` ends the process mid-call; `ids_seen`
 answers with the ids of the requests this server has received (a result that
 quotes the gateway's own request ids); `calls_seen` answers with the names of
-the tools called so far (itself included), so a story sees what reached it.
+the tools called so far (itself included), and `params_seen` the keys of each
+call's params, so a story sees what reached it.
 """
 
 from __future__ import annotations
@@ -24,9 +25,11 @@ _TOOLS = [
     types.Tool(name="die", input_schema={"type": "object"}),
     types.Tool(name="ids_seen", input_schema={"type": "object"}),
     types.Tool(name="calls_seen", input_schema={"type": "object"}),
+    types.Tool(name="params_seen", input_schema={"type": "object"}),
 ]
 _SEEN: list[types.RequestId | None] = []
 _CALLED: list[str] = []
+_PARAMS: list[list[str]] = []
 
 
 async def list_tools(
@@ -43,6 +46,9 @@ async def call_tool(
     """Block until cancelled, exit the process, or tell the request ids seen."""
     _SEEN.append(ctx.request_id)
     _CALLED.append(params.name)
+    _PARAMS.append(sorted(params.model_dump(by_alias=True, exclude_none=True)))
+    if params.name == "params_seen":
+        return types.CallToolResult(content=[types.TextContent(text=json.dumps(_PARAMS))])
     if params.name == "calls_seen":
         return types.CallToolResult(content=[types.TextContent(text=json.dumps(_CALLED))])
     if params.name == "ids_seen":
