@@ -314,7 +314,8 @@ async def test_client_cancellation_reaches_upstream(tmp_path: Path) -> None:
             await gateway.call_tool("block", {})
         await eventually(lambda: log.exists() and "cancelled" in log.read_text())
         tools = (await gateway.list_tools()).tools
-        assert [tool.name for tool in tools] == ["block", "die", "ids_seen", "calls_seen", "params_seen"]
+        names = ["block", "die", "ids_seen", "calls_seen", "params_seen"]
+        assert [tool.name for tool in tools] == names
 
 
 async def test_proxy_exits_when_upstream_dies(tmp_path: Path) -> None:
