@@ -83,7 +83,9 @@ def test_without_a_policy_nothing_can_be_approved() -> None:
 
 
 # Text the edge accepts (a NUL is refused there: tests/approvals/test_input_limits.py).
-_TEXT = st.characters(exclude_characters="\x00")
+# Lone surrogates cannot be sent as JSON by the client at all (httpx refuses to
+# encode them), so they would test the client, not the service.
+_TEXT = st.characters(exclude_characters="\x00", exclude_categories=("Cs",))
 
 
 @settings(
