@@ -22,6 +22,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session, select
 
+from approvals import edits
 from approvals import request_store as store
 from approvals.audit import record as audit
 from approvals.audit.models import AuditEvent
@@ -83,6 +84,8 @@ class ApprovalTerms:
     quorum: int
     timeout_seconds: float
     on_timeout: str
+    # Whether an approver may change the arguments before approving them.
+    editable: bool = True
 
 
 def approval_terms(policy: Policy | None, data: RequestCreate) -> ApprovalTerms:
@@ -121,6 +124,7 @@ def approval_terms(policy: Policy | None, data: RequestCreate) -> ApprovalTerms:
         quorum=approval.quorum,
         timeout_seconds=approval.timeout_seconds,
         on_timeout=approval.on_timeout,
+        editable=approval.editable,
     )
 
 
@@ -173,6 +177,7 @@ def _fact(
     outcome: str | None = None,
     comment: str | None = None,
     with_arguments: bool = False,
+    arguments: dict[str, Any] | None = None,
 ) -> audit.EventDraft:
     """An audit event about `request` (see approvals/audit/record.py for the types)."""
     return audit.EventDraft(
@@ -185,7 +190,9 @@ def _fact(
         caller=request.caller,
         outcome=outcome,
         comment=comment,
-        arguments=request.arguments if with_arguments else None,
+        arguments=arguments
+        if arguments is not None
+        else (request.arguments if with_arguments else None),
         policy_key=request.policy_key,
         time=now,
     )
@@ -232,6 +239,9 @@ _UNDECIDED: dict[str, object] = {
     "outcome_is_error": None,
     "outcome_summary": None,
     "outcome_at": None,
+    "approved_arguments": None,
+    "approved_arguments_hash": None,
+    "edited_by": None,
     "version": 0,
 }
 
@@ -285,6 +295,7 @@ def create_request(
                 "quorum": terms.quorum,
                 "approvals_count": 0,
                 "on_timeout": terms.on_timeout,
+                "editable": terms.editable,
                 "created_by": created_by,
                 "idempotency_key": idempotency_key,
                 "created_at": now,
@@ -441,11 +452,23 @@ def decide(
     comment: str | None = None,
     channel: str = "api",
     role: str = Role.APPROVER,
+    arguments: dict[str, Any] | None = None,
+    seen_hash: str | None = None,
+    policy: Policy | None = None,
     now: datetime | None = None,
 ) -> Decided:
-    """Record an approver's vote; quorum approvals approve, one rejection rejects."""
+    """Record an approver's vote; quorum approvals approve, one rejection rejects.
+
+    With `arguments` the approver changed the call before approving it (see `_edit`;
+    `policy` is the service's, which the changed call must still fall under). With
+    `seen_hash` the vote counts only if the arguments that would run still hash to it:
+    nobody changed them since the approver looked."""
     if decision not in ("approve", "reject"):
         raise LifecycleError("decision must be 'approve' or 'reject'", code="invalid_decision")
+    if arguments is not None and decision != "approve":
+        raise Unprocessable(
+            "arguments may be changed only with an approval", code="edit_needs_approve"
+        )
     now = now or utcnow()
     request = _load(session, request_id)
     if request.status == RequestStatus.PENDING and request.expires_at <= now:
@@ -455,6 +478,15 @@ def decide(
     refusal = may_decide(request, approver, role)
     if refusal is not None:
         raise Forbidden(refusal, code="not_allowed_to_decide")
+    if seen_hash is not None and seen_hash != effective_hash(request):
+        raise Conflict(
+            f"the arguments of request {request.id} were changed by {request.edited_by} "
+            "since you looked; reload it and decide again",
+            code="arguments_changed",
+        )
+    edit: _Edit | None = None
+    if arguments is not None:
+        edit = _edit(session, request, arguments, approver=approver, policy=policy)
     try:
         vote = store.insert_vote(
             session.connection(),
@@ -472,10 +504,16 @@ def decide(
         raise Conflict(
             f"{approver} has already voted on request {request.id}", code="duplicate_vote"
         ) from None
-    earlier_votes = request.approvals_count
+    earlier_votes = 0 if edit is not None else request.approvals_count
     approvals = earlier_votes + (1 if decision == "approve" else 0)
     final = decision == "reject" or approvals >= request.quorum
     changes: dict[str, object] = {"approvals_count": approvals}
+    if edit is not None:
+        changes.update(
+            approved_arguments=edit.arguments,
+            approved_arguments_hash=edit.arguments_hash,
+            edited_by=approver,
+        )
     if final:
         changes.update(
             status=RequestStatus.APPROVED if decision == "approve" else RequestStatus.REJECTED,
@@ -488,7 +526,10 @@ def decide(
     # Votes before this one were approvals (a rejection settles the request), so
     # with none counted this vote is the only one and need not be read back.
     view = _emit(session, "request.decided", request, None if earlier_votes else [vote])
-    facts = [
+    facts = []
+    if edit is not None:
+        facts.append(edit.fact(request, approver=approver, channel=channel, now=now))
+    facts.append(
         _fact(
             audit.DECISION_RECORDED,
             request,
@@ -498,7 +539,7 @@ def decide(
             outcome=decision,
             comment=comment,
         )
-    ]
+    )
     if final and decision == "approve" and request.quorum > 1:
         facts.append(
             _fact(
@@ -527,6 +568,103 @@ def decide(
     _audit(session, *facts)
     session.commit()
     return Decided(request, final, view)
+
+
+def effective_hash(request: ApprovalRequest | RequestRow) -> str:
+    """The hash of the arguments the call would run with: the approved ones once edited."""
+    return request.approved_arguments_hash or request.arguments_hash
+
+
+@dataclass(frozen=True)
+class _Edit:
+    """Arguments an approver changed, checked: what is stored and what the log says."""
+
+    arguments: dict[str, Any]
+    arguments_hash: str
+    changed: list[str]
+    voided: list[str]
+
+    def fact(
+        self, request: RequestRow, *, approver: str, channel: str, now: datetime
+    ) -> audit.EventDraft:
+        voided = f"; approvals voided: {', '.join(self.voided)}" if self.voided else ""
+        return _fact(
+            audit.ARGUMENTS_EDITED,
+            request,
+            actor=approver,
+            channel=channel,
+            now=now,
+            outcome="edited",
+            comment=(
+                f"edited by {approver}; changed keys: {', '.join(self.changed) or 'none'}; "
+                f"arguments_hash={request.arguments_hash}; "
+                f"approved_arguments_hash={self.arguments_hash}{voided}"
+            ),
+            arguments=self.arguments,
+        )
+
+
+def _edit(
+    session: WriteScope,
+    request: RequestRow,
+    arguments: dict[str, Any],
+    *,
+    approver: str,
+    policy: Policy | None,
+) -> _Edit:
+    """Check arguments an approver changed; void the approvals given to the old ones.
+
+    The changed call must be editable and fall under the same terms of the service's
+    policy as the original (else a narrow group could approve, by editing, a call the
+    policy gives to a wider one, or one it denies)."""
+    if not request.editable:
+        raise Unprocessable(
+            f"the policy says the arguments of {request.tool} may not be edited "
+            '("editable": false): approve or reject the call as made',
+            code="not_editable",
+        )
+    try:
+        edits.check_shape(arguments)
+    except edits.EditRefused as exc:
+        raise _refusal(exc) from None
+    data = RequestCreate(
+        tool=request.tool, server=request.server, caller=request.caller, arguments=arguments
+    )
+    try:
+        terms = approval_terms(policy, data)
+    except Unprocessable as exc:
+        raise Unprocessable(
+            f"the edited call is not one to approve: {exc.message}", code="edit_changes_terms"
+        ) from None
+    if not terms.editable:
+        raise Unprocessable(
+            f"the policy says the edited call to {request.tool} may not be edited",
+            code="not_editable",
+        )
+    if not _same_terms(request, terms):
+        raise Unprocessable(
+            "the edited call falls under other approval terms of the policy "
+            f"(approvers {', '.join(terms.approvers) or 'any'}, quorum {terms.quorum}); "
+            "reject it and let the agent make that call itself",
+            code="edit_changes_terms",
+        )
+    try:
+        edits.check_masks(arguments, terms.shown_arguments, request.arguments)
+    except edits.EditRefused as exc:
+        raise _refusal(exc) from None
+    voided = store.void_approvals(session.connection(), request.id)
+    return _Edit(
+        arguments=terms.shown_arguments,
+        arguments_hash=terms.arguments_hash,
+        changed=edits.changed_keys(request.approved_arguments or request.arguments, arguments),
+        voided=voided,
+    )
+
+
+def _refusal(exc: edits.EditRefused) -> LifecycleError:
+    error = LifecycleError(exc.message, code=exc.code)
+    error.status = exc.status
+    return error
 
 
 def _expire(session: WriteScope, request: ApprovalRequest | RequestRow, now: datetime) -> None:
@@ -648,6 +786,12 @@ def claim(
             code="approval_stale",
         )
     _transition(session, request, claimed_at=now)
+    edited = (
+        f"arguments edited by {request.edited_by}; "
+        f"approved_arguments_hash={request.approved_arguments_hash}"
+        if request.approved_arguments is not None
+        else None
+    )
     _audit(
         session,
         _fact(
@@ -657,7 +801,9 @@ def claim(
             channel="gateway",
             now=now,
             outcome="forwarded",
+            comment=edited,
             with_arguments=True,
+            arguments=request.approved_arguments,
         ),
     )
     session.commit()

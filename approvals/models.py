@@ -110,6 +110,15 @@ class ApprovalRequest(SQLModel, table=True):
     outcome_is_error: bool | None = Field(default=None)
     outcome_summary: str | None = Field(default=None)
     outcome_at: datetime | None = _utc_column()
+    # False when the policy's rule says `"editable": false`: approve or reject as made.
+    editable: bool = True
+    # Set when an approver changed the arguments before approving: what then runs
+    # (secret values still masked: the gateway fills them in from the call as made).
+    approved_arguments: dict[str, Any] | None = Field(
+        default=None, sa_column=Column(JSON, nullable=True)
+    )
+    approved_arguments_hash: str | None = Field(default=None, max_length=64)
+    edited_by: str | None = Field(default=None, max_length=255)
     # Bumped on every state change; updates compare-and-set on it.
     version: int = 0
 
@@ -131,6 +140,33 @@ class Decision(SQLModel, table=True):
     comment: str | None = Field(default=None)
     channel: str = Field(default="api", max_length=32)
     created_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+
+
+class Grant(SQLModel, table=True):
+    """A time-boxed permission: calls of one tool by one caller run without a hold."""
+
+    __tablename__ = "grants"
+    __table_args__ = (Index("ix_grants_match", "tool", "caller"),)
+
+    id: str = Field(primary_key=True, max_length=32)
+    tool: str = Field(max_length=255)
+    # None: the tool on any server.
+    server: str | None = Field(default=None, max_length=255)
+    caller: str = Field(max_length=255)
+    # None: any arguments; else only the call whose canonical hash this is. The
+    # arguments are kept for people to read, with secret values masked.
+    arguments: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    arguments_hash: str | None = Field(default=None, max_length=64)
+    policy_key: str | None = Field(default=None, max_length=255)
+    created_by: str = Field(max_length=255)
+    created_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    expires_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False, index=True))
+    # None: as many calls as come before it expires.
+    max_uses: int | None = Field(default=None)
+    # Counted by the service with a compare-and-set, so racing gateways never exceed max_uses.
+    uses: int = 0
+    revoked_at: datetime | None = _utc_column()
+    revoked_by: str | None = Field(default=None, max_length=255)
 
 
 class ApiToken(SQLModel, table=True):

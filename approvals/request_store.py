@@ -100,6 +100,23 @@ def insert_vote(conn: Connection, values: Mapping[str, Any]) -> SimpleNamespace:
     return SimpleNamespace(**values)
 
 
+def void_approvals(conn: Connection, request_id: str) -> list[str]:
+    """Delete the approvals given so far on a request (its arguments were changed since):
+    those approvers may vote again. Returns their names. The audit log keeps the votes."""
+    rows = conn.execute(
+        select(DECISIONS.c.approver).where(
+            DECISIONS.c.request_id == request_id, DECISIONS.c.decision == "approve"
+        )
+    ).all()
+    if rows:
+        conn.execute(
+            DECISIONS.delete().where(
+                DECISIONS.c.request_id == request_id, DECISIONS.c.decision == "approve"
+            )
+        )
+    return sorted(str(row[0]) for row in rows)
+
+
 def decisions_of(conn: Connection, request_id: str) -> Sequence[Any]:
     """The votes on a request, oldest first (attributes as on `Decision`)."""
     return conn.execute(_DECISIONS_OF, {"request_id": request_id}).all()

@@ -74,6 +74,11 @@ class DecisionCreate(BaseModel):
 
     decision: Literal["approve", "reject"]
     comment: str | None = Field(default=None, max_length=4000)
+    # The arguments to run instead of the agent's (approve only; the rule must be editable).
+    arguments: dict[str, Any] | None = None
+    # The hash of the arguments the approver looked at: the vote is refused (409) if the
+    # arguments that would run have been changed since.
+    arguments_hash: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
 
 
 class CancelCreate(BaseModel):
@@ -123,8 +128,15 @@ class RequestPublic(BaseModel):
     # wait on, claim, report on or cancel it.
     gateway: str
     session_id: str | None
+    # The arguments as the agent sent them (masked), and their hash.
     arguments: dict[str, Any]
     arguments_hash: str
+    # Whether approvers may change the arguments before approving (the rule's `editable`).
+    editable: bool
+    # Set once an approver changed the arguments: what runs instead, its hash, and who.
+    approved_arguments: dict[str, Any] | None
+    approved_arguments_hash: str | None
+    edited_by: str | None
     policy_key: str | None
     reason: str | None
     approver_group: str | None
@@ -165,6 +177,10 @@ class RequestPublic(BaseModel):
             session_id=request.session_id,
             arguments=request.arguments,
             arguments_hash=request.arguments_hash,
+            editable=request.editable,
+            approved_arguments=request.approved_arguments,
+            approved_arguments_hash=request.approved_arguments_hash,
+            edited_by=request.edited_by,
             policy_key=request.policy_key,
             reason=request.reason,
             approver_group=request.approver_group,

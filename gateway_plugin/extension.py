@@ -135,12 +135,17 @@ class SignoffExtension(Extension):
                 return result
             return error_result(f"Signoff: unexpected result type from {params.name}")
 
+        async def forward_with(arguments: dict[str, Any]) -> types.CallToolResult:
+            # The wrapped handler is invoked with this very params object.
+            params.arguments = arguments
+            return await forward()
+
         progress = progress_reporter(ctx)
         gate = self.gate
         features = client_features(ctx)
         evaluation = gate.evaluate(call)
         if not gate.needs_human(evaluation) or not (features.rounds or features.form_elicitation):
-            return await gate.handle(call, forward, progress, evaluation)
+            return await gate.handle(call, forward, progress, evaluation, forward_with=forward_with)
         if params.request_state is not None:
             return await self._next_round(ctx, params, call, evaluation, features, forward)
         verdict = gate.screen(call, evaluation)
@@ -161,7 +166,7 @@ class SignoffExtension(Extension):
                 call.tool, self.rounds.first_round(call, verdict, forward, progress, features)
             )
         return await gate.fail_closed(
-            call.tool, gate.hold_then_forward(call, verdict, forward, progress)
+            call.tool, gate.hold_then_forward(call, verdict, forward, progress, forward_with)
         )
 
     @staticmethod

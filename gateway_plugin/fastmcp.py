@@ -149,15 +149,31 @@ class SignoffMiddleware(Middleware):
         )
         ran: list[tuple[ToolResult, mt.CallToolResult]] = []
 
-        async def forward() -> mt.CallToolResult:
-            result = await call_next(context)
+        async def run(ctx: MiddlewareContext[mt.CallToolRequestParams]) -> mt.CallToolResult:
+            result = await call_next(ctx)
             seen = mt.CallToolResult(content=list(result.content), is_error=bool(result.is_error))
             ran.append((result, seen))
             return seen
 
-        outcome = await self.gate.handle(call, forward, _progress(context))
+        async def forward() -> mt.CallToolResult:
+            return await run(context)
+
+        async def forward_with(arguments: dict[str, Any]) -> mt.CallToolResult:
+            edited = params.model_copy(update={"arguments": arguments})
+            return await run(context.copy(message=edited))
+
+        outcome = await self.gate.handle(
+            call, forward, _progress(context), forward_with=forward_with
+        )
         if ran and outcome is ran[0][1]:
             return ran[0][0]  # the tool ran: its own result, untouched
+        if ran:  # it ran with the approver's arguments: its result, and what Signoff adds
+            return ToolResult(
+                content=list(outcome.content),
+                structured_content=ran[0][0].structured_content,
+                meta=outcome.meta,
+                is_error=bool(outcome.is_error),
+            )
         return ToolResult(content=list(outcome.content), is_error=True)
 
     async def on_list_tools(

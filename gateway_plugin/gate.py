@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import anyio
 from mcp_types import CallToolResult, TextContent
 
-from gateway_plugin import messages
+from gateway_plugin import edits, messages
 from gateway_plugin.audit_reporter import AuditReporter, FactType
 from gateway_plugin.policy import (
     Evaluation,
@@ -39,6 +39,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 Forward = Callable[[], Awaitable[CallToolResult]]
+# Runs the call with other arguments (those an approver changed); None: the host cannot.
+ForwardWith = Callable[[dict[str, Any]], Awaitable[CallToolResult]]
 ProgressFn = Callable[[float, float | None, str | None], Awaitable[None]]
 _Answer = TypeVar("_Answer")
 
@@ -232,10 +234,13 @@ class ApprovalGate:
         forward: Forward,
         progress: ProgressFn | None = None,
         evaluation: Evaluation | None = None,
+        forward_with: ForwardWith | None = None,
     ) -> CallToolResult:
         """Decide what happens to `call`; runs `forward` only when the policy and humans allow.
 
-        `evaluation` is `evaluate(call)` when the caller already has it."""
+        `evaluation` is `evaluate(call)` when the caller already has it. `forward_with`
+        runs the call with the arguments an approver changed; a host that cannot gives
+        None, and such an approval is refused rather than run as made."""
         verdict = self.screen(call, evaluation)
         if verdict is None:
             return await forward()
@@ -245,7 +250,7 @@ class ApprovalGate:
             # Only a host that can ask the person at the client confirms (SignoffExtension).
             return error_result(messages.cannot_confirm(call.tool))
         return await self.fail_closed(
-            call.tool, self.hold_then_forward(call, verdict, forward, progress)
+            call.tool, self.hold_then_forward(call, verdict, forward, progress, forward_with)
         )
 
     async def fail_closed(self, tool: str, work: Awaitable[_Answer]) -> _Answer | CallToolResult:
@@ -268,13 +273,16 @@ class ApprovalGate:
         evaluation: Evaluation,
         forward: Forward,
         progress: ProgressFn | None,
+        forward_with: ForwardWith | None = None,
     ) -> CallToolResult:
         """Hold then hand back: queue, wait up to `hold`, then run, refuse, or say it is pending."""
         request = await self.open_request(call)
         request, claimed = await self.await_decision(request, self.hold_for(evaluation), progress)
         if request.pending:
             return error_result(messages.pending(request, self.service.base_url))
-        return await self.run_decided(request, claimed, forward)
+        return await self.run_decided(
+            request, claimed, forward, edited=_Edited(call, evaluation, forward_with)
+        )
 
     def hold_for(self, evaluation: Evaluation) -> float:
         """How long a call of this policy entry is held in-band before it is handed back."""
@@ -305,32 +313,59 @@ class ApprovalGate:
         )
 
     async def run_decided(
-        self, request: ApprovalRequestView, claimed: bool, forward: Forward
+        self,
+        request: ApprovalRequestView,
+        claimed: bool,
+        forward: Forward,
+        edited: _Edited | None = None,
     ) -> CallToolResult:
-        """Run a decided request's call once (claiming its approval), or refuse it."""
+        """Run a decided request's call once (claiming its approval), or refuse it.
+
+        `edited` says how to run the arguments an approver changed; without it (or its
+        `forward_with`) such an approval is refused, never run as the agent made it."""
         if not request.allowed:
             return error_result(messages.refused(request))
+        can_edit = edited is not None and edited.forward_with is not None
         if not claimed:
-            refusal = await self._claim(request)
-            if refusal is not None:
-                return refusal
-        result = await forward()
+            if request.approved_arguments is not None and not can_edit:
+                return error_result(messages.edit_unsupported(request))
+            outcome = await self._claim(request)
+            if isinstance(outcome, CallToolResult):
+                return outcome
+            request = outcome
+        if request.approved_arguments is not None:
+            if edited is None or edited.forward_with is None:
+                return error_result(messages.edit_unsupported(request))
+            result = await self._run_edited(edited, request)
+        else:
+            result = await forward()
         if self.reports_outcomes:
             # The agent gets its result now; the outcome is recorded behind its back.
             self._background(self._report(request, result))
         return result
 
-    async def _claim(self, request: ApprovalRequestView) -> CallToolResult | None:
-        """Use the approval for this execution; a tool error when another call used it."""
+    async def _claim(self, request: ApprovalRequestView) -> CallToolResult | ApprovalRequestView:
+        """Use the approval for this execution: the request as claimed (with the arguments
+        approved), or a tool error when another call used it."""
         try:
-            await self.service.claim(request.id)
+            return await self.service.claim(request.id)
         except ServiceRefused as exc:
             if exc.code == "already_claimed":
                 return error_result(messages.approval_used(request))
             if exc.code == "approval_stale":
                 return error_result(messages.approval_stale(request))
             raise ServiceUnavailable(str(exc)) from exc
-        return None
+
+    async def _run_edited(self, edited: _Edited, request: ApprovalRequestView) -> CallToolResult:
+        """Run the call with the arguments the approver approved instead of the agent's."""
+        assert edited.forward_with is not None
+        call, redact = edited.call, edited.evaluation.redact
+        try:
+            arguments = edits.approved_call_arguments(request, call.arguments, redact)
+        except edits.EditMismatch as exc:
+            return error_result(messages.internal_error(call.tool, str(exc)))
+        result = await edited.forward_with(arguments)
+        return edits.annotate(result, request, call.arguments, redact)
 
     async def await_decision(
         self, request: ApprovalRequestView, hold: float, progress: ProgressFn | None
@@ -386,3 +421,13 @@ class ApprovalGate:
             )
         except (ServiceUnavailable, ServiceRefused) as exc:
             log.warning("could not record the outcome of request %s: %s", request.id, exc)
+
+
+@dataclass(frozen=True)
+class _Edited:
+    """What running an approver's changed arguments needs: the call as the agent made it,
+    its evaluation (what is masked), and the host's way to run other arguments."""
+
+    call: ToolCall
+    evaluation: Evaluation
+    forward_with: ForwardWith | None

@@ -124,3 +124,11 @@ def waiting(request: ApprovalRequestView) -> str:
     """A task's status line while its request is pending."""
     who = request.approver_group or (", ".join(request.approvers) or "any approver")
     return f"waiting for approval by {who}, {request.approvals} of {request.quorum}"
+
+
+def edit_unsupported(request: ApprovalRequestView) -> str:
+    return (
+        f"Signoff: {request.edited_by} approved the call to {request.tool} (request "
+        f"{request.id}) only with changed arguments, and this gateway host cannot run a call "
+        f"with other arguments than the agent sent, so nothing was run."
+    )

@@ -40,6 +40,11 @@ class ApprovalRequestView(BaseModel):
     tool: str
     server: str = ""
     caller: str
+    arguments_hash: str = ""
+    # Set when an approver changed the arguments: run these (masked values are the agent's).
+    approved_arguments: dict[str, Any] | None = None
+    approved_arguments_hash: str | None = None
+    edited_by: str | None = None
     approver_group: str | None = None
     approvers: list[str] = []
     quorum: int = 1

@@ -138,13 +138,18 @@ async def wait_for_decision(
 
 @router.post("/requests/{request_id}/decisions", response_model=RequestPublic)
 async def decide(
+    request: Request,
     request_id: str,
     body: DecisionCreate,
     writes: WritesDep,
     principal: ApproverDep,
     x_signoff_channel: Annotated[Literal["api", "cli"], Header()] = "api",
 ) -> Response:
-    """Approve or reject; the first settling decision wins, later ones get 409."""
+    """Approve or reject; the first settling decision wins, later ones get 409.
+
+    With `arguments`, approve the call with these arguments instead of the agent's
+    (quorum > 1: earlier approvals are void, this one counts for the new arguments)."""
+    policy = request.app.state.policy
     result = await writes.run(
         lambda session: lifecycle.decide(
             session,
@@ -154,6 +159,9 @@ async def decide(
             comment=body.comment,
             channel=x_signoff_channel,
             role=principal.role,
+            arguments=body.arguments,
+            seen_hash=body.arguments_hash,
+            policy=policy,
         )
     )
     return _json(result.view)

@@ -54,6 +54,10 @@ CALL_ALLOWED = "call.allowed"
 # The person at the client answered a `confirm` rule (never an approver's vote).
 CALL_CONFIRMED = "call.confirmed"
 CALL_DECLINED = "call.declined"
+ARGUMENTS_EDITED = "arguments.edited"
+GRANT_CREATED = "grant.created"
+GRANT_REVOKED = "grant.revoked"
+GRANT_USED = "grant.used"
 
 EVENT_TYPES: tuple[str, ...] = (
     REQUEST_CREATED,
@@ -72,6 +76,10 @@ EVENT_TYPES: tuple[str, ...] = (
     CALL_ALLOWED,
     CALL_CONFIRMED,
     CALL_DECLINED,
+    ARGUMENTS_EDITED,
+    GRANT_CREATED,
+    GRANT_REVOKED,
+    GRANT_USED,
 )
 # The facts a gateway reports itself (POST /api/v1/audit/events).
 GATEWAY_EVENT_TYPES: tuple[str, ...] = (

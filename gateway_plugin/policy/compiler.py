@@ -217,6 +217,7 @@ class _Compiler:
         hold = field("hold")
         on_timeout = field("on_timeout")
         reason = field("reason")
+        editable = field("editable")
         return ApprovalSpec(
             group=group,
             approvers=names,
@@ -226,6 +227,7 @@ class _Compiler:
             hold_seconds=hold if isinstance(hold, float) else None,
             slack_channel=channel,
             reason=reason if isinstance(reason, str) else None,
+            editable=editable is not False,
         )
 
     def _resolve_approvers(

@@ -68,6 +68,8 @@ class ApprovalSpec(_Frozen):
     hold_seconds: float | None = None
     slack_channel: str | None = None
     reason: str | None = None
+    # Whether an approver may change the arguments before approving them.
+    editable: bool = True
 
 
 class Evaluation(_Frozen):

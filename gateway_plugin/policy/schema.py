@@ -189,6 +189,8 @@ class ApprovalFields(StrictModel):
     hold: Duration = None
     # The question a `confirm` rule puts to the person at the client.
     message: str | None = Field(default=None, min_length=1, max_length=2000)
+    # False: approvers may only approve or reject the call as made, never edit its arguments.
+    editable: bool | None = None
 
 
 class RuleModel(ApprovalFields):
