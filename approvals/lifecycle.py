@@ -410,12 +410,19 @@ def may_decide(
     Only the people the service's policy lists for the request decide it; where it
     lists nobody, any approver token does. An admin token is no override: it decides
     only where the policy names it."""
-    if approver == request.caller:
+    return eligibility(request.caller, request.approvers, request.approver_group, approver, role)
+
+
+def eligibility(
+    caller: str, approvers: Sequence[str], group: str | None, approver: str, role: str
+) -> str | None:
+    """Why `approver` (a token of `role`) may not approve `caller`'s calls under a rule that
+    lists `approvers` (of `group`), or None when they may. See `may_decide`."""
+    if approver == caller:
         return f"{approver} made this call and cannot approve it"
-    if request.approvers:
-        if approver not in request.approvers:
-            group = request.approver_group or "the listed approvers"
-            return f"{approver} is not a member of {group}"
+    if approvers:
+        if approver not in approvers:
+            return f"{approver} is not a member of {group or 'the listed approvers'}"
     elif role != Role.APPROVER:
         return f"{approver} is not an approver (role {role}); the policy lists no approvers here"
     return None

@@ -31,7 +31,7 @@ from gateway_plugin.service_client import (
     ServiceRefused,
     ServiceUnavailable,
 )
-from gateway_plugin.wire import ApprovalRequestView, CreateRequest
+from gateway_plugin.wire import ApprovalRequestView, CreateRequest, GrantUseRequest
 
 if TYPE_CHECKING:
     from gateway_plugin.decision_stream import DecisionStream
@@ -298,6 +298,13 @@ class ApprovalGate:
     async def open_request(self, call: ToolCall) -> ApprovalRequestView:
         """Queue `call` for approval (an identical pending call attaches to its request)."""
         arguments = dict(call.arguments)
+        # A grant in force runs the call at once and makes no request; the service counts
+        # the use and writes grant.used, so revocations and max_uses hold at every gateway.
+        grant = await self.service.use_grant(
+            GrantUseRequest(tool=call.tool, server=call.server, caller=caller, arguments=arguments)
+        )
+        if grant is not None:
+            return await forward()
         # The call as it will run, unmasked: the service hashes exactly these arguments
         # (and masks them before storing), and takes approvers, quorum and timeout from
         # its own policy. The hash we send makes it refuse if we disagree on the call.

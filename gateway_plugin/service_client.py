@@ -14,7 +14,13 @@ import anyio
 import httpx
 from pydantic import BaseModel, ValidationError
 
-from gateway_plugin.wire import ApprovalRequestView, CreateRequest, Identity
+from gateway_plugin.wire import (
+    ApprovalRequestView,
+    CreateRequest,
+    GrantUseRequest,
+    GrantView,
+    Identity,
+)
 
 
 class ServiceError(Exception):
@@ -141,6 +147,18 @@ class ServiceClient:
                 await anyio.sleep(delay)
                 delay *= 2
         raise AssertionError("unreachable")
+
+    async def use_grant(self, body: GrantUseRequest) -> GrantView | None:
+        """Run a call under a grant: the grant whose use the service counted, or None when
+        no grant covers the call."""
+        try:
+            data = await self._call("POST", "/grants/use", json=body.model_dump(mode="json"))
+        except ServiceRefused as exc:
+            # 404 without `no_grant`: a service from before grants, which has none.
+            if exc.status == 404:
+                return None
+            raise
+        return GrantView.model_validate(data)
 
     async def get(self, request_id: str) -> ApprovalRequestView:
         return ApprovalRequestView.model_validate(

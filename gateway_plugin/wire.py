@@ -66,3 +66,24 @@ class Identity(BaseModel):
 
     name: str
     role: str
+
+
+class GrantUseRequest(BaseModel):
+    """Body of POST /api/v1/grants/use: run this call under a grant, if one covers it."""
+
+    tool: str
+    server: str = ""
+    caller: str
+    arguments: dict[str, Any]
+
+
+class GrantView(BaseModel):
+    """The grant a call ran under, as the service counted it."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    id: str
+    created_by: str
+    uses: int
+    max_uses: int | None = None
+    expires_at: datetime

@@ -59,3 +59,53 @@ async def test_the_call_runs_with_the_arguments_alice_approved(
     assert meta["arguments"] == {"message": "drop the database"}
     assert meta["approved_arguments"] == {"message": "say hello"}
     assert meta["approved_arguments_hash"] == edited.json()["approved_arguments_hash"]
+
+
+def _grant(alice: httpx.Client, caller: str, **extra: Any) -> dict[str, Any]:
+    created = alice.post(
+        "/grants", json={"tool": "echo", "caller": caller, "expires_in_seconds": 3600, **extra}
+    )
+    assert created.status_code == 201, created.text
+    return dict(created.json())
+
+
+async def test_a_grant_lets_calls_through_until_it_is_revoked(
+    open_gateway: Any,
+    everything_command: list[str],
+    alice: httpx.Client,
+    agent_name: str,
+    service: Any,
+) -> None:
+    policy = echo_policy()
+    policy["tools"]["echo"]["hold"] = "1s"
+    auditor = service.client(service.token("auditor", f"audit-{agent_name}"))
+    async with open_gateway(policy, agent_name, upstream=everything_command) as agent:
+        held = await agent.call_tool("echo", {"message": "before"})
+        assert held.is_error and "pending approval" in text_of(held)
+
+        grant = _grant(alice, agent_name)
+        for n in range(3):
+            ran = await agent.call_tool("echo", {"message": f"granted {n}"})
+            assert not ran.is_error and text_of(ran) == f"Echo: granted {n}"
+        # Each call is one grant.used event, and no request: only the first call made one.
+        mine = [r for r in alice.get("/requests").json()["items"] if r["caller"] == agent_name]
+        assert len(mine) == 1
+        log = auditor.get("/audit/export", params={"format": "jsonl", "tool": "echo"}).text
+        assert sum(grant["id"] in line and "grant.used" in line for line in log.splitlines()) == 3
+
+        assert alice.delete(f"/grants/{grant['id']}").status_code == 200
+        after = await agent.call_tool("echo", {"message": "after"})
+        assert after.is_error and "pending approval" in text_of(after)
+
+
+async def test_a_grant_for_another_caller_covers_nothing(
+    open_gateway: Any, everything_command: list[str], alice: httpx.Client, agent_name: str
+) -> None:
+    policy = echo_policy()
+    policy["tools"]["echo"]["hold"] = "1s"
+    grant = _grant(alice, f"{agent_name}-other", max_uses=5)
+    async with open_gateway(policy, agent_name, upstream=everything_command) as agent:
+        held = await agent.call_tool("echo", {"message": "mine"})
+    assert held.is_error and "pending approval" in text_of(held)
+    listed = {g["id"]: g for g in alice.get("/grants").json()["items"]}
+    assert listed[grant["id"]]["uses"] == 0

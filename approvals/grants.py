@@ -1,0 +1,291 @@
+"""The rules of time-boxed grants: who may create, use up and revoke them.
+
+A grant lets one caller's calls of one tool (on one server, or any; with exactly
+some arguments, or any) run without a hold until it expires or is used up. Only
+an approver who could approve such a call alone may grant it: the service's
+policy must say `require_approval` with quorum 1 and list them (or list nobody,
+for an approver token). The service stays the authority when the grant is used:
+the gateway asks it for every call (`use`), the call's own arguments are checked
+against the policy again (a call that now needs other approvers or a quorum is
+not covered), and the use is counted with a compare-and-set so racing gateways
+never exceed `max_uses`. Writes go through Core on the scope's connection, like
+the request lifecycle (approvals/lifecycle.py).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Table, and_, or_, select, update
+
+from approvals.audit import record as audit
+from approvals.db import WriteScope
+from approvals.grant_schemas import GrantCreate, GrantPublic, GrantUse
+from approvals.lifecycle import (
+    Conflict,
+    Forbidden,
+    NotFound,
+    Unprocessable,
+    eligibility,
+    new_request_id,
+)
+from approvals.models import Grant, Role, utcnow
+from gateway_plugin.policy import (
+    Evaluation,
+    Policy,
+    canonical_arguments_hash,
+    redact_arguments,
+)
+
+GRANTS: Table = Grant.__table__  # type: ignore[attr-defined]
+
+
+def _grant(row: Any) -> Grant:
+    return Grant(**row._mapping)
+
+
+def _approval_rule(
+    policy: Policy | None, tool: str, server: str, arguments: dict[str, Any]
+) -> Evaluation | None:
+    """The policy's evaluation of the call when it asks for a human, else None."""
+    if policy is None:
+        return None
+    evaluation = policy.evaluate(tool, arguments, server or None)
+    if evaluation.hidden or evaluation.action != "require_approval":
+        return None
+    return evaluation if evaluation.approval is not None else None
+
+
+def create(
+    session: WriteScope,
+    data: GrantCreate,
+    *,
+    policy: Policy | None,
+    by: str,
+    role: str,
+    channel: str = "api",
+    now: datetime | None = None,
+) -> GrantPublic:
+    """Grant `data.caller` calls of `data.tool` for a while, if `by` may approve them alone."""
+    now = now or utcnow()
+    if policy is None:
+        raise Conflict("the service runs without a policy, so it grants nothing", code="no_policy")
+    evaluation = _approval_rule(policy, data.tool, data.server or "", data.arguments or {})
+    if evaluation is None:
+        raise Unprocessable(
+            f"the service's policy does not say require_approval for {data.tool!r}, "
+            "so there is nothing to grant",
+            code="not_require_approval",
+        )
+    approval = evaluation.approval
+    assert approval is not None
+    if approval.quorum > 1:
+        raise Forbidden(
+            f"calls of {data.tool!r} need {approval.quorum} approvers; a grant is one "
+            "person's decision, so only quorum-1 rules can be granted",
+            code="quorum_rule",
+        )
+    refusal = eligibility(data.caller, approval.approvers, approval.group, by, role)
+    if refusal is not None:
+        raise Forbidden(refusal.replace("approve it", "grant it"), code="not_allowed_to_grant")
+    arguments = None
+    arguments_hash = None
+    if data.arguments is not None:
+        arguments = redact_arguments(data.arguments, evaluation.redact)
+        arguments_hash = canonical_arguments_hash(data.arguments)
+    values: dict[str, Any] = {
+        "id": new_request_id(),
+        "tool": data.tool,
+        "server": data.server,
+        "caller": data.caller,
+        "arguments": arguments,
+        "arguments_hash": arguments_hash,
+        "policy_key": evaluation.matched_key,
+        "created_by": by,
+        "created_at": now,
+        "expires_at": now + timedelta(seconds=data.expires_in_seconds),
+        "max_uses": data.max_uses,
+        "uses": 0,
+        "revoked_at": None,
+        "revoked_by": None,
+    }
+    session.connection().execute(GRANTS.insert(), values)
+    grant = Grant(**values)
+    uses = "unlimited uses" if data.max_uses is None else f"at most {data.max_uses} uses"
+    scope = "any arguments" if arguments_hash is None else f"arguments_hash={arguments_hash}"
+    audit.append_rows(
+        session,
+        [
+            audit.EventDraft(
+                type=audit.GRANT_CREATED,
+                actor=by,
+                channel=channel,
+                tool=data.tool,
+                server=data.server or "",
+                caller=data.caller,
+                outcome="granted",
+                comment=(
+                    f"grant {grant.id} until {grant.expires_at.isoformat()}; {uses}; "
+                    f"server {data.server or 'any'}; {scope}"
+                ),
+                arguments=arguments,
+                policy_key=evaluation.matched_key,
+                time=now,
+            )
+        ],
+    )
+    session.commit()
+    return GrantPublic.build(grant)
+
+
+def _active(now: datetime) -> Any:
+    return and_(
+        GRANTS.c.revoked_at.is_(None),
+        GRANTS.c.expires_at > now,
+        or_(GRANTS.c.max_uses.is_(None), GRANTS.c.uses < GRANTS.c.max_uses),
+    )
+
+
+def active(
+    session: WriteScope, *, now: datetime | None = None, limit: int = 500
+) -> list[GrantPublic]:
+    """Grants still in force (not revoked, expired or used up), newest first."""
+    now = now or utcnow()
+    rows = session.connection().execute(
+        select(GRANTS).where(_active(now)).order_by(GRANTS.c.created_at.desc()).limit(limit)
+    )
+    return [GrantPublic.build(_grant(row)) for row in rows]
+
+
+def revoke(
+    session: WriteScope,
+    grant_id: str,
+    *,
+    policy: Policy | None,
+    by: str,
+    role: str,
+    channel: str = "api",
+    now: datetime | None = None,
+) -> GrantPublic:
+    """End a grant now. Its creator, an admin, or an approver the policy lists for the tool."""
+    now = now or utcnow()
+    conn = session.connection()
+    row = conn.execute(select(GRANTS).where(GRANTS.c.id == grant_id)).first()
+    if row is None:
+        raise NotFound(f"no grant with id {grant_id!r}")
+    grant = _grant(row)
+    if by != grant.created_by and role != Role.ADMIN:
+        evaluation = _approval_rule(policy, grant.tool, grant.server or "", {})
+        approvers = evaluation.approval.approvers if evaluation and evaluation.approval else ()
+        if by not in approvers:
+            raise Forbidden(
+                f"{by} neither created grant {grant_id} nor is listed to approve {grant.tool!r}",
+                code="not_allowed_to_revoke",
+            )
+    if grant.revoked_at is not None:
+        raise Conflict(
+            f"grant {grant_id} was already revoked by {grant.revoked_by}", code="revoked"
+        )
+    changed = conn.execute(
+        update(GRANTS)
+        .where(GRANTS.c.id == grant_id, GRANTS.c.revoked_at.is_(None))
+        .values(revoked_at=now, revoked_by=by)
+    )
+    if changed.rowcount != 1:
+        session.rollback()
+        raise Conflict(f"grant {grant_id} was revoked at the same time", code="revoked")
+    grant.revoked_at, grant.revoked_by = now, by
+    audit.append_rows(
+        session,
+        [
+            audit.EventDraft(
+                type=audit.GRANT_REVOKED,
+                actor=by,
+                channel=channel,
+                tool=grant.tool,
+                server=grant.server or "",
+                caller=grant.caller,
+                outcome="revoked",
+                comment=f"grant {grant.id} revoked after {grant.uses} uses",
+                policy_key=grant.policy_key,
+                time=now,
+            )
+        ],
+    )
+    session.commit()
+    return GrantPublic.build(grant)
+
+
+def use(
+    session: WriteScope,
+    data: GrantUse,
+    *,
+    policy: Policy | None,
+    gateway: str,
+    now: datetime | None = None,
+) -> GrantPublic:
+    """Use up one call of a grant that covers `data`, or NotFound (code no_grant).
+
+    The call is evaluated again under the service's policy: a grant covers it only if
+    the policy still says require_approval with quorum 1 and its creator may still
+    approve it alone."""
+    now = now or utcnow()
+    none = NotFound("no grant covers this call", code="no_grant")
+    evaluation = _approval_rule(policy, data.tool, data.server, data.arguments)
+    if evaluation is None or evaluation.approval is None or evaluation.approval.quorum != 1:
+        raise none
+    approval = evaluation.approval
+    arguments_hash = canonical_arguments_hash(data.arguments)
+    conn = session.connection()
+    candidates = conn.execute(
+        select(GRANTS)
+        .where(
+            GRANTS.c.tool == data.tool,
+            GRANTS.c.caller == data.caller,
+            or_(GRANTS.c.server.is_(None), GRANTS.c.server == data.server),
+            or_(GRANTS.c.arguments_hash.is_(None), GRANTS.c.arguments_hash == arguments_hash),
+            _active(now),
+        )
+        .order_by(GRANTS.c.created_at)
+        .limit(20)
+    ).all()
+    for row in candidates:
+        grant = _grant(row)
+        if approval.approvers and grant.created_by not in approval.approvers:
+            continue  # the policy no longer lists who granted it
+        if grant.created_by == data.caller:
+            continue
+        # One statement counts and checks: the WHERE is evaluated again on the locked row
+        # (PostgreSQL) or by the only writer (SQLite), so racing uses never pass max_uses.
+        taken = conn.execute(
+            update(GRANTS)
+            .where(GRANTS.c.id == grant.id, _active(now))
+            .values(uses=GRANTS.c.uses + 1)
+            .returning(GRANTS.c.uses)
+        ).first()
+        if taken is None:
+            continue  # used up or revoked meanwhile
+        grant.uses = int(taken[0])
+        limit = "" if grant.max_uses is None else f" of {grant.max_uses}"
+        audit.append_rows(
+            session,
+            [
+                audit.EventDraft(
+                    type=audit.GRANT_USED,
+                    actor=gateway,
+                    channel="gateway",
+                    tool=data.tool,
+                    server=data.server,
+                    caller=data.caller,
+                    outcome="allowed",
+                    comment=f"grant {grant.id} by {grant.created_by}; use {grant.uses}{limit}",
+                    arguments=redact_arguments(data.arguments, evaluation.redact),
+                    policy_key=evaluation.matched_key,
+                    time=now,
+                )
+            ],
+        )
+        session.commit()
+        return GrantPublic.build(grant)
+    raise none
