@@ -1,4 +1,4 @@
-"""The web dashboard: sign-in, the live review queue, history and request details."""
+"""The web dashboard: sign-in, the live review queue, history, request details, grants."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from pathlib import Path
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
+from approvals.dashboard import grants_page
 from approvals.dashboard.auth import Signer, secret_key_from
 from approvals.dashboard.routes import SignInRequired, router, signin_redirect
 from approvals.settings import Settings
@@ -22,3 +23,4 @@ def install(app: FastAPI, settings: Settings) -> None:
     app.add_exception_handler(SignInRequired, signin_redirect)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.include_router(router)
+    app.include_router(grants_page.router)

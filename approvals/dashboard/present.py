@@ -70,6 +70,16 @@ class RequestView:
     my_vote: str | None
 
     @property
+    def approved_arguments(self) -> str:
+        return pretty(self.r.approved_arguments or {})
+
+    @property
+    def edit_text(self) -> str:
+        """What the JSON editor starts from: the arguments that would run now."""
+        current = self.r.approved_arguments
+        return pretty(self.r.arguments if current is None else current)
+
+    @property
     def progress(self) -> str:
         return f"{self.r.approvals} of {self.r.quorum}"
 

@@ -21,7 +21,7 @@ from sqlalchemy.engine import Engine
 from approvals import lifecycle
 from approvals.api.deps import EngineDep
 from approvals.api.errors import ApiError, error_body
-from approvals.dashboard import history
+from approvals.dashboard import decisions, history
 from approvals.dashboard.auth import (
     CSRF_HEADER,
     DASHBOARD_ROLES,
@@ -279,30 +279,22 @@ async def decide(request: Request, request_id: str, engine: EngineDep) -> Respon
     presented = request.headers.get(CSRF_HEADER) or form.get("csrf_token")
     if not signer.check_csrf(person.nonce, presented if isinstance(presented, str) else None):
         return _csrf_refused(request, wants_json=wants_json)
-    decision = form.get("decision")
-    comment = form.get("comment")
-    comment_text = comment.strip() if isinstance(comment, str) else ""
-    next_value = form.get("next")
-    next_path = _safe_next(next_value if isinstance(next_value, str) else None)
+    comment = _text(form.get("comment")).strip()
+    next_path = _safe_next(_text(form.get("next")) or None)
+    choice = decisions.DecisionForm(
+        decision=_text(form.get("decision")),
+        comment=comment[:4000] or None,
+        arguments=_text(form.get("arguments")) or None,
+        seen_hash=_text(form.get("arguments_hash")) or None,
+    )
+    policy = request.app.state.policy
 
     def run() -> Any:
         with session_scope(engine) as session:
             attach_hub(session, request.app.state.hub)
-            if not person.may_decide_at_all:
-                raise lifecycle.Forbidden(
-                    f"a token with role {person.role} cannot decide requests",
-                    code="forbidden",
-                )
-            result = lifecycle.decide(
-                session,
-                request_id,
-                approver=person.name,
-                decision=str(decision),
-                comment=comment_text[:4000] or None,
-                channel="dashboard",
-                role=person.role,
+            return decisions.run(
+                session, choice, request_id=request_id, person=person, policy=policy
             )
-            return result.view
 
     try:
         public = await run_in_threadpool(run)
@@ -319,6 +311,11 @@ async def decide(request: Request, request_id: str, engine: EngineDep) -> Respon
     if wants_json:
         return JSONResponse({"request": public.model_dump(mode="json")})
     return RedirectResponse(next_path, status_code=303)
+
+
+def _text(value: object) -> str:
+    """A form field's text (an upload, or nothing, is empty)."""
+    return value if isinstance(value, str) else ""
 
 
 # --- history and details ----------------------------------------------------------------

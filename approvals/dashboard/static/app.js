@@ -46,9 +46,13 @@
 
   function carryOver(oldItem, newItem) {
     // Keep what the person was typing, and their focus, when an item is re-rendered.
-    const oldText = oldItem.querySelector("textarea");
-    const newText = newItem.querySelector("textarea");
-    if (oldText && newText) newText.value = oldText.value;
+    oldItem.querySelectorAll("textarea[id]").forEach(function (oldText) {
+      const newText = newItem.querySelector("#" + CSS.escape(oldText.id));
+      if (newText && oldText.value !== oldText.defaultValue) newText.value = oldText.value;
+    });
+    const oldEdit = oldItem.querySelector("details.edit");
+    const newEdit = newItem.querySelector("details.edit");
+    if (oldEdit && newEdit) newEdit.open = oldEdit.open;
     const focused = document.activeElement;
     const hadFocus = focused && oldItem.contains(focused) && focused.id;
     oldItem.replaceWith(newItem);
@@ -242,6 +246,23 @@
   }, 5000);
 
   // ---- decisions ------------------------------------------------------------------------
+  const MAX_EDIT_BYTES = 64 * 1024; // approvals/edits.py MAX_EDIT_BYTES
+
+  // Why the edited arguments cannot be sent, or "" when they can (the service checks again).
+  function editProblem(text) {
+    if (new TextEncoder().encode(text).length > MAX_EDIT_BYTES) {
+      return "The edited arguments are over 64 KiB.";
+    }
+    let value;
+    try { value = JSON.parse(text); } catch (err) {
+      return "The edited arguments are not valid JSON: " + err.message;
+    }
+    if (value === null || typeof value !== "object" || Array.isArray(value)) {
+      return "The edited arguments must be a JSON object, like {\"key\": \"value\"}.";
+    }
+    return "";
+  }
+
   document.addEventListener("submit", async function (ev) {
     const form = ev.target;
     if (!(form instanceof HTMLFormElement) || !form.classList.contains("decide")) return;
@@ -250,6 +271,17 @@
     if (ev.submitter && ev.submitter.name) data.set(ev.submitter.name, ev.submitter.value);
     const buttons = form.querySelectorAll("button");
     const error = form.querySelector(".error");
+    if (data.get("decision") === "edit") {
+      const problem = editProblem(data.get("arguments") || "");
+      if (problem) {
+        if (error) { error.textContent = problem; error.hidden = false; }
+        const editor = form.querySelector(".edit-args");
+        if (editor) { editor.setAttribute("aria-invalid", "true"); editor.focus(); }
+        return;
+      }
+    } else {
+      data.delete("arguments"); // only an edit sends arguments
+    }
     buttons.forEach(function (b) { b.disabled = true; });
     if (error) error.hidden = true;
     try {
