@@ -73,6 +73,26 @@ def check_shape(arguments: Any) -> None:
         )
 
 
+def parse_object(text: str | None) -> dict[str, Any]:
+    """Edited arguments typed as JSON text (dashboard, Slack): bounded before parsing."""
+    if not text or not text.strip():
+        raise EditRefused(422, "invalid_arguments", "the edited arguments are empty")
+    if len(text.encode("utf-8", "surrogatepass")) > MAX_EDIT_BYTES:
+        raise EditRefused(
+            413, "arguments_too_large", f"the edited arguments are over {MAX_EDIT_BYTES} bytes"
+        )
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError):
+        raise EditRefused(
+            422, "invalid_arguments", "the edited arguments are not valid JSON"
+        ) from None
+    if not isinstance(value, dict):
+        raise EditRefused(422, "invalid_arguments", "the edited arguments must be a JSON object")
+    check_shape(value)
+    return value
+
+
 def mask_paths(value: Any, path: Path = ()) -> Iterator[Path]:
     """The paths in `value` that hold the mask."""
     stack: list[tuple[Any, Path]] = [(value, path)]

@@ -132,11 +132,11 @@ class RequestPublic(BaseModel):
     arguments: dict[str, Any]
     arguments_hash: str
     # Whether approvers may change the arguments before approving (the rule's `editable`).
-    editable: bool
+    editable: bool = True
     # Set once an approver changed the arguments: what runs instead, its hash, and who.
-    approved_arguments: dict[str, Any] | None
-    approved_arguments_hash: str | None
-    edited_by: str | None
+    approved_arguments: dict[str, Any] | None = None
+    approved_arguments_hash: str | None = None
+    edited_by: str | None = None
     policy_key: str | None
     reason: str | None
     approver_group: str | None

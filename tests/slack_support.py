@@ -171,12 +171,13 @@ def block_action(
     }
 
 
-def view_submission(user_id: str, view: dict[str, Any], reason: str) -> dict[str, Any]:
-    """A `view_submission` payload: `user_id` submitted the modal `view` with `reason`."""
+def view_submission(
+    user_id: str, view: dict[str, Any], reason: str, *, block: str = "reason"
+) -> dict[str, Any]:
+    """A `view_submission` payload: `user_id` submitted the modal `view` with `reason` typed
+    in its input `block` (whose one input has the same action id)."""
     submitted = dict(view)
-    submitted["state"] = {
-        "values": {"reason": {"reason": {"type": "plain_text_input", "value": reason}}}
-    }
+    submitted["state"] = {"values": {block: {block: {"type": "plain_text_input", "value": reason}}}}
     return {
         "type": "view_submission",
         "team": TEAM,

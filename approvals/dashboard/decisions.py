@@ -8,14 +8,12 @@ tool, any arguments; approvals/grants.py decides whether this person may grant i
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
-from approvals import grants, lifecycle
+from approvals import edits, grants, lifecycle
 from approvals.dashboard.auth import DashboardSession
 from approvals.db import WriteScope
-from approvals.edits import MAX_EDIT_BYTES
 from approvals.grant_schemas import GrantCreate
 from approvals.schemas import RequestPublic
 from gateway_plugin.policy import Policy
@@ -36,25 +34,12 @@ class DecisionForm:
 
 def parse_arguments(text: str | None) -> dict[str, Any]:
     """The edited arguments: a JSON object, bounded before it is parsed."""
-    if not text or not text.strip():
-        raise lifecycle.Unprocessable("the edited arguments are empty", code="invalid_arguments")
-    if len(text.encode("utf-8", "surrogatepass")) > MAX_EDIT_BYTES:
-        error = lifecycle.LifecycleError(
-            f"the edited arguments are over {MAX_EDIT_BYTES} bytes", code="arguments_too_large"
-        )
-        error.status = 413
-        raise error
     try:
-        value = json.loads(text)
-    except (ValueError, RecursionError):
-        raise lifecycle.Unprocessable(
-            "the edited arguments are not valid JSON", code="invalid_arguments"
-        ) from None
-    if not isinstance(value, dict):
-        raise lifecycle.Unprocessable(
-            "the edited arguments must be a JSON object", code="invalid_arguments"
-        )
-    return value
+        return edits.parse_object(text)
+    except edits.EditRefused as exc:
+        error = lifecycle.LifecycleError(exc.message, code=exc.code)
+        error.status = exc.status
+        raise error from None
 
 
 def _seen(value: str | None) -> str | None:

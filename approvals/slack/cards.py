@@ -40,6 +40,12 @@ DECIDE_BLOCK = "signoff_decide"
 REJECT_CALLBACK = "signoff_reject"
 REASON_BLOCK = "reason"
 REASON_ACTION = "reason"
+EDIT_ACTION = "signoff_edit"
+EDIT_CALLBACK = "signoff_edit"
+EDITED_BLOCK = "edited_arguments"
+EDITED_ACTION = "edited_arguments"
+# Slack's limit for a plain_text_input: longer arguments are edited on the dashboard.
+MAX_EDIT_INPUT_CHARS = 3000
 
 # A string argument longer than this is cut; the whole argument listing too.
 MAX_VALUE_CHARS = 200
@@ -236,6 +242,18 @@ def request_card(
         )
     )
 
+    if request.approved_arguments is not None:
+        edited_by = escape(request.edited_by or "an approver")
+        blocks.append(
+            SectionBlock(
+                block_id="approved_arguments",
+                text=MarkdownTextObject(
+                    text=f"*Arguments as edited by {edited_by}* (these run if approved)\n"
+                    + format_arguments(request.approved_arguments, redact)
+                ),
+            )
+        )
+
     buttons: list[ButtonElement] = []
     if request.status == "pending":
         buttons += [
@@ -244,6 +262,8 @@ def request_card(
             ),
             ButtonElement(text="Reject", action_id=REJECT_ACTION, value=request.id, style="danger"),
         ]
+        if request.editable:
+            buttons.append(ButtonElement(text="Edit", action_id=EDIT_ACTION, value=request.id))
     buttons.append(ButtonElement(text="Open in Signoff", action_id=OPEN_ACTION, url=url))
     blocks.append(ActionsBlock(block_id=DECIDE_BLOCK, elements=buttons))
 
@@ -316,6 +336,45 @@ def reject_modal(request_id: str, tool: str, private_metadata: str) -> View:
                     multiline=True,
                     max_length=2000,
                     placeholder=PlainTextObject(text="e.g. write it under e2e/ instead"),
+                ),
+            ),
+        ],
+    )
+
+
+def edit_text(request: RequestPublic) -> str:
+    """The JSON text the edit modal starts from: the arguments that would run now."""
+    current = request.approved_arguments
+    arguments = request.arguments if current is None else current
+    return json.dumps(arguments, indent=2, ensure_ascii=False, sort_keys=True)
+
+
+def edit_modal(request: RequestPublic, private_metadata: str) -> View:
+    """The modal to change the arguments and approve; starts from those that would run now."""
+    text = edit_text(request)
+    return View(
+        type="modal",
+        callback_id=EDIT_CALLBACK,
+        private_metadata=private_metadata,
+        title=PlainTextObject(text="Edit and approve"),
+        submit=PlainTextObject(text="Approve"),
+        close=PlainTextObject(text="Cancel"),
+        blocks=[
+            SectionBlock(
+                text=MarkdownTextObject(
+                    text=f"Approve `{escape(request.tool)}` (request `{request.id}`) with these "
+                    "arguments instead. Masked values (`***`) stay the caller's own; the "
+                    "agent is told what you changed."
+                )
+            ),
+            InputBlock(
+                block_id=EDITED_BLOCK,
+                label=PlainTextObject(text="Arguments (JSON object)"),
+                element=PlainTextInputElement(
+                    action_id=EDITED_ACTION,
+                    multiline=True,
+                    max_length=MAX_EDIT_INPUT_CHARS,
+                    initial_value=text[:MAX_EDIT_INPUT_CHARS],
                 ),
             ),
         ],

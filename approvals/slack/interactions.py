@@ -9,7 +9,11 @@ to the same `InteractionHandlers.dispatch`.
 - block_actions "Approve": the Slack user is mapped to an approver through the
   policy's `approvers`, then `lifecycle.decide(channel="slack")`;
 - block_actions "Reject": opens a modal (`views.open`) asking for a reason;
-- view_submission of that modal: rejects with the reason as the comment.
+- view_submission of that modal: rejects with the reason as the comment;
+- block_actions "Edit": opens a modal with the arguments as JSON text;
+- view_submission of that modal: approves with those arguments (the JSON is
+  checked before the acknowledgement, so Slack shows a mistake in the modal;
+  everything else `lifecycle.decide` checks, as for every channel).
 
 Whoever may not decide (unknown Slack user, not one of the request's approvers,
 the caller itself, or the request is already settled) gets an ephemeral
@@ -21,8 +25,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -31,15 +33,15 @@ from urllib.parse import parse_qs
 from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
-from slack_sdk.signature import SignatureVerifier
 from sqlalchemy.engine import Engine
 
-from approvals import lifecycle
+from approvals import edits, lifecycle
 from approvals.api.errors import error_body
 from approvals.api.limits import json_refusal
 from approvals.db import session_scope
 from approvals.events import EventHub, attach_hub
 from approvals.models import RequestStatus
+from approvals.schemas import RequestPublic
 from approvals.slack import cards
 from approvals.slack.client import SlackApi, SlackCallFailed
 from gateway_plugin.policy import Policy
@@ -51,56 +53,7 @@ log = logging.getLogger(__name__)
 
 router = APIRouter(include_in_schema=False)
 
-# Slack's own rule: refuse requests whose timestamp is more than 5 minutes off.
-WINDOW_SECONDS = 300
 MAX_BODY_BYTES = 1 << 20
-
-
-class SignatureGuard:
-    """Slack's request signing, plus a memory of recent signatures against replays.
-
-    The memory lives in this process: behind several replicas, a replay sent to
-    another replica within the window is caught only by the decision rules
-    (a second vote is refused), not here.
-    """
-
-    def __init__(self, signing_secret: str, clock: Callable[[], float] = time.time) -> None:
-        self.verifier = SignatureVerifier(signing_secret)
-        self.clock = clock
-        self._seen: dict[str, float] = {}
-        self._order: deque[tuple[float, str]] = deque()
-
-    def check(self, body: bytes, timestamp: str | None, signature: str | None) -> str | None:
-        """None when the request is Slack's and new; else why it is refused."""
-        if not timestamp or not signature:
-            return "X-Slack-Request-Timestamp and X-Slack-Signature are required"
-        try:
-            sent = int(timestamp)
-        except ValueError:
-            return "X-Slack-Request-Timestamp is not a Unix time"
-        now = self.clock()
-        if abs(now - sent) > WINDOW_SECONDS:
-            return "the request is stale: its timestamp is more than 5 minutes off"
-        # slack-sdk compares str digests (TypeError on a non-ASCII signature) and
-        # decodes the body as UTF-8: either failing means the request is not Slack's.
-        try:
-            valid = signature.isascii() and self.verifier.is_valid(body, timestamp, signature)
-        except UnicodeDecodeError:
-            valid = False
-        if not valid:
-            return "the signature does not match"
-        self._forget(now)
-        if signature in self._seen:
-            return "the request was already received (replayed)"
-        expires = sent + WINDOW_SECONDS + 1
-        self._seen[signature] = expires
-        self._order.append((expires, signature))
-        return None
-
-    def _forget(self, now: float) -> None:
-        while self._order and self._order[0][0] < now:
-            _, old = self._order.popleft()
-            self._seen.pop(old, None)
 
 
 @dataclass(frozen=True)
@@ -150,6 +103,8 @@ class InteractionHandlers:
                 view = payload.get("view") or {}
                 if view.get("callback_id") == cards.REJECT_CALLBACK:
                     await self._reject_submitted(payload, view)
+                elif view.get("callback_id") == cards.EDIT_CALLBACK:
+                    await self._edit_submitted(payload, view)
         except (AttributeError, TypeError) as exc:
             # A field of another type than Slack sends (e.g. `"actions": 5`): the
             # sender gets nothing, and the log says so without a traceback.
@@ -185,7 +140,7 @@ class InteractionHandlers:
 
     async def _action(self, payload: dict[str, Any], action: dict[str, Any]) -> None:
         action_id = action.get("action_id")
-        if action_id not in (cards.APPROVE_ACTION, cards.REJECT_ACTION):
+        if action_id not in (cards.APPROVE_ACTION, cards.REJECT_ACTION, cards.EDIT_ACTION):
             return  # the "Open in Signoff" link button also reports its clicks
         request_id = str(action.get("value") or "")
         channel = (payload.get("channel") or {}).get("id") or (payload.get("container") or {}).get(
@@ -210,6 +165,9 @@ class InteractionHandlers:
             payload.get("message") or {}
         ).get("ts")
         metadata = json.dumps({"request_id": request_id, "channel": channel, "ts": message_ts})
+        if action_id == cards.EDIT_ACTION:
+            await self._open_edit(where, trigger, request_id, channel, message_ts)
+            return
         tool = await run_in_threadpool(self._tool, request_id)
         try:
             await self.api.open_view(trigger, cards.reject_modal(request_id, tool, metadata))
@@ -231,12 +189,54 @@ class InteractionHandlers:
                 return f"request {request.id} is already {request.status}{who}"
             return lifecycle.may_decide(request, approver)
 
+    def _public(self, request_id: str) -> RequestPublic:
+        with session_scope(self.engine) as session:
+            return lifecycle.readable(session, lifecycle.get_request(session, request_id))
+
+    async def _open_edit(
+        self,
+        where: Where,
+        trigger: str,
+        request_id: str,
+        channel: str | None,
+        message_ts: str | None,
+    ) -> None:
+        assert self.api is not None
+        request = await run_in_threadpool(self._public, request_id)
+        if not request.editable:
+            await self._tell(
+                where, f"Nothing changed: the policy says {request.tool} may not be edited."
+            )
+            return
+        # The vote binds to the arguments shown in the modal (see lifecycle.decide).
+        seen = request.approved_arguments_hash or request.arguments_hash
+        metadata = json.dumps(
+            {"request_id": request_id, "channel": channel, "ts": message_ts, "seen": seen}
+        )
+        if len(cards.edit_text(request)) > cards.MAX_EDIT_INPUT_CHARS:
+            await self._tell(
+                where, "These arguments are too long to edit in Slack; edit them on the dashboard."
+            )
+            return
+        try:
+            await self.api.open_view(trigger, cards.edit_modal(request, metadata))
+        except SlackCallFailed as exc:
+            log.warning("Slack: could not open the edit dialog: %s", exc.error)
+            await self._tell(
+                where, "Could not open the edit dialog; edit on the dashboard instead."
+            )
+
     def _tool(self, request_id: str) -> str:
         with session_scope(self.engine) as session:
             return lifecycle.get_request(session, request_id).tool
 
     def _decide_now(
-        self, request_id: str, approver: str, decision: str, comment: str | None
+        self,
+        request_id: str,
+        approver: str,
+        decision: str,
+        comment: str | None,
+        edit: Edit | None = None,
     ) -> None:
         with session_scope(self.engine) as session:
             attach_hub(session, self.hub)
@@ -247,13 +247,22 @@ class InteractionHandlers:
                 decision=decision,
                 comment=comment,
                 channel="slack",
+                arguments=edit.arguments if edit else None,
+                seen_hash=edit.seen_hash if edit else None,
+                policy=self.policy() if edit else None,
             )
 
     async def _decide(
-        self, where: Where, request_id: str, approver: str, decision: str, comment: str | None
+        self,
+        where: Where,
+        request_id: str,
+        approver: str,
+        decision: str,
+        comment: str | None,
+        edit: Edit | None = None,
     ) -> None:
         try:
-            await run_in_threadpool(self._decide_now, request_id, approver, decision, comment)
+            await run_in_threadpool(self._decide_now, request_id, approver, decision, comment, edit)
         except lifecycle.LifecycleError as exc:
             await self._tell(where, f"Nothing changed: {exc.message}")
             if exc.code == "already_decided" and self.refresh is not None:
@@ -277,6 +286,56 @@ class InteractionHandlers:
             await self._tell(where, f"Nothing changed. {why}")
             return
         await self._decide(where, request_id, name, "reject", reason)
+
+    async def _edit_submitted(self, payload: dict[str, Any], view: dict[str, Any]) -> None:
+        try:
+            meta = json.loads(view.get("private_metadata") or "{}")
+        except ValueError:
+            meta = {}
+        request_id = str(meta.get("request_id") or "")
+        where = Where(str((payload.get("user") or {}).get("id") or ""), meta.get("channel"))
+        name, why = self.approver_for(where.user)
+        if name is None:
+            await self._tell(where, f"Nothing changed. {why}")
+            return
+        try:
+            arguments = edits.parse_object(edited_text(view))
+        except edits.EditRefused as exc:
+            await self._tell(where, f"Nothing changed: {exc.message}")
+            return
+        seen = meta.get("seen")
+        edit = Edit(arguments, seen if isinstance(seen, str) and len(seen) == 64 else None)
+        await self._decide(where, request_id, name, "approve", None, edit)
+
+
+@dataclass(frozen=True)
+class Edit:
+    """Arguments an approver typed in the edit modal, and the hash of those it showed."""
+
+    arguments: dict[str, Any]
+    seen_hash: str | None
+
+
+def edited_text(view: dict[str, Any]) -> str:
+    """The JSON text typed in the edit modal."""
+    values = ((view.get("state") or {}).get("values") or {}).get(cards.EDITED_BLOCK) or {}
+    return str((values.get(cards.EDITED_ACTION) or {}).get("value") or "")
+
+
+def edit_errors(payload: dict[str, Any]) -> dict[str, Any] | None:
+    """Slack's answer that keeps the edit modal open with the mistake shown, or None."""
+    if payload.get("type") != "view_submission":
+        return None
+    view = payload.get("view")
+    if not isinstance(view, dict) or view.get("callback_id") != cards.EDIT_CALLBACK:
+        return None
+    try:
+        edits.parse_object(edited_text(view))
+    except edits.EditRefused as exc:
+        return {"response_action": "errors", "errors": {cards.EDITED_BLOCK: exc.message}}
+    except (AttributeError, TypeError):
+        return {"response_action": "errors", "errors": {cards.EDITED_BLOCK: "not understood"}}
+    return None
 
 
 def _runtime(request: Request) -> SlackRuntime:
@@ -325,5 +384,8 @@ async def interactions(request: Request) -> Response:
             raise ValueError("payload is not an object")
     except ValueError:
         return _refuse(400, "invalid_payload", "expected a form field `payload` holding JSON")
+    errors = edit_errors(payload)
+    if errors is not None:
+        return JSONResponse(errors)
     runtime.handlers.dispatch(payload)
     return Response(status_code=200)

@@ -14,8 +14,9 @@ from approvals.events import EventHub
 from approvals.settings import Settings
 from approvals.slack import interactions
 from approvals.slack.client import SlackApi, SlackCallFailed
-from approvals.slack.interactions import InteractionHandlers, SignatureGuard
+from approvals.slack.interactions import InteractionHandlers
 from approvals.slack.notifier import SlackNotifier
+from approvals.slack.signing import SignatureGuard
 from approvals.slack.socket_mode import SocketModeListener
 from gateway_plugin.policy import Policy
 

@@ -87,9 +87,9 @@ def test_a_pending_card_has_everything_an_approver_needs() -> None:
     expires = int((NOW + timedelta(minutes=15)).timestamp())
     assert f"<!date^{expires}^{{date_short_pretty}} at {{time}}|2026-01-31 09:15 UTC>" in text
     assert "https://signoff.example/requests/3f2a9c0d1e7b4a55" in text
-    assert buttons(card) == ["signoff_approve", "signoff_reject", "signoff_open"]
+    assert buttons(card) == ["signoff_approve", "signoff_reject", "signoff_edit", "signoff_open"]
     [actions] = [b for b in card.blocks_json() if b["type"] == "actions"]
-    assert [e.get("style") for e in actions["elements"]] == ["primary", "danger", None]
+    assert [e.get("style") for e in actions["elements"]] == ["primary", "danger", None, None]
     assert [e.get("value") for e in actions["elements"][:2]] == ["3f2a9c0d1e7b4a55"] * 2
 
 

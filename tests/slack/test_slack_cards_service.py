@@ -45,7 +45,7 @@ def test_a_held_call_posts_a_card_to_the_groups_channel(
     assert f"http://signoff.test/requests/{request['id']}" in text
     # The policy's `redact` keys are masked on the card.
     assert "s-card" in text and "secret-plan" not in text and '\\"outputPath\\": \\"***\\"' in text
-    assert action_ids(card) == ["signoff_approve", "signoff_reject", "signoff_open"]
+    assert action_ids(card) == ["signoff_approve", "signoff_reject", "signoff_edit", "signoff_open"]
 
     # The audit log records that approvers were notified.
     auditor = service.client(service.token("auditor", "audrey-slack"))
