@@ -66,7 +66,7 @@ async def revoke_grant(
     )
 
 
-@router.post("/grants/use")
+@router.post("/grants/use", responses={404: {"description": "No grant covers the call"}})
 async def use_grant(
     request: Request, body: GrantUse, writes: WritesDep, principal: GatewayDep
 ) -> GrantPublic:

@@ -80,6 +80,8 @@ def _statuses(route: APIRoute, protected: bool) -> list[int]:
         statuses.append(409)
     if route.path_format == "/api/v1/requests" and "GET" in methods:
         statuses.append(400)
+    # Statuses a route declares itself (e.g. 404 `no_grant` of POST /grants/use).
+    statuses += [int(status) for status in route.responses if int(status) in _WHY]
     return sorted(set(statuses))
 
 

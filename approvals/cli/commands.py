@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("approvals.cli.serve", "run the approval service (migrates the database first)"),
     "tokens": ("approvals.cli.tokens", "API tokens: create, list, revoke, rotate"),
     "requests": ("approvals.cli.requests", "list and decide approval requests"),
+    "grants": ("approvals.cli.grants", "time-boxed grants: list, create, revoke"),
     "gateway": (
         "approvals.cli.gateway",
         "run the MCP gateway in front of an upstream server (stdio or streamable HTTP)",

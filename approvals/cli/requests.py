@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from approvals.cli.client import ServiceClient, add_service_arguments
+from approvals.cli.errors import CliError
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -27,6 +28,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         parser = req_sub.add_parser(verb, help=f"{verb} a pending request")
         parser.add_argument("id", help="the request id")
         parser.add_argument("--comment", help="a note for the record (returned to the agent)")
+        if verb == "approve":
+            parser.add_argument(
+                "--arguments", help="approve with these arguments instead (a JSON object)"
+            )
         add_service_arguments(parser)
         parser.set_defaults(handler=_decide, decision=verb)
 
@@ -78,7 +83,13 @@ def _list(args: argparse.Namespace) -> int:
 
 def _decide(args: argparse.Namespace) -> int:
     client = ServiceClient.from_args(args)
-    body = {"decision": args.decision, "comment": args.comment}
+    body: dict[str, Any] = {"decision": args.decision, "comment": args.comment}
+    edited = getattr(args, "arguments", None)
+    if edited is not None:
+        try:
+            body["arguments"] = json.loads(edited)
+        except ValueError as exc:
+            raise CliError(f"--arguments is not valid JSON: {exc}") from None
     request = client.request("POST", f"/requests/{args.id}/decisions", json=body)
     if request["status"] == "pending":
         print(
