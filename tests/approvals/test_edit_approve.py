@@ -10,6 +10,8 @@ from support import queue_held_call
 
 from gateway_plugin.policy import canonical_arguments_hash
 
+# The service runs on SQLite, then on PostgreSQL (tests/conftest.py).
+STORES = ("sqlite", "postgresql")
 QA = {"action": "require_approval", "approvers": "qa-leads"}
 POLICY: dict[str, Any] = {
     "version": "1",
