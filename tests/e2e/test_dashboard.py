@@ -148,7 +148,7 @@ async def test_a_held_call_appears_in_two_pages_and_approve_in_one_resumes_it(
             await expect(mine.locator(".expires")).to_contain_text("expires in")
             await anyio.sleep(0.2)
             assert results == []
-            await mine.get_by_role("button", name="Approve").click()
+            await mine.get_by_role("button", name="Approve", exact=True).click()
 
             await expect(item(alice, request["id"])).to_have_count(0)
             await expect(item(bob, request["id"])).to_have_count(0)
@@ -295,7 +295,9 @@ async def test_decisions_made_elsewhere_update_the_page_and_say_who(
         api["carol"].post(f"/requests/{two['id']}/decisions", json={"decision": "approve"})
         await expect(item(alice, two["id"])).to_be_visible()  # carol is no member: refused
         api["bob"].post(f"/requests/{two['id']}/decisions", json={"decision": "reject"})
-        await expect(item(alice, two["id"]).get_by_role("button", name="Approve")).to_be_visible()
+        await expect(
+            item(alice, two["id"]).get_by_role("button", name="Approve", exact=True)
+        ).to_be_visible()
 
         rejected = gateway.post("/requests", json=call_body("agent-rj")).json()
         await expect(item(alice, rejected["id"])).to_be_visible()
