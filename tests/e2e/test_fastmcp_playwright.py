@@ -137,3 +137,34 @@ async def test_an_edit_to_the_services_policy_reaches_the_middleware(
             while "playwright_console_logs" not in names:
                 await anyio.sleep(0.2)
                 names = {tool.name for tool in await client.list_tools()}
+
+
+async def test_the_middleware_runs_the_session_the_approver_chose(
+    open_proxy: Any, policy: Any, agent_name: str, alice: Any, tmp_path: Path
+) -> None:
+    async with open_proxy(policy(), agent_name) as client:
+        sessions = {}
+        for name in ("asked", "chosen"):
+            started = await client.call_tool(
+                "start_codegen_session", {"options": {"outputPath": str(tmp_path / name)}}
+            )
+            sessions[name] = json.loads(texts(started))["sessionId"]
+        results: list[Any] = []
+
+        async def end() -> None:
+            results.append(await client.call_tool(END, {"sessionId": sessions["asked"]}))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(end)
+            request = await pending_request(alice, agent_name, END)
+            edited = alice.post(
+                f"/requests/{request['id']}/decisions",
+                json={"decision": "approve", "arguments": {"sessionId": sessions["chosen"]}},
+            )
+            assert edited.status_code == 200, edited.text
+    [result] = results
+    assert not result.is_error and "Generated test file" in texts(result)
+    assert "alice changed the arguments before approving (changed: sessionId)" in texts(result)
+    assert result.meta["signoff"]["edited_by"] == "alice"
+    assert [p for p in (tmp_path / "chosen").glob("*") if p.is_file()]
+    assert not (tmp_path / "asked").exists() or not any((tmp_path / "asked").glob("*"))
