@@ -159,6 +159,10 @@ class SignoffExtension(Extension):
             if verdict.approval is None:
                 return error_result(messages.cannot_confirm(call.tool))
             # The rule names approvers for clients that cannot be asked: they decide.
+        if verdict.action == "require_approval":
+            granted = await gate.fail_closed(call.tool, gate.run_granted(call, forward))
+            if granted is not None:
+                return granted
         if features.tasks:
             return await self.tasks.start(call, self._detached(ctx, call_next, params.name))
         if features.rounds:

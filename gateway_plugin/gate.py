@@ -276,6 +276,10 @@ class ApprovalGate:
         forward_with: ForwardWith | None = None,
     ) -> CallToolResult:
         """Hold then hand back: queue, wait up to `hold`, then run, refuse, or say it is pending."""
+        if evaluation.action == "require_approval":
+            granted = await self.run_granted(call, forward)
+            if granted is not None:
+                return granted
         request = await self.open_request(call)
         request, claimed = await self.await_decision(request, self.hold_for(evaluation), progress)
         if request.pending:
@@ -295,16 +299,25 @@ class ApprovalGate:
         """Who makes `call`: the host's authenticated agent, else the gate's default."""
         return call.caller or await self.caller_name()
 
+    async def run_granted(self, call: ToolCall, forward: Forward) -> CallToolResult | None:
+        """Run `call` at once under a grant in force, or None when no grant covers it.
+
+        The service decides and counts the use (and writes grant.used), so a revocation
+        or a used-up max_uses holds at every gateway from the next call on; no request
+        is made."""
+        grant = await self.service.use_grant(
+            GrantUseRequest(
+                tool=call.tool,
+                server=call.server,
+                caller=await self.caller_of(call),
+                arguments=dict(call.arguments),
+            )
+        )
+        return None if grant is None else await forward()
+
     async def open_request(self, call: ToolCall) -> ApprovalRequestView:
         """Queue `call` for approval (an identical pending call attaches to its request)."""
         arguments = dict(call.arguments)
-        # A grant in force runs the call at once and makes no request; the service counts
-        # the use and writes grant.used, so revocations and max_uses hold at every gateway.
-        grant = await self.service.use_grant(
-            GrantUseRequest(tool=call.tool, server=call.server, caller=caller, arguments=arguments)
-        )
-        if grant is not None:
-            return await forward()
         # The call as it will run, unmasked: the service hashes exactly these arguments
         # (and masks them before storing), and takes approvers, quorum and timeout from
         # its own policy. The hash we send makes it refuse if we disagree on the call.
