@@ -283,6 +283,7 @@ def use(
                     arguments=redact_arguments(data.arguments, evaluation.redact),
                     policy_key=evaluation.matched_key,
                     time=now,
+                    arguments_hash=arguments_hash,
                 )
             ],
         )

@@ -178,6 +178,7 @@ def _fact(
     comment: str | None = None,
     with_arguments: bool = False,
     arguments: dict[str, Any] | None = None,
+    arguments_hash: str | None = None,
 ) -> audit.EventDraft:
     """An audit event about `request` (see approvals/audit/record.py for the types)."""
     return audit.EventDraft(
@@ -195,6 +196,7 @@ def _fact(
         else (request.arguments if with_arguments else None),
         policy_key=request.policy_key,
         time=now,
+        arguments_hash=arguments_hash,
     )
 
 
@@ -608,6 +610,7 @@ class _Edit:
                 f"approved_arguments_hash={self.arguments_hash}{voided}"
             ),
             arguments=self.arguments,
+            arguments_hash=self.arguments_hash,
         )
 
 
@@ -811,6 +814,7 @@ def claim(
             comment=edited,
             with_arguments=True,
             arguments=request.approved_arguments,
+            arguments_hash=request.approved_arguments_hash,
         ),
     )
     session.commit()

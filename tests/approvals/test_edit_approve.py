@@ -68,6 +68,7 @@ def test_alice_edits_the_output_path_and_approves(team: Any) -> None:
     assert f"arguments_hash={request['arguments_hash']}" in edited[0]["comment"]
     assert f"approved_arguments_hash={body['approved_arguments_hash']}" in edited[0]["comment"]
     assert "changed keys: outputPath" in edited[0]["comment"]
+    assert edited[0]["arguments_hash"] == body["approved_arguments_hash"]
     forwarded = [e for e in mine if e["type"] == "call.forwarded"]
     assert forwarded[0]["arguments"] == {"outputPath": "/tmp/safe.spec.ts", "n": 1}
     assert "approved_arguments_hash=" in forwarded[0]["comment"]
