@@ -209,4 +209,14 @@ def session_scope(engine: Engine) -> Iterator[Session]:
         turn.held() if turn is not None else nullcontext(),
         Session(engine, expire_on_commit=False) as session,
     ):
+        if is_postgresql(str(engine.url)):
+            event.listen(session, "after_begin", _head_first)
         yield session
+
+
+def _head_first(_session: Session, _transaction: Any, conn: Connection) -> None:
+    """On PostgreSQL a writing session locks the audit chain's head before anything
+    else, as the API's batches do (approvals/audit/record.py: one lock order)."""
+    from approvals.audit.record import lock_head_first  # audit imports db
+
+    lock_head_first(conn)

@@ -4,11 +4,13 @@ Lifecycle functions call `emit(session, ...)`; the events are held on the sessio
 and handed to the hub bound to it only after a successful commit, so no client
 ever hears about a change that was rolled back.
 
-Two kinds of listeners: coroutines waiting for one request (the long-poll), and
-subscribers that want every event (websocket clients), or only the events of the
-requests one gateway created. Each subscriber has a bounded queue; publishing
-never blocks, and a subscriber whose queue is full is dropped (its `dropped`
-event is set) and must resync from the REST list.
+Two kinds of listeners: watches of one request (the long-poll: it hears every
+event about its request from the moment it starts watching, and reads the
+database only when told it may have missed one), and subscribers that want
+every event (websocket clients), or only the events of the requests one gateway
+created. Each subscriber has a bounded queue; publishing never blocks, and a
+subscriber whose queue is full is dropped (its `dropped` event is set) and must
+resync from the REST list.
 """
 
 from __future__ import annotations
@@ -16,8 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import threading
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -26,6 +27,7 @@ from typing import Any
 
 from pydantic import BaseModel
 from sqlalchemy import event
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session as OrmSession
 
 from approvals.db import WriteScope
@@ -128,19 +130,61 @@ class Subscriber:
         return True
 
 
+class Missed:
+    """Said to watches when events may have gone by unheard (the cross-replica
+    listener reconnected): re-read the request."""
+
+
+MISSED = Missed()
+
+
+class Watch:
+    """The events about one request from the moment the watch is made (on the hub's loop).
+
+    Waiting costs a future and a timer: no task, no thread, no database read."""
+
+    def __init__(self, request_id: str) -> None:
+        self.request_id = request_id
+        self._items: deque[Event | Missed] = deque()
+        self._wake: asyncio.Future[None] | None = None
+
+    def put(self, item: Event | Missed) -> None:
+        self._items.append(item)
+        if self._wake is not None and not self._wake.done():
+            self._wake.set_result(None)
+
+    async def next(self, timeout: float) -> Event | Missed | None:
+        """The next event (or MISSED), or None once `timeout` seconds went by without one."""
+        if not self._items:
+            loop = asyncio.get_running_loop()
+            wake = self._wake = loop.create_future()
+            timer = loop.call_later(max(0.0, timeout), _settle_none, wake)
+            try:
+                await wake
+            finally:
+                timer.cancel()
+                self._wake = None
+        return self._items.popleft() if self._items else None
+
+
+def _settle_none(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
 class EventHub:
     """Fans events out to coroutines waiting in this process; safe to publish from any thread."""
 
     def __init__(self, queue_size: int = 256) -> None:
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._waiters: dict[str, set[asyncio.Future[Event]]] = defaultdict(set)
-        self._lock = threading.Lock()
+        # Touched only on the hub's loop, like the subscribers.
+        self._watches: dict[str, set[Watch]] = defaultdict(set)
         self.queue_size = queue_size
         # Touched only on the hub's loop, so no lock is needed.
         self._subscribers: set[Subscriber] = set()
-        # Set by approvals.fanout on PostgreSQL: called with a session's events just
-        # before it commits, in its transaction (to NOTIFY the other replicas).
-        self.relay: Callable[[OrmSession, list[Event]], None] | None = None
+        # Set by approvals.fanout on PostgreSQL: called with a transaction's events
+        # just before it commits, on its connection (to NOTIFY the other replicas).
+        self.relay: Callable[[Connection, list[Event]], None] | None = None
         # Called with each committed change made in this process (not those relayed
         # from other replicas), on the publishing thread: metrics and the activity log.
         self.observers: list[Callable[[Event], None]] = []
@@ -160,11 +204,8 @@ class EventHub:
         call_on_loop(self._loop, self._deliver, evt)
 
     def _deliver(self, evt: Event) -> None:
-        with self._lock:
-            waiters = self._waiters.pop(evt.request_id, set())
-        for fut in waiters:
-            if not fut.done():
-                fut.set_result(evt)
+        for watch in self._watches.get(evt.request_id, ()):
+            watch.put(evt)
         for sub in list(self._subscribers):
             # A gateway hears only about its own requests; `evt.gateway` is worked out
             # once per event, and only when such a subscriber exists.
@@ -219,23 +260,37 @@ class EventHub:
     def subscriber_count(self) -> int:
         return len(self._subscribers)
 
+    def watch(self, request_id: str) -> Watch:
+        """Start hearing the events about `request_id` (call on the hub's loop)."""
+        found = Watch(request_id)
+        self._watches[request_id].add(found)
+        return found
+
+    def unwatch(self, found: Watch) -> None:
+        watches = self._watches.get(found.request_id)
+        if watches is not None:
+            watches.discard(found)
+            if not watches:
+                del self._watches[found.request_id]
+
+    def tell_watches_they_missed(self) -> None:
+        """Every watch may have missed events: each re-reads its request; on the hub's loop."""
+        for watches in self._watches.values():
+            for found in watches:
+                found.put(MISSED)
+
+    @property
+    def watch_count(self) -> int:
+        return sum(len(w) for w in self._watches.values())
+
     async def wait_for(self, request_id: str, timeout: float) -> Event | None:
         """Wait up to `timeout` seconds for the next event about `request_id`."""
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[Event] = loop.create_future()
-        with self._lock:
-            self._waiters[request_id].add(fut)
+        found = self.watch(request_id)
         try:
-            return await asyncio.wait_for(fut, timeout)
-        except TimeoutError:
-            return None
+            item = await found.next(timeout)
         finally:
-            with self._lock:
-                waiters = self._waiters.get(request_id)
-                if waiters is not None:
-                    waiters.discard(fut)
-                    if not waiters:
-                        del self._waiters[request_id]
+            self.unwatch(found)
+        return item if isinstance(item, Event) else None
 
 
 def attach_hub(scope: WriteScope, hub: EventHub | None) -> None:
@@ -265,7 +320,7 @@ def _relay_pending(session: OrmSession) -> None:
     pending: list[Event] = session.info.get(_PENDING_KEY, [])
     hub = hub_of(session)
     if pending and hub is not None and hub.relay is not None:
-        hub.relay(session, pending)
+        hub.relay(session.connection(), pending)
 
 
 @event.listens_for(OrmSession, "after_commit")

@@ -14,8 +14,9 @@ Several service replicas share one PostgreSQL database. Each keeps its in-proces
 A notification payload must stay under 8000 bytes: the whole event goes when it
 fits, otherwise only its type and request id, and the listener loads the request
 as stored now. When the listening connection drops, the listener reconnects and
-tells every websocket subscriber to resync (they may have missed events);
-long-poll waiters re-read the database on their own every few seconds anyway.
+tells every websocket subscriber to resync (they may have missed events) and
+every long-poll to re-read its request; otherwise a long-poll reads the
+database only when it starts, and answers from the events it hears.
 SQLite needs none of this: one process owns the file and its hub is the only one.
 """
 
@@ -30,8 +31,7 @@ from typing import Any
 
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import text
-from sqlalchemy.engine import Engine
-from sqlalchemy.orm import Session as OrmSession
+from sqlalchemy.engine import Connection, Engine
 
 from approvals.db import read_session
 from approvals.events import Event, EventHub
@@ -42,6 +42,11 @@ CHANNEL = "signoff_events"
 # PostgreSQL refuses payloads of 8000 bytes or more; keep clear of the limit.
 MAX_PAYLOAD_BYTES = 7900
 RECONNECT_SECONDS = (0.1, 0.5, 1.0, 2.0, 5.0)
+# unnest keeps the array's order, and notifications of one transaction are
+# delivered in the order they were sent.
+_NOTIFY_ALL = text(
+    "SELECT pg_notify(:channel, payload) FROM unnest(CAST(:payloads AS text[])) AS payload"
+)
 
 
 def new_replica_id() -> str:
@@ -98,13 +103,12 @@ class PgFanout:
         self.received = 0  # events from other replicas handed to the hub
         hub.relay = self.relay
 
-    def relay(self, session: OrmSession, events: list[Event]) -> None:
-        """Called by the hub's session hook just before commit, in the same transaction."""
-        for evt in events:
-            session.execute(
-                text("SELECT pg_notify(:channel, :payload)"),
-                {"channel": CHANNEL, "payload": encode(evt, self.replica_id)},
-            )
+    def relay(self, conn: Connection, events: list[Event]) -> None:
+        """Called just before commit, in the same transaction: one round trip for all."""
+        conn.execute(
+            _NOTIFY_ALL,
+            {"channel": CHANNEL, "payloads": [encode(evt, self.replica_id) for evt in events]},
+        )
 
     async def run(self) -> None:
         """LISTEN until cancelled, reconnecting (and asking subscribers to resync) on errors."""
@@ -120,6 +124,7 @@ class PgFanout:
                     if failures:
                         # Events may have gone by while we were away.
                         self.hub.drop_subscribers()
+                        self.hub.tell_watches_they_missed()
                     failures = 0
                     self.listening.set()
                     async for note in conn.notifies():

@@ -141,6 +141,16 @@ class Metrics:
             buckets=HTTP_BUCKETS,
             registry=registry,
         )
+        self.wait_reads = Counter(
+            "signoff_wait_reads",
+            "Database reads by long-poll waits (one as each starts; more only if the "
+            "cross-replica listener reconnected)",
+            registry=registry,
+        )
+        waiting = Gauge(
+            "signoff_waits", "Long-poll waits open (GET /requests/{id}/wait)", registry=registry
+        )
+        waiting.set_function(lambda: float(hub.watch_count))
         subscribers = Gauge(
             "signoff_websocket_subscribers",
             "Open event-stream subscriptions (websockets, the Slack notifier)",

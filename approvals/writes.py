@@ -1,10 +1,13 @@
-"""How the API's write routes run their unit of work: group commit on SQLite.
+"""How the API's write routes run their unit of work: group commit.
 
 A unit of work is a function of a `db.WriteScope` that does one request's writes
-and commits (a `lifecycle` call). On PostgreSQL units run concurrently in the
-worker pool, each in its own session and transaction.
+and commits (a `lifecycle` call).
 
-On SQLite only one writer runs at a time anyway. A commit costs about as much
+Only one writer runs at a time anyway: on SQLite the file has one write lock,
+and on PostgreSQL every write appends to the audit chain, whose head row
+(`audit_chain_head`) one transaction at a time may hold. Holding it once per
+unit made every unit queue on that row, each waiting for a thread to be
+scheduled in turn; holding it once per batch does not. A commit costs about as much
 as the rest of a unit (every index page touched is written to the WAL), and
 handing work to a thread and back cost more than the unit itself, because the
 thread and the loop take turns at the GIL. So units are run in batches, on the
@@ -14,8 +17,10 @@ makes them all durable.
 A unit that fails rolls back to its savepoint and fails alone; if the commit
 fails, every unit of the batch fails with it. Answers and events go out only
 after the commit. A batch runs on the loop only when the write turn is free
-(`db.WriteTurn.try_acquire`), so the loop never waits for another writer;
-otherwise the batch waits for the turn in a worker thread.
+(`db.WriteTurn.try_acquire`; on PostgreSQL the head row is locked with SKIP
+LOCKED first), so the loop never waits for another writer; otherwise the batch
+waits for the turn in a worker thread. On PostgreSQL the batch's events are
+relayed to the other replicas (`pg_notify`) just before its COMMIT.
 """
 
 from __future__ import annotations
@@ -28,7 +33,8 @@ from typing import Any, Generic, TypeVar
 import anyio.to_thread
 from sqlalchemy.engine import Connection, Engine
 
-from approvals.db import WriteScope, WriteTurn, session_scope, write_turn_of
+from approvals.audit.record import HELD_HEAD_KEY, HeldHead, store_head, take_head
+from approvals.db import WriteScope, WriteTurn, is_postgresql, session_scope, write_turn_of
 from approvals.events import Event, EventHub, attach_hub, take_pending
 
 T = TypeVar("T")
@@ -57,38 +63,51 @@ def _fail(batch: list[_Unit[Any]], exc: Exception) -> None:
 class _UnitScope:
     """One unit's part of a batch: a savepoint on the batch's connection.
 
-    `commit` keeps the unit's work so far (it lands with the batch's COMMIT) and
-    starts a new savepoint; `rollback` undoes the work since. Events wait in
-    `events` for the batch's COMMIT. The savepoints are taken on the driver's
+    The savepoint is taken when the unit first asks for the connection. `commit`
+    keeps the unit's work so far (it lands with the batch's COMMIT) and releases
+    the savepoint (the next statement takes a new one); `rollback` undoes the work
+    since, and puts back the audit chain's head the unit started from. Events wait
+    in `events` for the batch's COMMIT. The savepoints are taken on the driver's
     connection directly: through a Session's nested transactions they cost as much
-    as the rest of a unit.
+    as the rest of a unit, and on PostgreSQL each one is a round trip.
     """
 
-    def __init__(self, conn: Connection) -> None:
+    def __init__(self, conn: Connection, head: HeldHead) -> None:
         self._conn = conn
-        driver = conn.connection.driver_connection  # the sqlite3.Connection
+        driver = conn.connection.driver_connection  # the sqlite3 or psycopg connection
         assert driver is not None
         self._driver: Any = driver
-        self.info: dict[Any, Any] = {}
+        self._head = head
+        self._mark = head.mark()
+        self._open = False
+        self.info: dict[Any, Any] = {HELD_HEAD_KEY: head}
         self.events: list[Event] = []
-        self._driver.execute("SAVEPOINT signoff_unit")
 
     def connection(self) -> Connection:
+        if not self._open:
+            self._driver.execute("SAVEPOINT signoff_unit")
+            self._mark = self._head.mark()
+            self._open = True
         return self._conn
 
     def commit(self) -> None:
         self.events.extend(take_pending(self))
-        self._driver.execute("RELEASE signoff_unit")
-        self._driver.execute("SAVEPOINT signoff_unit")
+        if self._open:
+            self._driver.execute("RELEASE signoff_unit")
+            self._open = False
 
     def rollback(self) -> None:
         take_pending(self)
-        self._driver.execute("ROLLBACK TO signoff_unit")
+        if self._open:
+            self._driver.execute("ROLLBACK TO signoff_unit")
+            self._head.restore(self._mark)
 
     def close(self) -> None:
         """End the unit; what it did not commit is undone."""
         self.rollback()
-        self._driver.execute("RELEASE signoff_unit")
+        if self._open:
+            self._driver.execute("RELEASE signoff_unit")
+            self._open = False
 
 
 class WriteRunner:
@@ -98,13 +117,14 @@ class WriteRunner:
         self.engine = engine
         self.hub = hub
         self._turn: WriteTurn | None = write_turn_of(engine)
+        self._postgresql = is_postgresql(str(engine.url))
         self._queue: list[_Unit[Any]] = []
         # The batch waiting for the turn in a thread, if any: later units queue behind it.
         self._waiting: asyncio.Task[None] | None = None
 
     async def run(self, work: Callable[[WriteScope], T]) -> T:
         """The result of `work(scope)` once its transaction has committed."""
-        if self._turn is None:
+        if self._turn is None and not self._postgresql:
             return await anyio.to_thread.run_sync(self._run_alone, work)
         loop = asyncio.get_running_loop()
         unit: _Unit[T] = _Unit(work, loop.create_future())
@@ -124,12 +144,7 @@ class WriteRunner:
             return
         loop = asyncio.get_running_loop()
         batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
-        assert self._turn is not None
-        if self._turn.try_acquire():
-            try:
-                self._commit(batch)
-            finally:
-                self._turn.release()
+        if self._try_commit(batch):
             self._settle(batch)
             if self._queue:
                 loop.call_soon(self._flush)
@@ -137,11 +152,25 @@ class WriteRunner:
         # Another thread or process is writing: wait for the turn off the loop.
         self._waiting = loop.create_task(self._commit_when_free(batch))
 
+    def _try_commit(self, batch: list[_Unit[Any]]) -> bool:
+        """Commit `batch` now if no other writer holds the turn; False if one does."""
+        if self._turn is None:
+            return self._commit(batch, wait=False)
+        if not self._turn.try_acquire():
+            return False
+        try:
+            self._commit(batch)
+        finally:
+            self._turn.release()
+        return True
+
     async def _commit_when_free(self, batch: list[_Unit[Any]]) -> None:
-        assert self._turn is not None
         turn = self._turn
 
         def commit() -> None:
+            if turn is None:
+                self._commit(batch)
+                return
             with turn.held():
                 self._commit(batch)
 
@@ -154,17 +183,31 @@ class WriteRunner:
         self._settle(batch)
         self._flush()
 
-    def _commit(self, batch: list[_Unit[Any]]) -> None:
-        """Run the batch's units in savepoints of one transaction and commit it."""
-        try:
-            with self.engine.connect() as conn, conn.begin():
-                for unit in batch:
-                    self._run_unit(conn, unit)
-        except Exception as exc:  # BEGIN or COMMIT failed: nothing of the batch stays
-            _fail(batch, exc)
+    def _commit(self, batch: list[_Unit[Any]], *, wait: bool = True) -> bool:
+        """Run the batch's units in savepoints of one transaction and commit it.
 
-    def _run_unit(self, conn: Connection, unit: _Unit[Any]) -> None:
-        scope = _UnitScope(conn)
+        False (and nothing done) when `wait` is off and another PostgreSQL
+        transaction holds the audit chain's head."""
+        try:
+            with self.engine.connect() as conn, conn.begin() as transaction:
+                head = take_head(conn, wait=wait or not self._postgresql)
+                if head is None:
+                    transaction.rollback()
+                    return False
+                for unit in batch:
+                    self._run_unit(conn, head, unit)
+                store_head(conn, head)
+                relay = self.hub.relay
+                if relay is not None:
+                    events = [evt for unit in batch for evt in unit.events]
+                    if events:
+                        relay(conn, events)
+        except Exception as exc:  # BEGIN, the relay or COMMIT failed: nothing of the batch stays
+            _fail(batch, exc)
+        return True
+
+    def _run_unit(self, conn: Connection, head: HeldHead, unit: _Unit[Any]) -> None:
+        scope = _UnitScope(conn, head)
         try:
             unit.result = unit.work(scope)
         except Exception as exc:

@@ -26,6 +26,7 @@ from approvals.api.deps import (
     WritesDep,
 )
 from approvals.db import WriteScope, read_session
+from approvals.events import Event
 from approvals.models import RequestStatus, Role
 from approvals.schemas import (
     CancelCreate,
@@ -35,13 +36,10 @@ from approvals.schemas import (
     RequestPage,
     RequestPublic,
     TokenIdentity,
+    printable,
 )
 
 router = APIRouter(prefix="/api/v1")
-
-# How often a long-poll re-reads the database even without an event: another
-# process (a second replica, a direct CLI write) may have decided meanwhile.
-_RECHECK_SECONDS = 2.0
 
 
 def _json(view: RequestPublic, status: int = 200) -> Response:
@@ -116,24 +114,45 @@ async def wait_for_decision(
     hub: HubDep,
     settings: SettingsDep,
     principal: GatewayDep,
+    metrics: MetricsDep,
     timeout: Annotated[float, Query(ge=0, le=3600)] = 30.0,
 ) -> RequestPublic:
     """Long-poll: answer as soon as the request leaves `pending`, or after `timeout` seconds.
 
-    Only the gateway that created the request may wait on it."""
+    Only the gateway that created the request may wait on it. The request is read
+    once; then the waiter hears every change of it through the hub (changes made
+    on other replicas arrive through approvals.fanout), so a waiter costs no
+    database read, thread or task while nothing changes."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + min(timeout, settings.max_wait_seconds)
 
     def load() -> RequestPublic:
+        metrics.wait_reads.inc()
         with read_session(engine) as session:
             return _readable(session, request_id, principal)
 
-    while True:
+    # Watch before reading: a change committed during the read is heard, not lost.
+    watch = hub.watch(request_id)
+    try:
         view = await run_in_threadpool(load)
-        remaining = deadline - loop.time()
-        if view.status != RequestStatus.PENDING or remaining <= 0:
-            return view
-        await hub.wait_for(request_id, min(remaining, _RECHECK_SECONDS))
+        while view.status == RequestStatus.PENDING:
+            heard = await watch.next(deadline - loop.time())
+            if heard is None:
+                break
+            if isinstance(heard, Event):
+                view = _view_of(heard)
+            else:  # events may have gone by unheard
+                view = await run_in_threadpool(load)
+        return view
+    finally:
+        hub.unwatch(watch)
+
+
+def _view_of(evt: Event) -> RequestPublic:
+    """The request as an event carries it (made here, or JSON from another replica)."""
+    request = evt.request
+    view = request if isinstance(request, RequestPublic) else RequestPublic.model_validate(request)
+    return printable(view)
 
 
 @router.post("/requests/{request_id}/decisions", response_model=RequestPublic)

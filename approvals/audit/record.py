@@ -15,8 +15,14 @@ write transaction starts with `BEGIN IMMEDIATE` (approvals/db.py), which already
 lets only one writer in at a time. A lock on "the last event" instead would not
 work for the very first event and would need a gap-free index scan; the head row
 works the same on both databases and also lets `verify` detect a truncated tail.
-Appending is the last thing a transaction does, so the head lock is held only
-for the commit and never taken before another lock: no deadlock cycle.
+
+On PostgreSQL every writing transaction takes the head lock first (the API's
+group commit per batch with `take_head`, `db.session_scope` per session with
+`lock_head_first`), before any other row lock: one lock order, so no deadlock
+cycle between a batch that holds the head and a session that holds a request
+row. A batch of many units holds it once, which is what keeps it from being one
+hot row every transaction queues on; it also keeps the head in memory
+(`HeldHead`) while its units append, and writes it back once before COMMIT.
 """
 
 from __future__ import annotations
@@ -136,6 +142,61 @@ _MOVE_HEAD = (
 )
 
 
+_TAKE_HEAD = select(_head_table().c.id).where(_head_table().c.id == HEAD_ROW_ID)
+_TAKE_HEAD_WAIT = _TAKE_HEAD.with_for_update()
+
+
+def lock_head_first(conn: Connection) -> None:
+    """Lock the chain's head at the start of a PostgreSQL write session's transaction."""
+    conn.execute(_TAKE_HEAD_WAIT)
+
+
+@dataclass
+class HeldHead:
+    """The chain's head while one transaction holds it for many units (a batch).
+
+    Units append against it in memory (`append_rows` finds it in the scope's
+    `info`); `store_head` writes it back once, before the batch commits. A unit
+    rolled back to its savepoint puts back the head it started from (`restore`)."""
+
+    last_id: int
+    last_hash: str
+    moved: bool = False
+
+    def mark(self) -> tuple[int, str]:
+        return self.last_id, self.last_hash
+
+    def restore(self, mark: tuple[int, str]) -> None:
+        self.last_id, self.last_hash = mark
+
+
+HELD_HEAD_KEY = "signoff_held_head"
+_READ_HEAD_NOW = (
+    select(_head_table().c.last_id, _head_table().c.last_hash)
+    .where(_head_table().c.id == HEAD_ROW_ID)
+    .with_for_update(skip_locked=True)
+)
+
+
+def take_head(conn: Connection, *, wait: bool) -> HeldHead | None:
+    """Lock and read the head for a batch: None, at once, if `wait` is off and another
+    transaction holds it (PostgreSQL; SQLite's batches already hold the write lock)."""
+    if not wait:
+        row = conn.execute(_READ_HEAD_NOW).first()
+        if row is not None:
+            return HeldHead(int(row[0]), str(row[1]))
+        if conn.execute(_TAKE_HEAD).first() is not None:
+            return None  # skipped: another transaction holds it
+    last_id, last_hash = _lock_head(conn)  # waits, or creates the missing row
+    return HeldHead(last_id, last_hash)
+
+
+def store_head(conn: Connection, held: HeldHead) -> None:
+    """Write the head back after a batch's units appended (before its COMMIT)."""
+    if held.moved:
+        conn.execute(_MOVE_HEAD, {"new_last_id": held.last_id, "new_last_hash": held.last_hash})
+
+
 def _lock_head(conn: Connection) -> tuple[int, str]:
     row = conn.execute(_READ_HEAD_FOR_UPDATE).first()
     if row is not None:
@@ -157,7 +218,8 @@ def append_rows(session: WriteScope, drafts: Sequence[EventDraft]) -> list[dict[
         return []
     # Core on the session's connection: the ORM adds nothing to these inserts.
     conn = session.connection()
-    last_id, prev_hash = _lock_head(conn)
+    held: HeldHead | None = session.info.get(HELD_HEAD_KEY)
+    last_id, prev_hash = _lock_head(conn) if held is None else held.mark()
     rows: list[dict[str, Any]] = []
     for draft in drafts:
         if draft.time.tzinfo is None:
@@ -194,7 +256,10 @@ def append_rows(session: WriteScope, drafts: Sequence[EventDraft]) -> list[dict[
         rows.append(row)
         prev_hash = digest
     conn.execute(_INSERT_EVENTS, rows)
-    conn.execute(_MOVE_HEAD, {"new_last_id": last_id, "new_last_hash": prev_hash})
+    if held is None:
+        conn.execute(_MOVE_HEAD, {"new_last_id": last_id, "new_last_hash": prev_hash})
+    else:
+        held.last_id, held.last_hash, held.moved = last_id, prev_hash, True
     return rows
 
 

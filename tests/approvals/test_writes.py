@@ -1,4 +1,5 @@
-"""Write routes on SQLite: requests that arrive together commit together, but fail alone."""
+"""Write routes: requests that arrive together commit together, but fail alone
+(SQLite, and PostgreSQL where a batch holds the audit chain's head once)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from sqlalchemy.engine import Engine
 from support import enforced_policy, held_call
 
 from approvals import lifecycle
+from approvals.audit.chain import verify_chain
+from approvals.audit.record import REQUEST_CREATED, record_event
 from approvals.db import (
     WriteScope,
     WriteTurn,
@@ -36,6 +39,18 @@ TOKENS = ApiToken.__table__  # type: ignore[attr-defined]
 @pytest.fixture
 def engine(tmp_path: Path) -> Iterator[Engine]:
     url = f"sqlite:///{tmp_path / 'writes.db'}"
+    upgrade(url)
+    engine = make_engine(url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'writes.db'}"
+    else:
+        url = request.getfixturevalue("postgres").database("writes")
     upgrade(url)
     engine = make_engine(url)
     yield engine
@@ -74,7 +89,10 @@ def _transactions(engine: Engine) -> list[int]:
     return begun
 
 
-async def test_calls_that_arrive_together_share_one_commit_and_fail_alone(engine: Engine) -> None:
+async def test_calls_that_arrive_together_share_one_commit_and_fail_alone(
+    any_engine: Engine,
+) -> None:
+    engine = any_engine
     writes, heard = _listening_runner(engine)
     begun = _transactions(engine)
 
@@ -84,28 +102,40 @@ async def test_calls_that_arrive_together_share_one_commit_and_fail_alone(engine
         scope.connection().execute(insert(TOKENS).values(created_at=utcnow(), **ghost))
         raise RuntimeError("the unit broke half way")
 
+    def chained_then_broken(scope: WriteScope) -> None:
+        # Its audit event is undone too, and the next unit chains from the head before it.
+        record_event(scope, REQUEST_CREATED, actor="ghost", channel="api", request_id="ghost")
+        raise RuntimeError("the unit broke after appending to the audit chain")
+
     results = await asyncio.gather(
-        *(_create(writes, n) for n in range(5)),
+        *(_create(writes, n) for n in range(3)),
         writes.run(lambda s: lifecycle.decide(s, "nope", approver="alice", decision="approve")),
         writes.run(half_done_then_broken),
+        writes.run(chained_then_broken),
+        *(_create(writes, n) for n in range(3, 5)),
         return_exceptions=True,
     )
 
-    created, missing, broken = results[:5], results[5], results[6]
+    created = results[:3] + results[6:]
+    missing, broken, unchained = results[3:6]
     assert all(isinstance(r, lifecycle.Created) and r.created for r in created)
     assert isinstance(missing, lifecycle.NotFound)
-    assert isinstance(broken, RuntimeError)
-    assert len(begun) == 1, "the seven units should have run in one transaction"
+    assert isinstance(broken, RuntimeError) and isinstance(unchained, RuntimeError)
+    assert len(begun) == 1, "the eight units should have run in one transaction"
     assert _count(engine, ApprovalRequest) == 5
     assert _count(engine, ApiToken) == 0
+    verified = verify_chain(engine)
+    assert verified.ok, verified.problem
+    assert verified.count == 5 and verified.last_id == 5  # one request.created each
     # Each committed request was announced once; the failures announced nothing.
     announced = [heard.queue.get_nowait().request_id for _ in range(heard.queue.qsize())]
     assert sorted(announced) == sorted(r.view.id for r in created)  # type: ignore[union-attr]
 
 
 async def test_when_the_commit_fails_every_call_of_the_batch_fails_and_nothing_is_announced(
-    engine: Engine,
+    any_engine: Engine,
 ) -> None:
+    engine = any_engine
     writes, heard = _listening_runner(engine)
 
     def disk_full(conn: Any) -> None:

@@ -23,6 +23,7 @@ from sqlalchemy import select
 from support import ServiceProcess, held_call_body, pending_request, text_of
 from websockets.asyncio.client import ClientConnection, connect
 
+from approvals.audit.chain import verify_chain
 from approvals.audit.models import AuditEvent
 from approvals.db import make_engine
 
@@ -238,3 +239,97 @@ async def test_both_sweepers_run_yet_each_request_expires_exactly_once(
     finally:
         await ws_a.close()
         await ws_b.close()
+
+
+def metric(proc: ServiceProcess, token: str, name: str) -> float:
+    text = httpx.get(
+        f"{proc.url}/metrics", headers={"Authorization": f"Bearer {token}"}, timeout=10
+    ).text
+    for line in text.splitlines():
+        if line.startswith(f"{name} "):
+            return float(line.split()[1])
+    raise AssertionError(f"{name} is not in /metrics")
+
+
+def test_long_polls_on_a_wake_when_b_decides_and_read_nothing_while_they_wait(
+    service: ServiceProcess, replica_b: ServiceProcess
+) -> None:
+    auditor = service.token("auditor", "wait-watch")
+    gateway_token = service.token("gateway", "gw-wait")
+    alice_on_b = replica_b.client(replica_b.token("approver", "alice"))
+    with service.client(gateway_token) as gateway:
+        ids = [gateway.post("/requests", json=call_body()).json()["id"] for _ in range(20)]
+    reads_before = metric(service, auditor, "signoff_wait_reads_total")
+
+    def long_poll(request_id: str) -> tuple[dict[str, Any], float]:
+        with service.client(gateway_token) as client:
+            answer = client.get(f"/requests/{request_id}/wait", params={"timeout": 30}, timeout=40)
+            assert answer.status_code == 200, answer.text
+            return answer.json(), time.monotonic()
+
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        polls = [pool.submit(long_poll, request_id) for request_id in ids]
+        deadline = time.monotonic() + 10
+        while metric(service, auditor, "signoff_waits") < 20:
+            assert time.monotonic() < deadline, "the long-polls did not all start"
+            time.sleep(0.05)
+        started_reads = metric(service, auditor, "signoff_wait_reads_total")
+        assert started_reads - reads_before == 20  # one read as each starts
+        time.sleep(3)  # nothing changes: a waiter that re-read every 2 s would show here
+        assert metric(service, auditor, "signoff_wait_reads_total") == started_reads
+        decided_at = {}
+        for i, request_id in enumerate(ids):
+            decision = "approve" if i % 2 else "reject"
+            decided_at[request_id] = time.monotonic()
+            answer = alice_on_b.post(
+                f"/requests/{request_id}/decisions", json={"decision": decision}
+            )
+            assert answer.status_code == 200, answer.text
+        answers = [poll.result(timeout=20) for poll in polls]
+    for i, (request_id, (view, answered_at)) in enumerate(zip(ids, answers, strict=True)):
+        assert view["id"] == request_id
+        assert view["status"] == ("approved" if i % 2 else "rejected")
+        assert view["decided_by"] == "alice"
+        assert answered_at - decided_at[request_id] < 1.5  # woken by NOTIFY, not a re-read
+    # The wake carried the decided request: no waiter read the database again.
+    assert metric(service, auditor, "signoff_wait_reads_total") == started_reads
+    assert metric(service, auditor, "signoff_waits") == 0
+
+
+def test_concurrent_writers_on_both_replicas_keep_one_verifiable_chain_and_decide_once(
+    service: ServiceProcess, replica_b: ServiceProcess, audit_engine: Any
+) -> None:
+    replicas = [service, replica_b]
+    gateways = [proc.token("gateway", f"gw-chain-{i}") for i, proc in enumerate(replicas)]
+    alices = [proc.token("approver", "alice") for proc in replicas]
+
+    def pair(i: int) -> tuple[str, list[int]]:
+        """Create on one replica; decide on both at once (one must lose with 409)."""
+        with replicas[i % 2].client(gateways[i % 2]) as gateway:
+            created = gateway.post("/requests", json=call_body())
+            assert created.status_code == 201, created.text
+        request_id = created.json()["id"]
+
+        def decide(j: int) -> int:
+            with replicas[j].client(alices[j]) as alice:
+                return alice.post(
+                    f"/requests/{request_id}/decisions", json={"decision": "approve"}
+                ).status_code
+
+        with ThreadPoolExecutor(max_workers=2) as both:
+            return request_id, sorted(both.map(decide, (0, 1)))
+
+    with ThreadPoolExecutor(max_workers=24) as pool:
+        results = list(pool.map(pair, range(150)))
+
+    for request_id, statuses in results:
+        # The same approver twice: the first vote settles it, the second is refused.
+        assert statuses == [200, 409], (request_id, statuses)
+        types = audit_types(audit_engine, request_id)
+        assert types["request.created"] == 1
+        assert types["decision.recorded"] == 1 and types["request.approved"] == 1
+    verified = verify_chain(audit_engine)
+    assert verified.ok, verified.problem
+    with audit_engine.connect() as conn:
+        ids = [row[0] for row in conn.execute(select(AuditEvent.id).order_by(AuditEvent.id))]  # type: ignore[arg-type]
+    assert ids == list(range(1, len(ids) + 1)) and verified.count == len(ids)
