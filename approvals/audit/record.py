@@ -142,13 +142,12 @@ _MOVE_HEAD = (
 )
 
 
-_TAKE_HEAD = select(_head_table().c.id).where(_head_table().c.id == HEAD_ROW_ID)
-_TAKE_HEAD_WAIT = _TAKE_HEAD.with_for_update()
+_TAKE_HEAD = select(_head_table().c.id).where(_head_table().c.id == HEAD_ROW_ID).with_for_update()
 
 
 def lock_head_first(conn: Connection) -> None:
     """Lock the chain's head at the start of a PostgreSQL write session's transaction."""
-    conn.execute(_TAKE_HEAD_WAIT)
+    conn.execute(_TAKE_HEAD)
 
 
 @dataclass
@@ -171,23 +170,11 @@ class HeldHead:
 
 
 HELD_HEAD_KEY = "signoff_held_head"
-_READ_HEAD_NOW = (
-    select(_head_table().c.last_id, _head_table().c.last_hash)
-    .where(_head_table().c.id == HEAD_ROW_ID)
-    .with_for_update(skip_locked=True)
-)
 
 
-def take_head(conn: Connection, *, wait: bool) -> HeldHead | None:
-    """Lock and read the head for a batch: None, at once, if `wait` is off and another
-    transaction holds it (PostgreSQL; SQLite's batches already hold the write lock)."""
-    if not wait:
-        row = conn.execute(_READ_HEAD_NOW).first()
-        if row is not None:
-            return HeldHead(int(row[0]), str(row[1]))
-        if conn.execute(_TAKE_HEAD).first() is not None:
-            return None  # skipped: another transaction holds it
-    last_id, last_hash = _lock_head(conn)  # waits, or creates the missing row
+def take_head(conn: Connection) -> HeldHead:
+    """Lock (on PostgreSQL: wait for) and read the head for a batch's transaction."""
+    last_id, last_hash = _lock_head(conn)
     return HeldHead(last_id, last_hash)
 
 
