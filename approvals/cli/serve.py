@@ -76,6 +76,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     from approvals.app import create_app
     from approvals.logs import configure as configure_logs
+    from approvals.open_files import held_calls_room, raise_to_hard_limit
     from approvals.settings import get_settings
 
     settings = _given(args, get_settings())
@@ -85,6 +86,10 @@ def _serve(args: argparse.Namespace) -> int:
     from approvals import migrate  # Alembic and SQLAlchemy: only when the command runs
 
     migrate.upgrade(settings.database_url)
+    limit = raise_to_hard_limit()  # the workers of --workers N inherit it
+    log.info(
+        "open-file limit %d: room for about %d calls held at once", limit, held_calls_room(limit)
+    )
     options: dict[str, Any] = {
         "host": settings.host,
         "port": settings.port,
