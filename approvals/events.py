@@ -18,7 +18,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections import defaultdict, deque
+import time
+from collections import OrderedDict, defaultdict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -36,6 +37,10 @@ from gateway_plugin.loops import call_on_loop
 
 _PENDING_KEY = "signoff_pending_events"
 _HUB_KEY = "signoff_hub"
+
+# How long, and for how many requests, a long-poll's last view is kept for the next ask.
+LAST_SEEN_SECONDS = 60.0
+LAST_SEEN_MAX = 100_000
 
 EVENT_TYPES = ("request.created", "request.decided", "request.expired", "request.cancelled")
 
@@ -179,6 +184,10 @@ class EventHub:
         self._loop: asyncio.AbstractEventLoop | None = None
         # Touched only on the hub's loop, like the subscribers.
         self._watches: dict[str, set[Watch]] = defaultdict(set)
+        # Views of pending requests as long-polls last saw them when they timed out,
+        # so that the gateway's next ask needs no database read; any event about the
+        # request, or events gone by unheard, forgets them. On the hub's loop only.
+        self._last_seen: OrderedDict[str, tuple[float, BaseModel]] = OrderedDict()
         self.queue_size = queue_size
         # Touched only on the hub's loop, so no lock is needed.
         self._subscribers: set[Subscriber] = set()
@@ -204,6 +213,7 @@ class EventHub:
         call_on_loop(self._loop, self._deliver, evt)
 
     def _deliver(self, evt: Event) -> None:
+        self._last_seen.pop(evt.request_id, None)
         for watch in self._watches.get(evt.request_id, ()):
             watch.put(evt)
         for sub in list(self._subscribers):
@@ -273,8 +283,32 @@ class EventHub:
             if not watches:
                 del self._watches[found.request_id]
 
+    def remember(self, request_id: str, view: BaseModel) -> None:
+        """Keep `view` as the request's state until an event about it (on the hub's loop).
+
+        Call only while a watch of the request is open and has nothing unheard: then
+        every change since `view` was read has already been applied to it."""
+        now = time.monotonic()
+        seen = self._last_seen
+        seen[request_id] = (now, view)
+        seen.move_to_end(request_id)
+        while seen:
+            oldest, (at, _) = next(iter(seen.items()))
+            if now - at <= LAST_SEEN_SECONDS and len(seen) <= LAST_SEEN_MAX:
+                break
+            del seen[oldest]
+
+    def recall(self, request_id: str) -> BaseModel | None:
+        """The view `remember` kept, if no event about the request came since (and it is
+        recent); on the hub's loop."""
+        found = self._last_seen.get(request_id)
+        if found is None or time.monotonic() - found[0] > LAST_SEEN_SECONDS:
+            return None
+        return found[1]
+
     def tell_watches_they_missed(self) -> None:
         """Every watch may have missed events: each re-reads its request; on the hub's loop."""
+        self._last_seen.clear()
         for watches in self._watches.values():
             for found in watches:
                 found.put(MISSED)

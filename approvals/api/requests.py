@@ -122,7 +122,8 @@ async def wait_for_decision(
     Only the gateway that created the request may wait on it. The request is read
     once; then the waiter hears every change of it through the hub (changes made
     on other replicas arrive through approvals.fanout), so a waiter costs no
-    database read, thread or task while nothing changes."""
+    database read, thread or task while nothing changes. When it times out the
+    hub keeps the view, and the gateway's next ask starts from it unread."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + min(timeout, settings.max_wait_seconds)
 
@@ -134,10 +135,16 @@ async def wait_for_decision(
     # Watch before reading: a change committed during the read is heard, not lost.
     watch = hub.watch(request_id)
     try:
-        view = await run_in_threadpool(load)
+        known = hub.recall(request_id)
+        if isinstance(known, RequestPublic) and known.gateway == principal.name:
+            view = known  # as this gateway's last ask left it, and nothing happened since
+        else:
+            view = await run_in_threadpool(load)
         while view.status == RequestStatus.PENDING:
             heard = await watch.next(deadline - loop.time())
             if heard is None:
+                # The watch heard everything until now: the next ask may start from here.
+                hub.remember(request_id, view)
                 break
             if isinstance(heard, Event):
                 view = _view_of(heard)

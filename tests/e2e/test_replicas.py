@@ -333,3 +333,36 @@ def test_concurrent_writers_on_both_replicas_keep_one_verifiable_chain_and_decid
     with audit_engine.connect() as conn:
         ids = [row[0] for row in conn.execute(select(AuditEvent.id).order_by(AuditEvent.id))]  # type: ignore[arg-type]
     assert ids == list(range(1, len(ids) + 1)) and verified.count == len(ids)
+
+
+def test_a_gateway_asking_again_after_a_timeout_costs_no_read_until_something_happens(
+    service: ServiceProcess, replica_b: ServiceProcess
+) -> None:
+    auditor = service.token("auditor", "reask-watch")
+    gateway = service.client(service.token("gateway", "gw-reask"))
+    other_gateway = service.client(service.token("gateway", "gw-reask-other"))
+    alice_on_b = replica_b.client(replica_b.token("approver", "alice"))
+    ids = [gateway.post("/requests", json=call_body()).json()["id"] for _ in range(5)]
+
+    def ask_all() -> list[str]:
+        return [
+            gateway.get(f"/requests/{rid}/wait", params={"timeout": 0.3}).json()["status"]
+            for rid in ids
+        ]
+
+    reads = metric(service, auditor, "signoff_wait_reads_total")
+    assert ask_all() == ["pending"] * 5
+    assert metric(service, auditor, "signoff_wait_reads_total") == reads + 5
+    assert ask_all() == ["pending"] * 5  # asked again: answered from what the waits saw
+    assert metric(service, auditor, "signoff_wait_reads_total") == reads + 5
+    # Another gateway gets nothing from what this one's waits saw.
+    stranger = other_gateway.get(f"/requests/{ids[0]}/wait", params={"timeout": 0.3})
+    assert stranger.status_code == 404
+    # A decision on replica B makes replica A forget; the next ask reads and sees it.
+    assert alice_on_b.post(f"/requests/{ids[0]}/decisions", json={"decision": "approve"}).is_success
+    deadline = time.monotonic() + 5
+    while True:
+        view = gateway.get(f"/requests/{ids[0]}/wait", params={"timeout": 0.3}).json()
+        if view["status"] == "approved" or time.monotonic() > deadline:
+            break
+    assert view["status"] == "approved" and view["decided_by"] == "alice"
