@@ -51,15 +51,9 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix approvals gateway_plugin tests bench migrations
 	$(BIN)/ruff format approvals gateway_plugin tests bench migrations
 
+# Every benchmark in turn (<= 10 minutes on 2 cores); rewrites bench/RESULTS.md.
 bench: $(STAMP) $(MCP_SERVERS)
-	$(BIN)/python bench/gateway_overhead.py
-	$(BIN)/python bench/policy_eval.py
-	$(BIN)/python bench/decision_latency.py
-	$(BIN)/python bench/dashboard_fanout.py
-	$(BIN)/python bench/audit_export.py
-	$(BIN)/python bench/conformance_compare.py --record
-	$(BIN)/python bench/slack_ack.py
-	$(BIN)/python bench/store_throughput.py
+	$(BIN)/python bench/run_all.py
 
 # The built wheel, pip-installed into a clean venv, serves a fresh database (CI runs it).
 wheel-check: $(STAMP)

@@ -184,6 +184,7 @@ class EventHub:
         self._loop: asyncio.AbstractEventLoop | None = None
         # Touched only on the hub's loop, like the subscribers.
         self._watches: dict[str, set[Watch]] = defaultdict(set)
+        self._watch_count = 0  # read by /metrics from a worker thread: a plain int
         # Views of pending requests as long-polls last saw them when they timed out,
         # so that the gateway's next ask needs no database read; any event about the
         # request, or events gone by unheard, forgets them. On the hub's loop only.
@@ -274,12 +275,14 @@ class EventHub:
         """Start hearing the events about `request_id` (call on the hub's loop)."""
         found = Watch(request_id)
         self._watches[request_id].add(found)
+        self._watch_count += 1
         return found
 
     def unwatch(self, found: Watch) -> None:
         watches = self._watches.get(found.request_id)
-        if watches is not None:
+        if watches is not None and found in watches:
             watches.discard(found)
+            self._watch_count -= 1
             if not watches:
                 del self._watches[found.request_id]
 
@@ -315,7 +318,7 @@ class EventHub:
 
     @property
     def watch_count(self) -> int:
-        return sum(len(w) for w in self._watches.values())
+        return self._watch_count
 
     async def wait_for(self, request_id: str, timeout: float) -> Event | None:
         """Wait up to `timeout` seconds for the next event about `request_id`."""

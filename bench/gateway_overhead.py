@@ -37,7 +37,8 @@ ROOT = Path(__file__).resolve().parent.parent
 EVERYTHING = ROOT / "tests" / "mcp_servers" / "node_modules" / ".bin" / "mcp-server-everything"
 SIGNOFF = Path(sys.executable).parent / "signoff"
 HEADING = "Gateway overhead (bench/gateway_overhead.py)"
-TARGET_RATIO = 1.3
+TARGET_RATIO_P50 = 1.2
+TARGET_RATIO_P99 = 1.3
 TARGET_EVAL_US = 5.0
 
 
@@ -124,7 +125,7 @@ async def run(rounds: int, warmup: int) -> dict[str, object]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=3000, help="calls per path")
+    parser.add_argument("--rounds", type=int, default=1000, help="calls per path")
     parser.add_argument("--warmup", type=int, default=200)
     parser.add_argument("--no-record", action="store_true")
     options = parser.parse_args(argv)
@@ -140,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     floor50 = stats["line relay (floor)"][1] / stats["direct"][1]
     eval50, eval99 = policy_eval_us()
     verdict = (
-        "PASS" if ratio50 <= TARGET_RATIO else "FAIL",
+        "PASS" if ratio50 <= TARGET_RATIO_P50 and ratio99 <= TARGET_RATIO_P99 else "FAIL",
         "PASS" if eval50 <= TARGET_EVAL_US else "FAIL",
     )
     body = header(command_line()) + (
@@ -153,7 +154,8 @@ def main(argv: list[str] | None = None) -> int:
             for name, (m, p50, p99) in stats.items()
         )
         + f"\nRatio gateway/direct: p50 {ratio50:.2f}x, p99 {ratio99:.2f}x "
-        f"(target p50 <= {TARGET_RATIO}x: {verdict[0]}). A relay that parses nothing "
+        f"(target p50 <= {TARGET_RATIO_P50}x and p99 <= {TARGET_RATIO_P99}x: {verdict[0]}). "
+        "A relay that parses nothing "
         f"costs p50 {floor50:.2f}x direct in the same run.\n\n"
         f"Policy evaluation, 1,000-entry generated policy, exact-key hit: "
         f"p50 {eval50:.3f} µs, p99 {eval99:.3f} µs (target <= {TARGET_EVAL_US:g} µs: "

@@ -31,6 +31,9 @@ from gateway_plugin.policy import Policy, parse_policy  # noqa: E402
 
 HEADING = "Policy evaluation (bench/policy_eval.py)"
 TARGET_P50_US = 5.0
+# Four rules evaluated (none matching) is the costliest scenario: its own target.
+TARGET_RULES_P50_US = 2.0
+RULES_SCENARIO = "rules (4 evaluated, none match)"
 BATCH = 200
 
 
@@ -145,7 +148,8 @@ def main(argv: list[str] | None = None) -> int:
 
     table = ["| scenario | mean µs | p50 µs | p99 µs |", "|---|---:|---:|---:|"]
     table += [f"| {name} | {mean:.3f} | {p50:.3f} | {p99:.3f} |" for name, mean, p50, p99 in rows]
-    verdict = "PASS" if worst_p50 <= TARGET_P50_US else "FAIL"
+    rules_p50 = next(p50 for name, _, p50, _ in rows if name == RULES_SCENARIO)
+    verdict = "PASS" if worst_p50 <= TARGET_P50_US and rules_p50 <= TARGET_RULES_P50_US else "FAIL"
     lines = [
         header(command_line()).rstrip("\n"),
         f"- policy: {len(document['tools'])} entries (500 exact, 125 of them with 4 rules; "
@@ -158,7 +162,8 @@ def main(argv: list[str] | None = None) -> int:
         f"First call for a new tool name (resolution against all globs, then memoised): "
         f"{cold:.1f} µs.",
         "",
-        f"Target p50 <= {TARGET_P50_US:g} µs: {verdict} (worst p50 {worst_p50:.3f} µs).",
+        f"Targets p50 <= {TARGET_P50_US:g} µs for every scenario (worst {worst_p50:.3f} µs) and "
+        f"<= {TARGET_RULES_P50_US:g} µs with four rules evaluated ({rules_p50:.3f} µs): {verdict}.",
         "",
     ]
     section = "\n".join(lines)

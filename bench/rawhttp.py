@@ -56,8 +56,16 @@ class RawHttp:
             f"POST {self._prefix}{path} HTTP/1.1\r\nHost: {self._host}\r\n{self._auth}"
             f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n"
         ).encode()
+        return await self._exchange(head + payload)
+
+    async def get(self, path: str) -> tuple[int, Any]:
+        """GET `path` (with its query); the status and the decoded JSON answer."""
+        head = f"GET {self._prefix}{path} HTTP/1.1\r\nHost: {self._host}\r\n{self._auth}\r\n"
+        return await self._exchange(head.encode())
+
+    async def _exchange(self, message: bytes) -> tuple[int, Any]:
         reader, writer = await self._connect()
-        writer.write(head + payload)
+        writer.write(message)
         status_line_and_headers = await reader.readuntil(b"\r\n\r\n")
         status = int(status_line_and_headers[9:12])
         length = 0
@@ -67,6 +75,7 @@ class RawHttp:
                 length = int(value)
                 break
         data = await reader.readexactly(length) if length else b""
+        self._last_used = time.monotonic()  # idle time counts from the answer
         return status, json.loads(data) if data else None
 
     async def aclose(self) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import platform
 import sys
 from datetime import UTC, datetime
@@ -18,14 +19,41 @@ def percentile(samples: list[float], fraction: float) -> float:
     return ordered[index]
 
 
+def load_now() -> str:
+    """The 1, 5 and 15 minute load averages (other work on the machine shows here)."""
+    one, five, fifteen = os.getloadavg()
+    return f"{one:.2f} {five:.2f} {fifteen:.2f}"
+
+
+def _cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.partition(":")[2].strip()
+    return platform.processor() or "unknown CPU"
+
+
+def _memory_gb() -> float:
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) / 1024 / 1024
+    return 0.0
+
+
+def describe_machine() -> str:
+    """The machine line: CPU, cores, memory, OS, Python, and the load when asked."""
+    return (
+        f"- machine: {_cpu_model()}, {os.cpu_count()} cores, {_memory_gb():.0f} GB; "
+        f"{platform.system()} {platform.release()}; Python {platform.python_version()}; "
+        f"load average {load_now()} (1/5/15 min) at the start of the section\n"
+    )
+
+
 def header(command: str) -> str:
     """Date, command and machine lines that start every section."""
     now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    return (
-        f"- date: {now}\n- command: `{command}`\n"
-        f"- machine: Python {platform.python_version()} on {platform.machine()} "
-        f"({platform.system()})\n"
-    )
+    return f"- date: {now}\n- command: `{command}`\n" + describe_machine()
 
 
 def record(heading: str, body: str) -> None:
