@@ -206,11 +206,19 @@ def _rss_mb(pid: int) -> tuple[float, float]:
 
 
 def _metric(proc: ServiceProcess, token: str, name: str) -> float:
+    """A sample from /metrics, asking again while the service is too busy to answer."""
     import httpx
 
-    text = httpx.get(
-        f"{proc.url}/metrics", headers={"Authorization": f"Bearer {token}"}, timeout=120
-    ).text
+    for _ in range(10):
+        try:
+            text = httpx.get(
+                f"{proc.url}/metrics", headers={"Authorization": f"Bearer {token}"}, timeout=60
+            ).text
+            break
+        except httpx.TransportError:
+            time.sleep(1)
+    else:
+        raise RuntimeError(f"{proc.url}/metrics did not answer")
     for line in text.splitlines():
         if line.startswith(f"{name} "):
             return float(line.split()[1])
@@ -377,7 +385,7 @@ def main() -> int:
     parser.add_argument("--decisions", type=int, default=500)
     parser.add_argument("--rate", type=float, default=50.0, help="decisions per second")
     parser.add_argument("--procs", type=int, default=4, help="waiter processes")
-    parser.add_argument("--ramp", type=float, default=600.0, help="long-polls opened per s")
+    parser.add_argument("--ramp", type=float, default=400.0, help="long-polls opened per s")
     parser.add_argument("--quiet", type=float, default=5.0, help="seconds watched idle")
     parser.add_argument("--settle", type=float, default=3.0, help="seconds after the last")
     parser.add_argument("--cases", default="sqlite:1,postgresql:2")
