@@ -26,6 +26,7 @@ from approvals.db import is_sqlite, make_engine
 from approvals.events import EventHub
 from approvals.fanout import PgFanout
 from approvals.metrics import HttpTimer, Metrics
+from approvals.outbox import Outbox
 from approvals.readiness import ReadinessProbe
 from approvals.revocations import RevocationWatcher
 from approvals.settings import Settings, get_settings
@@ -73,9 +74,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 )
             )
         await slack.start()
+        await outbox.start()
         try:
             yield
         finally:
+            await outbox.stop()
             await slack.stop()
             for task in background:
                 task.cancel()
@@ -104,6 +107,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         engine, hub, lambda: slack.notifier.delivery_failures if slack.notifier else {}
     )
     app.state.metrics = metrics
+    # Every notification is written with the change that causes it and sent from here.
+    outbox = Outbox(engine, hub, settings, on_outcome=metrics.delivery_outcome)
+    app.state.outbox = outbox
     hub.observers.extend([metrics.observe_event, activity.log_event])
     install_error_handlers(app)
     app.add_middleware(

@@ -198,6 +198,10 @@ class EventHub:
         # Called with each committed change made in this process (not those relayed
         # from other replicas), on the publishing thread: metrics and the activity log.
         self.observers: list[Callable[[Event], None]] = []
+        # Called with each event as it is emitted, in the emitting transaction (before
+        # its commit): what they write commits or rolls back with the change itself.
+        # The outbox enqueues notifications here (approvals/outbox/service.py).
+        self.in_transaction: list[Callable[[WriteScope, Event], None]] = []
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         """Attach the hub to the event loop its subscribers run on."""
@@ -342,8 +346,13 @@ def hub_of(scope: WriteScope) -> EventHub | None:
 
 
 def emit(scope: WriteScope, evt: Event) -> None:
-    """Queue `evt` for publication when `scope` commits."""
+    """Queue `evt` for publication when `scope` commits; let the hub's `in_transaction`
+    hooks write what must commit with it."""
     scope.info.setdefault(_PENDING_KEY, []).append(evt)
+    hub = hub_of(scope)
+    if hub is not None:
+        for hook in hub.in_transaction:
+            hook(scope, evt)
 
 
 def take_pending(scope: WriteScope) -> list[Event]:

@@ -28,6 +28,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from approvals.db import read_session
 from approvals.events import Event, EventHub
 from approvals.models import ApprovalRequest, RequestStatus
+from approvals.outbox import store as outbox_store
 from approvals.schemas import RequestPublic
 
 log = logging.getLogger(__name__)
@@ -68,6 +69,28 @@ class _PendingCollector(Collector):
             log.warning("metrics: could not count pending requests: %r", exc)
             return
         gauge.add_metric([], float(count))
+        yield gauge
+
+
+class _OutboxCollector(Collector):
+    """signoff_outbox_deliveries{channel,status}: the outbox rows, counted when scraped."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        gauge = GaugeMetricFamily(
+            "signoff_outbox_deliveries",
+            "Notifications in the outbox by channel and status (pending, delivered, failed)",
+            labels=["channel", "status"],
+        )
+        try:
+            found = outbox_store.counts(self.engine)
+        except Exception as exc:  # a scrape must still answer when the database is away
+            log.warning("metrics: could not count outbox deliveries: %r", exc)
+            return
+        for (channel, status), count in sorted(found.items()):
+            gauge.add_metric([channel, status], float(count))
         yield gauge
 
 
@@ -157,7 +180,14 @@ class Metrics:
             registry=registry,
         )
         subscribers.set_function(lambda: float(hub.subscriber_count))
+        self.deliveries = Counter(
+            "signoff_deliveries",
+            "Notification attempts by channel and outcome (delivered, retried, failed)",
+            ["channel", "outcome"],
+            registry=registry,
+        )
         registry.register(_PendingCollector(engine))
+        registry.register(_OutboxCollector(engine))
         registry.register(_SlackFailures(slack_failures))
 
     def observe_event(self, evt: Event) -> None:
@@ -178,6 +208,10 @@ class Metrics:
             self.expiries.labels("allowed" if view.on_timeout == "allow" else "denied").inc()
         elif evt.type == "request.cancelled":
             self.cancellations.inc()
+
+    def delivery_outcome(self, channel: str, outcome: str) -> None:
+        """Count one finished outbox attempt (the outbox worker calls it)."""
+        self.deliveries.labels(channel, outcome).inc()
 
     def gateway_fact(self, fact_type: str) -> None:
         """Count a call a gateway settled itself (denied, rate limited or allowed)."""

@@ -46,6 +46,17 @@ class Settings(BaseSettings):
     # Where cards go for requests whose approver group names no slack_channel.
     slack_default_channel: str | None = None
 
+    # The outbox (approvals/outbox/): a failed notification is retried after
+    # `first` seconds, then after twice as long each time up to `cap`, until
+    # `give_up` seconds after it was enqueued. Attempts running at once, how long
+    # one may take, and how often idle workers look for rows other replicas wrote.
+    delivery_retry_first_seconds: float = 1.0
+    delivery_retry_cap_seconds: float = 600.0
+    delivery_give_up_seconds: float = 86_400.0
+    delivery_concurrency: int = 16
+    delivery_attempt_timeout_seconds: float = 10.0
+    delivery_poll_seconds: float = 1.0
+
     def base_url(self) -> str:
         """The URL people use to reach this service."""
         return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")

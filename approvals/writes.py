@@ -204,6 +204,8 @@ class WriteRunner:
 
     def _run_unit(self, conn: Connection, head: HeldHead, unit: _Unit[Any]) -> None:
         scope = _UnitScope(conn, head)
+        # Its events are published by `_settle`; the hub's in-transaction hooks need it.
+        attach_hub(scope, self.hub)
         try:
             unit.result = unit.work(scope)
         except Exception as exc:

@@ -7,6 +7,7 @@ from sqlmodel import SQLModel
 
 import approvals.audit.models  # noqa: F401  (the audit tables)
 import approvals.models  # noqa: F401  (registers the tables on SQLModel.metadata)
+import approvals.outbox.models  # noqa: F401  (the outbox of notifications)
 import approvals.slack.models  # noqa: F401  (where Slack cards were posted)
 from approvals.db import is_sqlite, make_engine
 from approvals.settings import get_settings

@@ -1,0 +1,42 @@
+"""Notifications that are never lost: an outbox table written with each change, and a
+worker that delivers it (Slack, webhooks, email, Teams).
+
+The interface other channels plug into:
+
+- `Notification(channel=, target=, event_type=, request_id=, payload=<pydantic model>)`
+  and `enqueue(scope, notification)`: write one in the caller's transaction;
+- `Outbox.add_router(router)`: `router(event) -> [Notification, ...]` runs for every
+  event the lifecycle emits, inside its transaction (the usual way to enqueue);
+- `Channel` (`name`, `async deliver(delivery: Delivery) -> None`, raising
+  `DeliveryFailed(reason, permanent=False)`), registered with `Outbox.add_channel`;
+- `Delivery.parse(Model)` gives the payload back as the channel's model.
+
+See approvals/outbox/core.py (vocabulary and guarantees), service.py (wiring),
+worker.py (delivery) and store.py (claims, leases, ordering).
+"""
+
+from approvals.outbox.core import (
+    NOTIFICATION_EVENT_TYPES,
+    Channel,
+    Delivery,
+    DeliveryFailed,
+    Notification,
+    RetrySchedule,
+    enqueue,
+)
+from approvals.outbox.models import DeliveryRow, DeliveryStatus
+from approvals.outbox.service import Outbox, Router
+
+__all__ = [
+    "NOTIFICATION_EVENT_TYPES",
+    "Channel",
+    "Delivery",
+    "DeliveryFailed",
+    "DeliveryRow",
+    "DeliveryStatus",
+    "Notification",
+    "Outbox",
+    "RetrySchedule",
+    "Router",
+    "enqueue",
+]

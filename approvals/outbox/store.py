@@ -1,0 +1,168 @@
+"""Reads and writes of the `deliveries` table, for the worker and for admins.
+
+Taking a row is a compare-and-set on its lease (`lease_until` empty or past),
+so of several workers (replicas) exactly one gets it; on PostgreSQL the
+candidate rows are read `FOR UPDATE SKIP LOCKED` so that replicas polling at
+the same moment pick different rows instead of queueing on each other's locks.
+Finishing an attempt is again a compare-and-set on the lease the worker took:
+a worker whose lease ran out (it hung past it) cannot overwrite the outcome of
+the worker that took the row after it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Row, Select, exists, func, or_, select, update
+from sqlalchemy.engine import Engine
+from sqlmodel import col
+from sqlmodel import select as select_rows
+
+from approvals.db import read_session, session_scope
+from approvals.models import utcnow
+from approvals.outbox.core import Delivery
+from approvals.outbox.models import DELIVERIES, DeliveryRow, DeliveryStatus
+
+_c = DELIVERIES.c
+_older = DELIVERIES.alias("older")
+
+
+def _due(channels: Sequence[str], now: datetime, limit: int, *, lock: bool) -> Select[Any]:
+    # An earlier row of the same (channel, target, request) still pending holds this one back.
+    waits_for_older = exists().where(
+        _older.c.channel == _c.channel,
+        _older.c.target == _c.target,
+        _older.c.request_id == _c.request_id,
+        _older.c.status == DeliveryStatus.PENDING,
+        _older.c.id < _c.id,
+    )
+    query = (
+        select(DELIVERIES)
+        .where(
+            _c.status == DeliveryStatus.PENDING,
+            _c.channel.in_(list(channels)),
+            _c.next_attempt_at <= now,
+            or_(_c.lease_until.is_(None), _c.lease_until < now),
+            ~waits_for_older,
+        )
+        .order_by(_c.next_attempt_at, _c.id)
+        .limit(limit)
+    )
+    return query.with_for_update(skip_locked=True, of=DELIVERIES) if lock else query
+
+
+def _delivery(row: Row[tuple[object, ...]], attempt: int) -> Delivery:
+    m = row._mapping
+    return Delivery(
+        id=m["id"],
+        event_id=m["event_id"],
+        channel=m["channel"],
+        target=m["target"],
+        event_type=m["event_type"],
+        request_id=m["request_id"],
+        payload=m["payload"],
+        attempt=attempt,
+        created_at=m["created_at"],
+    )
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """A row this worker holds until `lease_until`."""
+
+    delivery: Delivery
+    lease_until: datetime
+
+
+def has_due(engine: Engine, channels: Sequence[str], now: datetime) -> bool:
+    """Whether any row is ready (a read: takes no write lock on SQLite)."""
+    with read_session(engine) as session:
+        return session.connection().execute(_due(channels, now, 1, lock=False)).first() is not None
+
+
+def claim_due(
+    engine: Engine, channels: Sequence[str], limit: int, lease_seconds: float
+) -> list[Claimed]:
+    """Take up to `limit` ready rows for `lease_seconds`; each attempt is counted now."""
+    if limit <= 0 or not channels:
+        return []
+    now = utcnow()
+    lease_until = now + timedelta(seconds=lease_seconds)
+    claimed: list[Claimed] = []
+    with session_scope(engine) as session:
+        conn = session.connection()
+        lock = conn.dialect.name == "postgresql"
+        for row in conn.execute(_due(channels, now, limit, lock=lock)).all():
+            taken = conn.execute(
+                update(DELIVERIES)
+                .where(
+                    _c.id == row.id,
+                    _c.status == DeliveryStatus.PENDING,
+                    or_(_c.lease_until.is_(None), _c.lease_until < now),
+                )
+                .values(lease_until=lease_until, attempts=_c.attempts + 1, last_attempt_at=now)
+            )
+            if taken.rowcount == 1:
+                claimed.append(Claimed(_delivery(row, row.attempts + 1), lease_until))
+        session.commit()
+    return claimed
+
+
+def finish(
+    engine: Engine,
+    claimed: Claimed,
+    *,
+    status: DeliveryStatus,
+    next_attempt_at: datetime | None = None,
+    error: str | None = None,
+) -> bool:
+    """Record the attempt's outcome and release the lease; False if the lease was lost."""
+    now = utcnow()
+    values: dict[str, object] = {"status": status, "lease_until": None, "last_error": error}
+    if status == DeliveryStatus.DELIVERED:
+        values["delivered_at"] = now
+    if next_attempt_at is not None:
+        values["next_attempt_at"] = next_attempt_at
+    with session_scope(engine) as session:
+        result = session.connection().execute(
+            update(DELIVERIES)
+            .where(_c.id == claimed.delivery.id, _c.lease_until == claimed.lease_until)
+            .values(**values)
+        )
+        session.commit()
+        return bool(result.rowcount == 1)
+
+
+def listing(
+    engine: Engine,
+    *,
+    status: DeliveryStatus | None = None,
+    channel: str | None = None,
+    request_id: str | None = None,
+    limit: int = 100,
+    before_id: int | None = None,
+) -> list[DeliveryRow]:
+    """Rows newest first, filtered; `before_id` pages on."""
+    query = select_rows(DeliveryRow).order_by(col(DeliveryRow.id).desc()).limit(limit)
+    if status is not None:
+        query = query.where(DeliveryRow.status == status)
+    if channel is not None:
+        query = query.where(DeliveryRow.channel == channel)
+    if request_id is not None:
+        query = query.where(DeliveryRow.request_id == request_id)
+    if before_id is not None:
+        query = query.where(col(DeliveryRow.id) < before_id)
+    with read_session(engine) as session:
+        return list(session.exec(query).all())
+
+
+def counts(engine: Engine) -> dict[tuple[str, str], int]:
+    """How many rows there are per (channel, status)."""
+    with read_session(engine) as session:
+        rows = session.connection().execute(
+            select(_c.channel, _c.status, func.count()).group_by(_c.channel, _c.status)
+        )
+        return {(channel, status): int(n) for channel, status, n in rows}

@@ -1,0 +1,170 @@
+"""The background worker that sends what the outbox holds.
+
+It wakes when this process commits an event (and every `poll_seconds` anyway,
+for rows other replicas enqueued, retries coming due and rows left by a process
+that died), takes the ready rows (approvals/outbox/store.py) and hands each to
+its channel in a task of its own, at most `concurrency` at once. Decisions never
+wait for it: it runs beside the API, and a channel that hangs holds one task
+until `attempt_timeout` cuts it off.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from typing import Literal
+
+import anyio.to_thread
+from sqlalchemy.engine import Engine
+
+from approvals.models import utcnow
+from approvals.outbox import store
+from approvals.outbox.core import Channel, DeliveryFailed, RetrySchedule
+from approvals.outbox.models import DeliveryStatus
+from approvals.outbox.store import Claimed
+
+log = logging.getLogger(__name__)
+
+Outcome = Literal["delivered", "retried", "failed"]
+
+
+class OutboxWorker:
+    """Delivers outbox rows to their channels; see the module docstring."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        channels: Mapping[str, Channel],
+        schedule: RetrySchedule,
+        *,
+        concurrency: int = 16,
+        poll_seconds: float = 1.0,
+        attempt_timeout: float = 30.0,
+        on_outcome: Callable[[str, Outcome], None] | None = None,
+    ) -> None:
+        self.engine = engine
+        self.channels = channels
+        self.schedule = schedule
+        self.concurrency = max(1, concurrency)
+        self.poll_seconds = poll_seconds
+        self.attempt_timeout = attempt_timeout
+        # The lease outlasts an attempt, so a live worker never loses its row.
+        self.lease_seconds = attempt_timeout + 30.0
+        self.on_outcome = on_outcome
+        self._wake = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._running: set[asyncio.Task[None]] = set()
+
+    def wake(self) -> None:
+        """Look for work now; callable from any thread."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(self._wake.set)
+
+    async def run(self) -> None:
+        """Deliver until cancelled; database errors are logged and retried."""
+        self._loop = asyncio.get_running_loop()
+        names = list(self.channels)
+        try:
+            while True:
+                self._wake.clear()
+                free = self.concurrency - len(self._running)
+                try:
+                    claimed = await anyio.to_thread.run_sync(
+                        store.claim_due, self.engine, names, free, self.lease_seconds
+                    )
+                except Exception:
+                    log.exception("outbox: could not read the deliveries table; retrying")
+                    claimed = []
+                for item in claimed:
+                    task = asyncio.create_task(self._attempt(item), name="outbox-delivery")
+                    self._running.add(task)
+                    task.add_done_callback(self._done)
+                if len(claimed) == free and free > 0:
+                    continue  # maybe more is ready: take it while slots are free
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
+        finally:
+            for task in list(self._running):
+                task.cancel()
+            for task in list(self._running):
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._running.discard(task)
+        self._wake.set()  # a slot is free, and the row's successor may be ready
+
+    async def _attempt(self, item: Claimed) -> None:
+        delivery = item.delivery
+        channel = self.channels[delivery.channel]
+        try:
+            await asyncio.wait_for(channel.deliver(delivery), self.attempt_timeout)
+        except asyncio.CancelledError:
+            raise  # shutting down: the lease runs out and a worker tries again
+        except Exception as exc:
+            await self._failed(item, exc)
+            return
+        await self._finish(item, "delivered", DeliveryStatus.DELIVERED)
+
+    async def _failed(self, item: Claimed, exc: Exception) -> None:
+        delivery = item.delivery
+        if isinstance(exc, DeliveryFailed):
+            reason, permanent = exc.reason, exc.permanent
+        elif isinstance(exc, TimeoutError):
+            reason, permanent = f"no answer within {self.attempt_timeout:g} s", False
+        else:
+            reason, permanent = f"{type(exc).__name__}: {exc}", False
+        when = (
+            None
+            if permanent
+            else self.schedule.next_attempt(delivery.created_at, delivery.attempt, utcnow())
+        )
+        log.warning(
+            "outbox: %s delivery %s of %s for request %s failed (attempt %d): %s; %s",
+            delivery.channel,
+            delivery.event_id,
+            delivery.event_type,
+            delivery.request_id,
+            delivery.attempt,
+            reason,
+            "giving up" if when is None else f"retrying at {when.isoformat()}",
+        )
+        if when is None:
+            await self._finish(item, "failed", DeliveryStatus.FAILED, error=reason)
+        else:
+            await self._finish(
+                item, "retried", DeliveryStatus.PENDING, error=reason, next_attempt_at=when
+            )
+
+    async def _finish(
+        self,
+        item: Claimed,
+        outcome: Outcome,
+        status: DeliveryStatus,
+        *,
+        error: str | None = None,
+        next_attempt_at: datetime | None = None,
+    ) -> None:
+        try:
+            kept = await anyio.to_thread.run_sync(
+                lambda: store.finish(
+                    self.engine,
+                    item,
+                    status=status,
+                    error=error,
+                    next_attempt_at=next_attempt_at,
+                )
+            )
+        except Exception:
+            log.exception("outbox: could not record delivery %s", item.delivery.event_id)
+            return
+        if not kept:
+            log.warning("outbox: lease on %s ran out before it finished", item.delivery.event_id)
+        if self.on_outcome is not None:
+            self.on_outcome(item.delivery.channel, outcome)
