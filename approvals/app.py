@@ -34,8 +34,9 @@ from approvals.slack.runtime import install as install_slack
 from approvals.sweeper import run_sweeper
 from approvals.token_usage import TokenUsage
 from approvals.tokens import TokenCache
+from approvals.webhooks.channel import WebhookChannel, webhook_router
+from approvals.webhooks.config import check_webhook_secrets, load_service_policy
 from approvals.writes import WriteRunner
-from gateway_plugin.policy import load_policy
 from gateway_plugin.policy_reload import watch_policy
 
 
@@ -69,7 +70,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if settings.policy:  # edits to the policy file apply without a restart
             background.append(
                 asyncio.create_task(
-                    watch_policy(settings.policy, lambda p: setattr(app.state, "policy", p)),
+                    watch_policy(
+                        settings.policy,
+                        lambda p: setattr(app.state, "policy", p),
+                        check=check_webhook_secrets,
+                    ),
                     name="signoff-policy-watch",
                 )
             )
@@ -79,6 +84,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             await outbox.stop()
+            await webhooks.close()
             await slack.stop()
             for task in background:
                 task.cancel()
@@ -96,7 +102,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.writes = writes
     app.state.fanout = fanout
     # Approvers' Slack ids and groups' channels (validated by `signoff serve` at start).
-    app.state.policy = load_policy(settings.policy) if settings.policy else None
+    app.state.policy = load_service_policy(settings.policy) if settings.policy else None
     app.state.token_cache = TokenCache()
     app.state.token_usage = TokenUsage()
     # Forgets revoked and expired tokens and closes their websockets within a
@@ -109,6 +115,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = metrics
     # Every notification is written with the change that causes it and sent from here.
     outbox = Outbox(engine, hub, settings, on_outcome=metrics.delivery_outcome)
+    outbox.add_router(webhook_router(lambda: getattr(app.state, "policy", None)))
+    webhooks = WebhookChannel(settings.delivery_attempt_timeout_seconds)
+    outbox.add_channel(webhooks)
     app.state.outbox = outbox
     hub.observers.extend([metrics.observe_event, activity.log_event])
     install_error_handlers(app)
@@ -130,6 +139,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(grants_api.router)
     dashboard.install(app, settings)
     openapi.install(app)
-    slack = install_slack(app, settings, engine, hub)
+    slack = install_slack(app, settings, engine, hub, outbox)
 
     return app

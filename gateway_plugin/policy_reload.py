@@ -23,17 +23,29 @@ def _stamp(path: Path) -> tuple[int, int] | None:
 
 
 class PolicyFile:
-    """A policy file, and whether it changed since it was last read."""
+    """A policy file, and whether it changed since it was last read.
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    `check`: the host's own checks of a loaded policy (raising PolicyError), run
+    after the engine's (the service checks that webhook secrets are set)."""
+
+    def __init__(
+        self, path: str | os.PathLike[str], check: Callable[[Policy], None] | None = None
+    ) -> None:
         self.path = Path(path)
+        self.check = check
         self._stamp = _stamp(self.path)
+
+    def _load(self) -> Policy:
+        policy = load_policy(self.path)
+        if self.check is not None:
+            self.check(policy)
+        return policy
 
     def load(self) -> Policy:
         """Read the file now (PolicyError when it is invalid: a host never starts on one)."""
         # Stamp first: an edit racing this read is seen by the next `reload`.
         self._stamp = _stamp(self.path)
-        return load_policy(self.path)
+        return self._load()
 
     def reload(self) -> Policy | None:
         """The new policy when the file changed and is valid, else None (an invalid edit
@@ -43,7 +55,7 @@ class PolicyFile:
             return None
         self._stamp = stamp
         try:
-            return load_policy(self.path)
+            return self._load()
         except PolicyError as exc:
             log.error("policy not reloaded, keeping the last good one: %s", exc)
             return None
@@ -54,9 +66,11 @@ async def watch_policy(
     apply: Callable[[Policy], None],
     *,
     interval: float = 1.0,
+    check: Callable[[Policy], None] | None = None,
 ) -> None:
-    """Poll `path` every `interval` seconds; `apply` each new valid policy until cancelled."""
-    file = PolicyFile(path)
+    """Poll `path` every `interval` seconds; `apply` each new valid policy (one `check`
+    accepts too) until cancelled."""
+    file = PolicyFile(path, check)
     while True:
         await anyio.sleep(interval)
         policy = file.reload()

@@ -168,9 +168,10 @@ def _check_workers(workers: int, database_url: str) -> None:
 def _check_policy(settings: Settings) -> None:
     if settings.policy:
         from approvals.cli.errors import CliError
-        from gateway_plugin.policy import PolicyError, load_policy
+        from approvals.webhooks.config import load_service_policy
+        from gateway_plugin.policy import PolicyError
 
         try:
-            load_policy(settings.policy)
+            load_service_policy(settings.policy)
         except PolicyError as exc:
             raise CliError(f"--policy (SIGNOFF_POLICY): {exc}") from exc

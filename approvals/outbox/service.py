@@ -70,9 +70,12 @@ class Outbox:
         """Route every later event through `router` as well."""
         self.routers.append(router)
 
-    def add_channel(self, channel: Channel) -> None:
-        """Deliver the rows of `channel.name` with `channel` (before `start`)."""
+    def add_channel(self, channel: Channel, *, timeout: float | None = None) -> None:
+        """Deliver the rows of `channel.name` with `channel` (before `start`); an attempt
+        is cut off after `timeout` seconds (default SIGNOFF_DELIVERY_ATTEMPT_TIMEOUT_SECONDS)."""
         self.channels[channel.name] = channel
+        if timeout is not None:
+            self.worker.timeouts[channel.name] = timeout
 
     def _route(self, scope: WriteScope, evt: Event) -> None:
         for router in self.routers:

@@ -77,10 +77,11 @@ class Claimed:
     lease_until: datetime
 
 
-def has_due(engine: Engine, channels: Sequence[str], now: datetime) -> bool:
+def _has_due(engine: Engine, channels: Sequence[str], now: datetime) -> bool:
     """Whether any row is ready (a read: takes no write lock on SQLite)."""
     with read_session(engine) as session:
-        return session.connection().execute(_due(channels, now, 1, lock=False)).first() is not None
+        found = session.connection().execute(_due(channels, now, 1, lock=False)).first()
+        return found is not None
 
 
 def claim_due(
@@ -90,11 +91,14 @@ def claim_due(
     if limit <= 0 or not channels:
         return []
     now = utcnow()
+    lock = engine.dialect.name == "postgresql"
+    # On SQLite a write session waits for the file's one write turn: look first.
+    if not lock and not _has_due(engine, channels, now):
+        return []
     lease_until = now + timedelta(seconds=lease_seconds)
     claimed: list[Claimed] = []
     with session_scope(engine) as session:
         conn = session.connection()
-        lock = conn.dialect.name == "postgresql"
         for row in conn.execute(_due(channels, now, limit, lock=lock)).all():
             taken = conn.execute(
                 update(DELIVERIES)

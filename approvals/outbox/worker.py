@@ -51,8 +51,8 @@ class OutboxWorker:
         self.concurrency = max(1, concurrency)
         self.poll_seconds = poll_seconds
         self.attempt_timeout = attempt_timeout
-        # The lease outlasts an attempt, so a live worker never loses its row.
-        self.lease_seconds = attempt_timeout + 30.0
+        # Channels that need another cut-off than `attempt_timeout`, by name.
+        self.timeouts: dict[str, float] = {}
         self.on_outcome = on_outcome
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -69,10 +69,10 @@ class OutboxWorker:
     async def run(self) -> None:
         """Deliver until cancelled; database errors are logged and retried."""
         self._loop = asyncio.get_running_loop()
-        names = list(self.channels)
         try:
             while True:
                 self._wake.clear()
+                names = list(self.channels)
                 free = self.concurrency - len(self._running)
                 try:
                     claimed = await anyio.to_thread.run_sync(
@@ -96,6 +96,15 @@ class OutboxWorker:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
 
+    @property
+    def lease_seconds(self) -> float:
+        """How long a taken row stays taken: well past any attempt and the recording of its
+        outcome, so a live worker keeps it; a dead one's row is retried once it ends."""
+        return 2 * max([self.attempt_timeout, *self.timeouts.values()]) + 5.0
+
+    def _timeout(self, channel: str) -> float:
+        return self.timeouts.get(channel, self.attempt_timeout)
+
     def _done(self, task: asyncio.Task[None]) -> None:
         self._running.discard(task)
         self._wake.set()  # a slot is free, and the row's successor may be ready
@@ -104,7 +113,7 @@ class OutboxWorker:
         delivery = item.delivery
         channel = self.channels[delivery.channel]
         try:
-            await asyncio.wait_for(channel.deliver(delivery), self.attempt_timeout)
+            await asyncio.wait_for(channel.deliver(delivery), self._timeout(delivery.channel))
         except asyncio.CancelledError:
             raise  # shutting down: the lease runs out and a worker tries again
         except Exception as exc:
@@ -117,7 +126,8 @@ class OutboxWorker:
         if isinstance(exc, DeliveryFailed):
             reason, permanent = exc.reason, exc.permanent
         elif isinstance(exc, TimeoutError):
-            reason, permanent = f"no answer within {self.attempt_timeout:g} s", False
+            timeout = self._timeout(delivery.channel)
+            reason, permanent = f"no answer within {timeout:g} s", False
         else:
             reason, permanent = f"{type(exc).__name__}: {exc}", False
         when = (

@@ -1,40 +1,38 @@
-"""Keeps each request's Slack card true to the request, from the background.
+"""Keeps each request's Slack card true to the request, through the outbox.
 
-The notifier subscribes to the event hub like any websocket client. Events
-become jobs in a per-request mailbox: jobs for one request run in order (the
-post before its updates), requests run side by side on a few workers, and a
-slow or rate-limited Slack never holds up the API, the gateway or other
-requests. Two jobs:
+Every event of a request becomes a row of the outbox (approvals/outbox/) in the
+transaction of the change: `post` for `request.created`, `sync` for any later
+change (a vote, quorum progress, expiry, cancel, a reminder, an escalation).
+The outbox worker hands the rows to this channel in order per request, retries
+failures with backoff and survives restarts; a slow or rate-limited Slack never
+holds up the API, the gateway or other requests. The two jobs:
 
-- `post` (on `request.created`): claim the request's `slack_messages` row (so
-  one replica posts, once), post the card to the approver group's channel,
+- `post`: claim the request's `slack_messages` row (so it is posted once, even
+  if the job runs twice), post the card to the approver group's channel,
   remember its `ts` and record `request.notified` in the audit log;
-- `sync` (on any change: a vote, quorum progress, expiry, cancel, from any
-  channel): `chat.update` the card from the request as stored now, and post the
+- `sync`: `chat.update` the card from the request as stored now, and post the
   thread replies (one per vote, one for an ending) it does not have yet.
 
 Jobs read the request from the database rather than trusting the event, and
-advance `rendered_version` / `replies_posted` with compare-and-set updates: with
-several replicas (which all hear every event) each reply is still posted once,
-and a job that runs late or twice does no harm.
+advance `rendered_version` / `replies_posted` with compare-and-set updates: a
+job that runs late or twice does no harm.
 
-A Slack outage is logged; the request stays pending and can be decided on the
-dashboard, the API or the CLI. When events may have been missed (the hub dropped
-the subscription, or at start-up), `resync` posts missing cards and brings stale
-ones up to date.
+A Slack outage is logged and retried; the request stays pending and can be
+decided on the dashboard, the API or the CLI. At start-up `resync` queues the
+jobs for requests whose card is missing or stale with none queued (Slack was
+switched on after they were made).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel
 from sqlalchemy import update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
@@ -42,8 +40,10 @@ from sqlmodel import col, select
 
 from approvals import lifecycle
 from approvals.db import session_scope
-from approvals.events import Event, EventHub, Subscriber
+from approvals.events import Event
 from approvals.models import ApprovalRequest, RequestStatus, utcnow
+from approvals.outbox import Delivery, DeliveryFailed, DeliveryRow, DeliveryStatus, Notification
+from approvals.outbox import enqueue as enqueue_notification
 from approvals.schemas import RequestPublic
 from approvals.settings import Settings
 from approvals.slack import cards
@@ -54,16 +54,32 @@ from gateway_plugin.policy import Policy
 log = logging.getLogger(__name__)
 
 JobKind = Literal["post", "sync"]
-WORKERS = 4
-# Events the notifier may fall behind by before the hub drops it (it then resyncs).
-QUEUE_SIZE = 10_000
+CHANNEL = "slack"
+# One ordering key for all of a request's jobs: the card is posted before it is updated.
+TARGET = "card"
 RESYNC_BATCH = 200
 
 
-@dataclass(frozen=True)
-class Job:
+class SlackJob(BaseModel):
+    """What an outbox row of the Slack channel holds."""
+
     kind: JobKind
-    request_id: str
+
+
+def job_for(request_id: str, event_type: str, kind: JobKind) -> Notification:
+    return Notification(
+        channel=CHANNEL,
+        target=TARGET,
+        event_type=event_type,
+        request_id=request_id,
+        payload=SlackJob(kind=kind),
+    )
+
+
+def slack_router(evt: Event) -> Sequence[Notification]:
+    """The outbox router of the Slack channel: one job per event."""
+    kind: JobKind = "post" if evt.type == "request.created" else "sync"
+    return [job_for(evt.request_id, evt.type, kind)]
 
 
 @dataclass(frozen=True)
@@ -91,123 +107,69 @@ def claim_card(engine: Engine, request_id: str, channel: str) -> bool:
 
 
 class SlackNotifier:
-    """Posts and updates request cards; see the module docstring."""
+    """The outbox channel that posts and updates request cards; see the module docstring."""
+
+    name = CHANNEL
 
     def __init__(
         self,
         api: SlackApi,
         engine: Engine,
-        hub: EventHub,
         settings: Settings,
         policy: Callable[[], Policy | None],
+        wake: Callable[[], None] | None = None,
     ) -> None:
         self.api = api
         self.engine = engine
-        self.hub = hub
         self.settings = settings
         self.policy = policy
-        self._subscriber: Subscriber | None = None
-        self._boxes: dict[str, deque[Job]] = {}
-        self._ready: asyncio.Queue[str] = asyncio.Queue()
-        self._tasks: list[asyncio.Task[None]] = []
+        # Tells the outbox worker that `refresh` or `resync` queued work.
+        self.wake = wake
+        self._tasks: set[asyncio.Task[None]] = set()
         # Failed jobs by kind ("post", "sync"), read by /metrics.
         self.delivery_failures: dict[str, int] = {}
 
-    async def start(self) -> None:
-        self._subscriber = self.hub.subscribe(QUEUE_SIZE)
-        self._tasks.append(asyncio.create_task(self._pump(), name="slack-pump"))
-        for n in range(WORKERS):
-            self._tasks.append(asyncio.create_task(self._work(), name=f"slack-worker-{n}"))
-        self._tasks.append(asyncio.create_task(self._resync_logged(), name="slack-resync"))
+    async def deliver(self, delivery: Delivery) -> None:
+        job = delivery.parse(SlackJob)
+        try:
+            if job.kind == "post":
+                await self._post(delivery.request_id)
+            else:
+                await self._sync(delivery.request_id)
+        except SlackCallFailed as exc:
+            self._failed(job.kind)
+            log.error(
+                "Slack: %s for request %s failed (%s); the request is unaffected "
+                "and can still be decided on the dashboard, the API or the CLI",
+                job.kind,
+                delivery.request_id,
+                exc.error,
+            )
+            raise DeliveryFailed(f"Slack answered {exc.error}") from None
+        except Exception:
+            self._failed(job.kind)
+            raise
 
-    async def stop(self) -> None:
-        if self._subscriber is not None:
-            self.hub.unsubscribe(self._subscriber)
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        self._tasks.clear()
-
-    # Routing events to jobs.
-
-    def on_event(self, evt: Event) -> None:
-        """Turn one hub event into a job for its request's mailbox."""
-        self.submit(Job("post" if evt.type == "request.created" else "sync", evt.request_id))
-
-    def submit(self, job: Job) -> None:
-        """Queue `job` behind the other jobs of its request (call on the event loop)."""
-        box = self._boxes.get(job.request_id)
-        if box is None:
-            box = self._boxes[job.request_id] = deque()
-            self._ready.put_nowait(job.request_id)
-        box.append(job)
+    def _enqueue(self, jobs: Sequence[Notification]) -> None:
+        with session_scope(self.engine) as session:
+            for job in jobs:
+                enqueue_notification(session, job)
+            session.commit()
 
     def refresh(self, request_id: str) -> None:
         """Bring the card of `request_id` up to date (e.g. after a click on a stale card)."""
-        self.submit(Job("sync", request_id))
+        task = asyncio.get_running_loop().create_task(self._refresh(request_id))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
-    async def _next(self, sub: Subscriber) -> Event | None:
-        """The subscriber's next event, or None once it was dropped and is drained."""
-        if not sub.queue.empty():
-            return sub.queue.get_nowait()
-        if sub.dropped.is_set():
-            return None
-        getter = asyncio.ensure_future(sub.queue.get())
-        dropped = asyncio.ensure_future(sub.dropped.wait())
+    async def _refresh(self, request_id: str) -> None:
         try:
-            await asyncio.wait({getter, dropped}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            dropped.cancel()
-            if not getter.done():
-                getter.cancel()
-        if getter.done() and not getter.cancelled():
-            return getter.result()
-        return None
-
-    async def _pump(self) -> None:
-        while True:
-            sub = self._subscriber
-            assert sub is not None
-            evt = await self._next(sub)
-            if evt is None:
-                # The hub dropped us (we fell behind, or the replicas' fan-out reconnected).
-                log.warning("Slack notifier may have missed events; resyncing cards")
-                self._subscriber = self.hub.subscribe(QUEUE_SIZE)
-                await self._resync_logged()
-                continue
-            try:
-                self.on_event(evt)
-            except Exception:
-                log.exception("Slack: could not queue work for %s", evt.type)
-
-    async def _work(self) -> None:
-        while True:
-            request_id = await self._ready.get()
-            box = self._boxes[request_id]
-            while box:
-                job = box.popleft()
-                if job.kind == "sync" and any(j.kind == "sync" for j in box):
-                    continue  # a later sync does the same from the same stored state
-                try:
-                    if job.kind == "post":
-                        await self._post(request_id)
-                    else:
-                        await self._sync(request_id)
-                except SlackCallFailed as exc:
-                    self._failed(job.kind)
-                    log.error(
-                        "Slack: %s for request %s failed (%s); the request is unaffected "
-                        "and can still be decided on the dashboard, the API or the CLI",
-                        job.kind,
-                        request_id,
-                        exc.error,
-                    )
-                except Exception:
-                    self._failed(job.kind)
-                    log.exception("Slack: %s for request %s failed", job.kind, request_id)
-            del self._boxes[request_id]
+            await run_in_threadpool(self._enqueue, [job_for(request_id, "refresh", "sync")])
+        except Exception:
+            log.exception("Slack: could not queue a refresh of request %s", request_id)
+            return
+        if self.wake is not None:
+            self.wake()
 
     def _failed(self, kind: str) -> None:
         self.delivery_failures[kind] = self.delivery_failures.get(kind, 0) + 1
@@ -342,10 +304,19 @@ class SlackNotifier:
                 await run_in_threadpool(self._unclaim_reply, request_id, index)
                 raise
 
-    # Catching up after missed events.
+    # Catching up with requests made while Slack was off.
 
     def _stale(self) -> tuple[list[str], list[str]]:
-        """(pending requests without a card, requests whose card shows an old version)."""
+        """(pending requests without a card, requests whose card shows an old version),
+        leaving out those with a Slack job already queued."""
+        queued = (
+            select(DeliveryRow.request_id)
+            .where(
+                DeliveryRow.channel == CHANNEL,
+                DeliveryRow.status == DeliveryStatus.PENDING,
+            )
+            .scalar_subquery()
+        )
         with session_scope(self.engine) as session:
             unposted = session.exec(
                 select(ApprovalRequest.id)
@@ -353,6 +324,7 @@ class SlackNotifier:
                 .where(
                     ApprovalRequest.status == RequestStatus.PENDING,
                     col(SlackMessage.request_id).is_(None),
+                    col(ApprovalRequest.id).not_in(queued),
                 )
                 .order_by(col(ApprovalRequest.created_at))
                 .limit(RESYNC_BATCH)
@@ -363,21 +335,22 @@ class SlackNotifier:
                 .where(
                     col(SlackMessage.ts).is_not(None),
                     col(SlackMessage.rendered_version) < col(ApprovalRequest.version),
+                    col(SlackMessage.request_id).not_in(queued),
                 )
                 .limit(RESYNC_BATCH)
             ).all()
         return list(unposted), list(stale)
 
     async def resync(self) -> None:
-        """Post missing cards; update stale ones and post their missing replies."""
+        """Queue posts of missing cards and syncs of stale ones."""
         unposted, stale = await run_in_threadpool(self._stale)
-        for request_id in unposted:
-            self.submit(Job("post", request_id))
-        for request_id in stale:
-            self.submit(Job("sync", request_id))
+        jobs = [job_for(r, "resync", "post") for r in unposted]
+        jobs += [job_for(r, "resync", "sync") for r in stale]
+        if jobs:
+            await run_in_threadpool(self._enqueue, jobs)
+            if self.wake is not None:
+                self.wake()
 
-    async def _resync_logged(self) -> None:
-        try:
-            await self.resync()
-        except Exception:
-            log.exception("Slack: resync failed")
+    async def stop(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()

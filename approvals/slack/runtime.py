@@ -11,16 +11,21 @@ from fastapi import FastAPI
 from sqlalchemy.engine import Engine
 
 from approvals.events import EventHub
+from approvals.outbox import Outbox
 from approvals.settings import Settings
 from approvals.slack import interactions
 from approvals.slack.client import SlackApi, SlackCallFailed
 from approvals.slack.interactions import InteractionHandlers
-from approvals.slack.notifier import SlackNotifier
+from approvals.slack.notifier import SlackNotifier, slack_router
 from approvals.slack.signing import SignatureGuard
 from approvals.slack.socket_mode import SocketModeListener
 from gateway_plugin.policy import Policy
 
 log = logging.getLogger(__name__)
+
+# slack-sdk retries a call itself (rate limits, outages) for about 16 s: one outbox
+# attempt may take that long before the outbox's own backoff takes over.
+SLACK_ATTEMPT_SECONDS = 60.0
 
 
 class SlackRuntime:
@@ -37,7 +42,9 @@ class SlackRuntime:
         engine: Engine,
         hub: EventHub,
         policy: Callable[[], Policy | None],
+        outbox: Outbox,
     ) -> None:
+        self.outbox = outbox
         self.settings = settings
         self.engine = engine
         self.hub = hub
@@ -67,8 +74,15 @@ class SlackRuntime:
             )
         if s.slack_bot_token:
             self.api = SlackApi(s.slack_bot_token, s.slack_api_url)
-            self.notifier = SlackNotifier(self.api, self.engine, self.hub, s, self.policy)
-            await self.notifier.start()
+            self.notifier = SlackNotifier(
+                self.api, self.engine, s, self.policy, wake=self.outbox.worker.wake
+            )
+            # Cards go out through the outbox: queued with each change, never lost.
+            self.outbox.add_router(slack_router)
+            self.outbox.add_channel(self.notifier, timeout=SLACK_ATTEMPT_SECONDS)
+            resync = asyncio.create_task(self._resync(), name="slack-resync")
+            self._checks.add(resync)
+            resync.add_done_callback(self._checks.discard)
             check = asyncio.create_task(self._check_token(), name="slack-auth-test")
             self._checks.add(check)
             check.add_done_callback(self._checks.discard)
@@ -79,6 +93,13 @@ class SlackRuntime:
         if s.slack_app_token:
             self.socket_mode = SocketModeListener(s.slack_app_token, s.slack_api_url, self.handlers)
             await self.socket_mode.start()
+
+    async def _resync(self) -> None:
+        assert self.notifier is not None
+        try:
+            await self.notifier.resync()
+        except Exception:
+            log.exception("Slack: resync failed")
 
     async def _check_token(self) -> None:
         assert self.api is not None
@@ -100,9 +121,14 @@ class SlackRuntime:
                 await self.notifier.stop()
 
 
-def install(app: FastAPI, settings: Settings, engine: Engine, hub: EventHub) -> SlackRuntime:
-    """Add `POST /slack/interactions` to `app`; start the returned runtime in the lifespan."""
-    runtime = SlackRuntime(settings, engine, hub, lambda: getattr(app.state, "policy", None))
+def install(
+    app: FastAPI, settings: Settings, engine: Engine, hub: EventHub, outbox: Outbox
+) -> SlackRuntime:
+    """Add `POST /slack/interactions` to `app`; start the returned runtime in the lifespan
+    (before `outbox.start()`: it registers the Slack channel)."""
+    runtime = SlackRuntime(
+        settings, engine, hub, lambda: getattr(app.state, "policy", None), outbox
+    )
     app.state.slack = runtime
     app.include_router(interactions.router)
     return runtime

@@ -21,6 +21,7 @@ from gateway_plugin.policy.results import (
     Approver,
     ApproverGroup,
     LimitSpec,
+    Webhook,
 )
 from gateway_plugin.policy.schema import (
     ApprovalFields,
@@ -85,6 +86,10 @@ class _Compiler:
             entries=entries,
             redact=top_redact,
             document=self.document,
+            webhooks=[
+                Webhook(url=hook.url, secret_env=hook.secret_env, events=tuple(hook.events))
+                for hook in model.webhooks
+            ],
         )
 
     def _check_groups(self) -> None:

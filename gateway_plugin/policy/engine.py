@@ -19,6 +19,7 @@ from gateway_plugin.policy.results import (
     ApproverGroup,
     Evaluation,
     LimitSpec,
+    Webhook,
 )
 
 # Tool names come from clients; cap the memo so a stream of made-up names cannot grow it forever.
@@ -98,6 +99,7 @@ class Policy:
         "_name",
         "_redact",
         "_source",
+        "_webhooks",
     )
 
     def __init__(
@@ -114,8 +116,10 @@ class Policy:
         entries: Iterable[CompiledEntry],
         redact: Iterable[str],
         document: Mapping[str, Any] | None = None,
+        webhooks: Iterable[Webhook] = (),
     ) -> None:
         self._source = source
+        self._webhooks = tuple(webhooks)
         self._document: dict[str, Any] = dict(document or {})
         self._name = name
         self._description = description
@@ -171,6 +175,11 @@ class Policy:
     def groups(self) -> dict[str, ApproverGroup]:
         """Declared approver groups by name (a copy)."""
         return dict(self._groups)
+
+    @property
+    def webhooks(self) -> tuple[Webhook, ...]:
+        """Where the service posts signed events, in file order."""
+        return self._webhooks
 
     @property
     def tool_keys(self) -> tuple[str, ...]:

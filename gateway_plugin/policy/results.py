@@ -11,6 +11,16 @@ Action = Literal["allow", "deny", "require_approval", "confirm"]
 Window = Literal["second", "minute", "hour", "day"]
 Scope = Literal["grant", "session", "global"]
 OnTimeout = Literal["deny", "allow"]
+# What the service notifies about (webhook subscribers choose among these); reminded and
+# escalated come from reminders and escalation.
+NotificationEvent = Literal[
+    "request.created",
+    "request.decided",
+    "request.expired",
+    "request.cancelled",
+    "request.reminded",
+    "request.escalated",
+]
 
 WINDOW_SECONDS: dict[str, float] = {"second": 1.0, "minute": 60.0, "hour": 3600.0, "day": 86400.0}
 
@@ -34,6 +44,17 @@ class ApproverGroup(_Frozen):
     name: str
     members: list[str]
     slack_channel: str | None = None
+
+
+class Webhook(_Frozen):
+    """An HTTP endpoint the service posts signed events to.
+
+    The signing secret is the value of the environment variable `secret_env` in
+    the service's environment (never in the policy, which gateways read too)."""
+
+    url: str
+    secret_env: str
+    events: tuple[NotificationEvent, ...]
 
 
 class LimitSpec(_Frozen):

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import re
 from typing import Annotated, Any, ClassVar
+from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 from pydantic_core import PydanticCustomError
 
 from gateway_plugin.policy.durations import parse_duration
 from gateway_plugin.policy.errors import describe_value
-from gateway_plugin.policy.results import Action, OnTimeout, Scope, Window
+from gateway_plugin.policy.results import Action, NotificationEvent, OnTimeout, Scope, Window
 
 OPERATORS: tuple[str, ...] = (
     "eq",
@@ -125,6 +126,46 @@ def _argument_path(value: str) -> str:
     return value
 
 
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+MAX_URL_LENGTH = 2048
+
+
+def _webhook_url(value: str) -> str:
+    if len(value) > MAX_URL_LENGTH:
+        raise ValueError(f"a URL of at most {MAX_URL_LENGTH} characters is expected")
+    if any(ch.isspace() or not ch.isprintable() for ch in value):
+        raise ValueError("the URL contains spaces or control characters")
+    try:
+        parts = urlsplit(value)
+        host = parts.hostname
+        parts.port  # noqa: B018  (raises on a port that is not a number)
+    except ValueError as exc:
+        raise ValueError(f"not a valid URL: {exc}") from None
+    if parts.scheme not in ("http", "https") or not host:
+        raise ValueError(f"expected an http:// or https:// URL with a host, got {value!r}")
+    if parts.username is not None or parts.password is not None:
+        raise ValueError(
+            "the URL must not carry a user or password (gateways can read the policy); "
+            "receivers authenticate Signoff by the signature"
+        )
+    return value
+
+
+def _env_name(value: str) -> str:
+    if not _ENV_NAME.match(value):
+        raise ValueError(
+            f"expected the name of an environment variable (letters, digits, _), got {value!r}"
+        )
+    return value
+
+
+def _distinct_events(value: list[str]) -> list[str]:
+    for index, item in enumerate(value):
+        if item in value[:index]:
+            raise key_error(index, f"{item!r} is listed twice")
+    return value
+
+
 NonEmptyStr = Annotated[str, AfterValidator(_non_empty)]
 Duration = Annotated[float | None, BeforeValidator(_duration)]
 PositiveDuration = Annotated[float | None, BeforeValidator(_duration), AfterValidator(_positive)]
@@ -224,6 +265,16 @@ class GroupModel(StrictModel):
     slack_channel: str | None = None
 
 
+class WebhookModel(StrictModel):
+    """An entry of `webhooks`: where signed events go, and which ones."""
+
+    url: Annotated[str, AfterValidator(_webhook_url)]
+    secret_env: Annotated[str, AfterValidator(_env_name)]
+    events: Annotated[list[NotificationEvent], AfterValidator(_distinct_events)] = Field(
+        min_length=1
+    )
+
+
 class AllToolsModel(StrictModel):
     """`all_tools`: limits applied to every call."""
 
@@ -243,3 +294,4 @@ class PolicyFileModel(StrictModel):
     all_tools: AllToolsModel = AllToolsModel()
     tools: dict[NonEmptyStr, ToolEntryModel] = {}
     redact: list[NonEmptyStr] = []
+    webhooks: list[WebhookModel] = []

@@ -1,11 +1,13 @@
-"""Two replicas hear every event (as they do with PostgreSQL fan-out): still one card, one
-reply per vote. Two real notifiers share one database and one event hub here, and
-call the Slack stand-in through slack-sdk."""
+"""Two replicas share one database, each with its own event hub and outbox worker (as
+behind a load balancer): the change made on one is queued once, and whichever worker
+takes it, the card is posted once with one reply per vote. On SQLite and PostgreSQL;
+real notifiers call the Slack stand-in through slack-sdk."""
 
 from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -18,41 +20,48 @@ from approvals import lifecycle, migrate
 from approvals.audit.models import AuditEvent
 from approvals.db import make_engine, session_scope
 from approvals.events import EventHub, attach_hub
+from approvals.outbox import DeliveryRow, Outbox
 from approvals.settings import Settings
 from approvals.slack.client import RetryPolicy, SlackApi
-from approvals.slack.notifier import SlackNotifier
+from approvals.slack.notifier import SlackNotifier, slack_router
 from gateway_plugin.policy import load_policy
 
 pytestmark = pytest.mark.anyio
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'shared.db'}"
+    server: Any = request.getfixturevalue("postgres")
+    return str(server.database())
+
+
 async def test_two_replicas_post_one_card_and_one_reply_per_vote(
-    standin: SlackStandin, tmp_path: Path
+    standin: SlackStandin, tmp_path: Path, database_url: str
 ) -> None:
-    url = f"sqlite:///{tmp_path / 'shared.db'}"
-    migrate.upgrade(url)
-    engine = make_engine(url)
-    hub = EventHub()
-    hub.bind(asyncio.get_running_loop())
+    migrate.upgrade(database_url)
+    engine = make_engine(database_url)
     policy = load_policy(write_service_policy(tmp_path))
-    settings = Settings(database_url=url, public_url="http://signoff.test")
-    replicas = [
-        SlackNotifier(
-            SlackApi(BOT_TOKEN, standin.api_url, retry=RetryPolicy(base_delay=0.05)),
-            engine,
-            hub,
-            settings,
-            lambda: policy,
-        )
-        for _ in range(2)
-    ]
-    for replica in replicas:
-        await replica.start()
+    settings = Settings(
+        database_url=database_url, public_url="http://signoff.test", delivery_poll_seconds=0.05
+    )
+    replicas: list[tuple[EventHub, Outbox]] = []
+    for _ in range(2):
+        hub = EventHub()
+        hub.bind(asyncio.get_running_loop())
+        outbox = Outbox(engine, hub, settings)
+        api = SlackApi(BOT_TOKEN, standin.api_url, retry=RetryPolicy(base_delay=0.05))
+        outbox.add_router(slack_router)
+        outbox.add_channel(SlackNotifier(api, engine, settings, lambda: policy))
+        await outbox.start()
+        replicas.append((hub, outbox))
+    origin = replicas[0][0]
     try:
 
         def create() -> str:
             with session_scope(engine) as session:
-                attach_hub(session, hub)
+                attach_hub(session, origin)
                 data = held_call(arguments={"sessionId": "replicas"}, quorum=2)
                 request = lifecycle.create_request(
                     session, data, policy=policy, created_by="gw"
@@ -64,13 +73,14 @@ async def test_two_replicas_post_one_card_and_one_reply_per_vote(
             while standin.card_for(request_id) is None:
                 await anyio.sleep(0.02)
 
-        def vote(approver: str) -> None:
+        def vote(approver: str, hub: EventHub) -> None:
             with session_scope(engine) as session:
                 attach_hub(session, hub)
                 lifecycle.decide(session, request_id, approver=approver, decision="approve")
 
-        await anyio.to_thread.run_sync(vote, "alice")
-        await anyio.to_thread.run_sync(vote, "bob")
+        # One vote arrives at each replica.
+        await anyio.to_thread.run_sync(vote, "alice", replicas[0][0])
+        await anyio.to_thread.run_sync(vote, "bob", replicas[1][0])
         card = standin.card_for(request_id)
         assert card is not None
         with anyio.fail_after(10):
@@ -97,8 +107,17 @@ async def test_two_replicas_post_one_card_and_one_reply_per_vote(
                     AuditEvent.request_id == request_id, AuditEvent.type == "request.notified"
                 )
             ).all()
+            jobs = session.exec(
+                select(DeliveryRow).where(DeliveryRow.request_id == request_id)
+            ).all()
         assert len(notified) == 1
+        # One job per change (created, two votes), each delivered in one attempt.
+        assert [(j.event_type, j.status, j.attempts) for j in jobs] == [
+            ("request.created", "delivered", 1),
+            ("request.decided", "delivered", 1),
+            ("request.decided", "delivered", 1),
+        ]
     finally:
-        for replica in replicas:
-            await replica.stop()
+        for _, outbox in replicas:
+            await outbox.stop()
         engine.dispose()

@@ -1,0 +1,1 @@
+"""Signed webhooks: events posted to the `webhooks` of the policy, through the outbox."""
