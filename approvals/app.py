@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from approvals import activity, dashboard
+from approvals.api import deliveries as deliveries_api
 from approvals.api import events as events_api
 from approvals.api import grants as grants_api
 from approvals.api import interceptors as interceptors_api
@@ -137,6 +138,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(ops_api.router)
     app.include_router(tokens_api.router)
     app.include_router(grants_api.router)
+    app.include_router(deliveries_api.router)
     dashboard.install(app, settings)
     openapi.install(app)
     slack = install_slack(app, settings, engine, hub, outbox)

@@ -108,6 +108,13 @@ class ServiceProcess:
             time.sleep(0.1)
         raise RuntimeError(f"service did not start:\n{self.log_path.read_text()}")
 
+    def kill(self) -> None:
+        """SIGKILL: the process ends at once, with no shutdown of any kind."""
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait()
+        self._proc = None
+
     def stop(self) -> None:
         if self._proc is not None and self._proc.poll() is None:
             self._proc.send_signal(signal.SIGINT)

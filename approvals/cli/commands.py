@@ -28,6 +28,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "validate a policy file, explain its decision for a call, or show the service's",
     ),
     "audit": ("approvals.cli.audit", "export or verify the audit trail"),
+    "deliveries": (
+        "approvals.cli.deliveries",
+        "notifications (Slack, webhooks, ...) and their delivery (admin)",
+    ),
     "db": ("approvals.cli.serve", "database maintenance"),
     "demo": (
         "approvals.cli.demo",

@@ -125,9 +125,11 @@ def finish(
 ) -> bool:
     """Record the attempt's outcome and release the lease; False if the lease was lost."""
     now = utcnow()
-    values: dict[str, object] = {"status": status, "lease_until": None, "last_error": error}
+    values: dict[str, object] = {"status": status, "lease_until": None}
     if status == DeliveryStatus.DELIVERED:
         values["delivered_at"] = now
+    else:  # a delivered row keeps the error of its last failed attempt, for the record
+        values["last_error"] = error
     if next_attempt_at is not None:
         values["next_attempt_at"] = next_attempt_at
     with session_scope(engine) as session:
