@@ -15,9 +15,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     deliveries = sub.add_parser(
         "deliveries", help="notifications (Slack, webhooks, ...) and their delivery (admin)"
     )
-    del_sub = deliveries.add_subparsers(
-        dest="deliveries_command", metavar="COMMAND", required=True
-    )
+    del_sub = deliveries.add_subparsers(dest="deliveries_command", metavar="COMMAND", required=True)
     listing = del_sub.add_parser("list", help="notifications, newest first")
     listing.add_argument("--status", choices=STATUSES, help="only pending, delivered or failed")
     listing.add_argument("--channel", help="only this channel (slack, webhook, ...)")
