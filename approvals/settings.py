@@ -49,13 +49,17 @@ class Settings(BaseSettings):
     # The outbox (approvals/outbox/): a failed notification is retried after
     # `first` seconds, then after twice as long each time up to `cap`, until
     # `give_up` seconds after it was enqueued. Attempts running at once, how long
-    # one may take, and how often idle workers look for rows other replicas wrote.
+    # one may take (webhooks; Slack allows its client's own retries), and how often
+    # idle workers look for rows other replicas wrote and retries that came due.
     delivery_retry_first_seconds: float = 1.0
     delivery_retry_cap_seconds: float = 600.0
     delivery_give_up_seconds: float = 86_400.0
     delivery_concurrency: int = 16
     delivery_attempt_timeout_seconds: float = 10.0
     delivery_poll_seconds: float = 1.0
+    # How long a worker's hold on a row lasts unless renewed (it renews while sending):
+    # the rows of a worker that died are taken up by another after at most this long.
+    delivery_lease_seconds: float = 15.0
 
     def base_url(self) -> str:
         """The URL people use to reach this service."""

@@ -60,6 +60,7 @@ class Outbox:
             concurrency=settings.delivery_concurrency,
             poll_seconds=settings.delivery_poll_seconds,
             attempt_timeout=settings.delivery_attempt_timeout_seconds,
+            lease_seconds=settings.delivery_lease_seconds,
             on_outcome=on_outcome,
         )
         self._task: asyncio.Task[None] | None = None

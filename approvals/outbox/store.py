@@ -69,9 +69,9 @@ def _delivery(row: Row[tuple[object, ...]], attempt: int) -> Delivery:
     )
 
 
-@dataclass(frozen=True)
+@dataclass
 class Claimed:
-    """A row this worker holds until `lease_until`."""
+    """A row this worker holds until `lease_until` (moved on by `renew`)."""
 
     delivery: Delivery
     lease_until: datetime
@@ -113,6 +113,22 @@ def claim_due(
                 claimed.append(Claimed(_delivery(row, row.attempts + 1), lease_until))
         session.commit()
     return claimed
+
+
+def renew(engine: Engine, claimed: Claimed, lease_seconds: float) -> bool:
+    """Hold the row `lease_seconds` longer; False if the lease was lost meanwhile."""
+    until = utcnow() + timedelta(seconds=lease_seconds)
+    with session_scope(engine) as session:
+        result = session.connection().execute(
+            update(DELIVERIES)
+            .where(_c.id == claimed.delivery.id, _c.lease_until == claimed.lease_until)
+            .values(lease_until=until)
+        )
+        session.commit()
+    if result.rowcount != 1:
+        return False
+    claimed.lease_until = until
+    return True
 
 
 def finish(

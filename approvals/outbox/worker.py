@@ -43,6 +43,7 @@ class OutboxWorker:
         concurrency: int = 16,
         poll_seconds: float = 1.0,
         attempt_timeout: float = 30.0,
+        lease_seconds: float = 15.0,
         on_outcome: Callable[[str, Outcome], None] | None = None,
     ) -> None:
         self.engine = engine
@@ -53,6 +54,9 @@ class OutboxWorker:
         self.attempt_timeout = attempt_timeout
         # Channels that need another cut-off than `attempt_timeout`, by name.
         self.timeouts: dict[str, float] = {}
+        # A taken row stays taken this long, renewed every third of it while its attempt
+        # runs: a worker that dies (SIGKILL) leaves its rows to others within this time.
+        self.lease_seconds = lease_seconds
         self.on_outcome = on_outcome
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -96,12 +100,6 @@ class OutboxWorker:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
 
-    @property
-    def lease_seconds(self) -> float:
-        """How long a taken row stays taken: well past any attempt and the recording of its
-        outcome, so a live worker keeps it; a dead one's row is retried once it ends."""
-        return 2 * max([self.attempt_timeout, *self.timeouts.values()]) + 5.0
-
     def _timeout(self, channel: str) -> float:
         return self.timeouts.get(channel, self.attempt_timeout)
 
@@ -112,14 +110,40 @@ class OutboxWorker:
     async def _attempt(self, item: Claimed) -> None:
         delivery = item.delivery
         channel = self.channels[delivery.channel]
+        keeper = asyncio.create_task(self._keep(item), name="outbox-lease")
         try:
             await asyncio.wait_for(channel.deliver(delivery), self._timeout(delivery.channel))
         except asyncio.CancelledError:
             raise  # shutting down: the lease runs out and a worker tries again
         except Exception as exc:
+            await self._stop_keeping(keeper)
             await self._failed(item, exc)
             return
+        finally:
+            keeper.cancel()
+        await self._stop_keeping(keeper)
         await self._finish(item, "delivered", DeliveryStatus.DELIVERED)
+
+    async def _keep(self, item: Claimed) -> None:
+        """Renew the lease on `item` while its attempt runs."""
+        while True:
+            await asyncio.sleep(self.lease_seconds / 3)
+            try:
+                kept = await anyio.to_thread.run_sync(
+                    store.renew, self.engine, item, self.lease_seconds
+                )
+            except Exception:
+                log.exception("outbox: could not renew the lease on %s", item.delivery.event_id)
+                continue
+            if not kept:
+                log.warning("outbox: lost the lease on %s", item.delivery.event_id)
+                return
+
+    async def _stop_keeping(self, keeper: asyncio.Task[None]) -> None:
+        # A renewal running now must land before the outcome is written (it moves the lease).
+        keeper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await keeper
 
     async def _failed(self, item: Claimed, exc: Exception) -> None:
         delivery = item.delivery

@@ -92,17 +92,26 @@ class Snapshot:
 
 
 def claim_card(engine: Engine, request_id: str, channel: str) -> bool:
-    """Take the right to post the card of `request_id`; False when it is taken already.
+    """Take the right to post the card of `request_id`; False when it was posted already.
 
-    The primary key on `slack_messages.request_id` makes this hold across
-    replicas sharing one database: exactly one of them posts.
+    The outbox runs a request's Slack jobs one at a time across all replicas, so a
+    claim without a `ts` is left by an attempt that died mid-post (a crash): it is
+    taken over. (If that attempt had reached Slack, the card is posted twice; a card
+    is never lost.)
     """
     with session_scope(engine) as session:
         session.add(SlackMessage(request_id=request_id, channel=channel, created_at=utcnow()))
         try:
             session.commit()
         except IntegrityError:
-            return False
+            session.rollback()
+            taken = session.execute(
+                update(SlackMessage)
+                .where(col(SlackMessage.request_id) == request_id, col(SlackMessage.ts).is_(None))
+                .values(channel=channel, updated_at=utcnow())
+            )
+            session.commit()
+            return bool(taken.rowcount == 1)  # type: ignore[attr-defined]
         return True
 
 

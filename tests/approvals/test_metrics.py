@@ -139,6 +139,8 @@ def test_promtool_accepts_the_real_output(service: ServiceProcess, auditor: str)
         "signoff_http_request_duration_seconds",
         "signoff_websocket_subscribers",
         "signoff_slack_delivery_failures",
+        "signoff_deliveries",
+        "signoff_outbox_deliveries",
         "signoff_gateway_outcomes",
     ):
         assert re.search(rf"^# TYPE {family}(_total)? ", text, re.MULTILINE), family

@@ -168,3 +168,57 @@ def test_the_retry_schedule_doubles_up_to_its_cap_and_stops_after_the_window() -
     start = utcnow()
     assert schedule.next_attempt(start, 1, start) == start + timedelta(seconds=1)
     assert schedule.next_attempt(start, 40, start + timedelta(hours=24)) is None
+
+
+class Slow:
+    """A channel that takes `seconds` over every delivery and counts them."""
+
+    name = "recorder"
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.attempts: list[Delivery] = []
+
+    async def deliver(self, delivery: Delivery) -> None:
+        self.attempts.append(delivery)
+        await asyncio.sleep(self.seconds)
+
+
+async def test_a_slow_delivery_keeps_its_row_and_a_second_worker_never_sends_it_again(
+    engine: Engine,
+) -> None:
+    # Each attempt takes five leases' time: only renewals keep the other worker off.
+    settings = _settings().model_copy(
+        update={"delivery_lease_seconds": 0.3, "delivery_attempt_timeout_seconds": 5.0}
+    )
+    workers: list[tuple[Outbox, Slow]] = []
+    for _ in range(2):
+        hub = EventHub()
+        hub.bind(asyncio.get_running_loop())
+        outbox = Outbox(engine, hub, settings)
+        slow = Slow(1.5)
+        outbox.add_router(_route)
+        outbox.add_channel(slow)
+        workers.append((outbox, slow))
+    writes = WriteRunner(engine, workers[0][0].hub)
+    for n in range(3):
+        await writes.run(
+            lambda s, n=n: lifecycle.create_request(
+                s,
+                held_call(caller="agent", arguments={"outputPath": f"/tmp/slow-{n}.spec.ts"}),
+                policy=enforced_policy(),
+                created_by="gw",
+            )
+        )
+    for outbox, _ in workers:
+        await outbox.start()
+    try:
+        await _until(
+            lambda: all(r.status == DeliveryStatus.DELIVERED for r in outbox_store.listing(engine))
+        )
+    finally:
+        for outbox, _ in workers:
+            await outbox.stop()
+    sent = [d.event_id for _, slow in workers for d in slow.attempts]
+    assert len(sent) == 3 and len(set(sent)) == 3
+    assert all(r.attempts == 1 for r in outbox_store.listing(engine))

@@ -15,6 +15,7 @@ import approvals.models  # noqa: F401
 import approvals.slack.models  # noqa: F401
 from approvals import lifecycle, migrate
 from approvals.db import make_engine, session_scope
+from approvals.slack.models import SlackMessage
 from approvals.slack.notifier import claim_card
 
 
@@ -63,7 +64,9 @@ def test_upgrade_adds_slack_messages_and_downgrade_removes_only_it(tmp_path: Pat
     assert "slack_messages" in tables(path)
 
 
-def test_a_card_is_claimed_once_per_request(tmp_path: Path) -> None:
+def test_a_card_is_posted_once_per_request_and_a_dead_claim_is_taken_over(
+    tmp_path: Path,
+) -> None:
     url = f"sqlite:///{tmp_path / 'signoff.db'}"
     migrate.upgrade(url)
     engine = make_engine(url)
@@ -73,8 +76,17 @@ def test_a_card_is_claimed_once_per_request(tmp_path: Path) -> None:
             request = lifecycle.create_request(
                 session, data, policy=enforced_policy(), created_by="gw"
             ).request
-        # Two replicas hear of the same request: exactly one may post its card.
         assert claim_card(engine, request.id, "C0QALEADS") is True
+        # The outbox runs one Slack job of a request at a time: a claim still without a
+        # ts was left by an attempt that died mid-post, and the retry takes it over.
+        assert claim_card(engine, request.id, "C0QALEADS") is True
+        with session_scope(engine) as session:
+            message = session.get(SlackMessage, request.id)
+            assert message is not None
+            message.ts = "1700000000.000100"
+            session.add(message)
+            session.commit()
+        # Once the card is posted, no later job posts it again.
         assert claim_card(engine, request.id, "C0QALEADS") is False
     finally:
         engine.dispose()

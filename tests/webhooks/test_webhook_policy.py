@@ -5,6 +5,7 @@ and why, at start (exit 2, no traceback) and on reload (the last good policy sta
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import subprocess
@@ -106,3 +107,11 @@ def test_a_reload_that_names_a_missing_secret_keeps_the_last_good_policy(
         assert reader.get("/policy").json()["version"] == before
     finally:
         service.stop()
+
+
+def test_the_readme_shows_the_receiver_check_the_stories_use() -> None:
+    from support import ROOT
+    from webhook_receiver import verify_signature
+
+    readme = (ROOT / "README.md").read_text()
+    assert inspect.getsource(verify_signature) in readme
