@@ -106,6 +106,11 @@ class WebhookReceiver:
         if self._loop is not None and self._released is not None:
             self._loop.call_soon_threadsafe(self._released.set)
 
+    def hang_again(self) -> None:
+        """Hang on every delivery from now on, until the next `release`."""
+        self._released = None
+        self.hang = True
+
     async def _hook(self, request: Request) -> Response:
         body = await request.body()
         header = request.headers.get("signoff-signature", "")

@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Row, Select, exists, func, or_, select, update
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlmodel import col
 from sqlmodel import select as select_rows
 
@@ -84,22 +84,40 @@ def _has_due(engine: Engine, channels: Sequence[str], now: datetime) -> bool:
         return found is not None
 
 
-def claim_due(
-    engine: Engine, channels: Sequence[str], limit: int, lease_seconds: float
-) -> list[Claimed]:
-    """Take up to `limit` ready rows for `lease_seconds`; each attempt is counted now."""
-    if limit <= 0 or not channels:
-        return []
+@dataclass(frozen=True)
+class Finished:
+    """The outcome of one attempt, to be recorded."""
+
+    claimed: Claimed
+    status: DeliveryStatus
+    error: str | None = None
+    next_attempt_at: datetime | None = None
+
+
+def settle_and_claim(
+    engine: Engine,
+    finished: Sequence[Finished],
+    channels: Sequence[str],
+    limit: int,
+    lease_seconds: float,
+) -> tuple[list[bool], list[Claimed]]:
+    """Record `finished` outcomes (releasing their leases), then take up to `limit` ready
+    rows for `lease_seconds`, in one transaction: a row whose predecessor was just
+    recorded is taken at once. Returns, per outcome, whether its lease still held, and
+    the rows taken (each attempt is counted now)."""
     now = utcnow()
     lock = engine.dialect.name == "postgresql"
+    claiming = limit > 0 and bool(channels)
     # On SQLite a write session waits for the file's one write turn: look first.
-    if not lock and not _has_due(engine, channels, now):
-        return []
+    if not finished and (not claiming or (not lock and not _has_due(engine, channels, now))):
+        return [], []
     lease_until = now + timedelta(seconds=lease_seconds)
     claimed: list[Claimed] = []
     with session_scope(engine) as session:
         conn = session.connection()
-        for row in conn.execute(_due(channels, now, limit, lock=lock)).all():
+        kept = [_record(conn, outcome, now) for outcome in finished]
+        rows = conn.execute(_due(channels, now, limit, lock=lock)).all() if claiming else []
+        for row in rows:
             taken = conn.execute(
                 update(DELIVERIES)
                 .where(
@@ -112,7 +130,24 @@ def claim_due(
             if taken.rowcount == 1:
                 claimed.append(Claimed(_delivery(row, row.attempts + 1), lease_until))
         session.commit()
-    return claimed
+    return kept, claimed
+
+
+def _record(conn: Connection, outcome: Finished, now: datetime) -> bool:
+    values: dict[str, object] = {"status": outcome.status, "lease_until": None}
+    if outcome.status == DeliveryStatus.DELIVERED:
+        values["delivered_at"] = now
+    else:  # a delivered row keeps the error of its last failed attempt, for the record
+        values["last_error"] = outcome.error
+    if outcome.next_attempt_at is not None:
+        values["next_attempt_at"] = outcome.next_attempt_at
+    claimed = outcome.claimed
+    result = conn.execute(
+        update(DELIVERIES)
+        .where(_c.id == claimed.delivery.id, _c.lease_until == claimed.lease_until)
+        .values(**values)
+    )
+    return bool(result.rowcount == 1)
 
 
 def renew(engine: Engine, claimed: Claimed, lease_seconds: float) -> bool:
@@ -129,33 +164,6 @@ def renew(engine: Engine, claimed: Claimed, lease_seconds: float) -> bool:
         return False
     claimed.lease_until = until
     return True
-
-
-def finish(
-    engine: Engine,
-    claimed: Claimed,
-    *,
-    status: DeliveryStatus,
-    next_attempt_at: datetime | None = None,
-    error: str | None = None,
-) -> bool:
-    """Record the attempt's outcome and release the lease; False if the lease was lost."""
-    now = utcnow()
-    values: dict[str, object] = {"status": status, "lease_until": None}
-    if status == DeliveryStatus.DELIVERED:
-        values["delivered_at"] = now
-    else:  # a delivered row keeps the error of its last failed attempt, for the record
-        values["last_error"] = error
-    if next_attempt_at is not None:
-        values["next_attempt_at"] = next_attempt_at
-    with session_scope(engine) as session:
-        result = session.connection().execute(
-            update(DELIVERIES)
-            .where(_c.id == claimed.delivery.id, _c.lease_until == claimed.lease_until)
-            .values(**values)
-        )
-        session.commit()
-        return bool(result.rowcount == 1)
 
 
 def listing(

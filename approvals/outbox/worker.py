@@ -24,7 +24,7 @@ from approvals.models import utcnow
 from approvals.outbox import store
 from approvals.outbox.core import Channel, DeliveryFailed, RetrySchedule
 from approvals.outbox.models import DeliveryStatus
-from approvals.outbox.store import Claimed
+from approvals.outbox.store import Claimed, Finished
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +61,8 @@ class OutboxWorker:
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._running: set[asyncio.Task[None]] = set()
+        # Outcomes waiting to be recorded with the next claim, in one transaction.
+        self._finished: list[tuple[Finished, Outcome]] = []
 
     def wake(self) -> None:
         """Look for work now; callable from any thread."""
@@ -76,15 +78,8 @@ class OutboxWorker:
         try:
             while True:
                 self._wake.clear()
-                names = list(self.channels)
                 free = self.concurrency - len(self._running)
-                try:
-                    claimed = await anyio.to_thread.run_sync(
-                        store.claim_due, self.engine, names, free, self.lease_seconds
-                    )
-                except Exception:
-                    log.exception("outbox: could not read the deliveries table; retrying")
-                    claimed = []
+                claimed = await self._settle_and_claim(free)
                 for item in claimed:
                     task = asyncio.create_task(self._attempt(item), name="outbox-delivery")
                     self._running.add(task)
@@ -99,6 +94,32 @@ class OutboxWorker:
             for task in list(self._running):
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
+            # Best effort: what is not recorded is sent again once its lease runs out.
+            with contextlib.suppress(BaseException):
+                await self._settle_and_claim(0)
+
+    async def _settle_and_claim(self, free: int) -> list[Claimed]:
+        finished, self._finished = self._finished, []
+        try:
+            kept, claimed = await anyio.to_thread.run_sync(
+                store.settle_and_claim,
+                self.engine,
+                [f for f, _ in finished],
+                list(self.channels),
+                free,
+                self.lease_seconds,
+            )
+        except Exception:
+            log.exception("outbox: could not read or write the deliveries table; retrying")
+            self._finished[:0] = finished
+            return []
+        for (done, outcome), held in zip(finished, kept, strict=True):
+            delivery = done.claimed.delivery
+            if not held:
+                log.warning("outbox: lease on %s ran out before it finished", delivery.event_id)
+            if self.on_outcome is not None:
+                self.on_outcome(delivery.channel, outcome)
+        return claimed
 
     def _timeout(self, channel: str) -> float:
         return self.timeouts.get(channel, self.attempt_timeout)
@@ -185,20 +206,6 @@ class OutboxWorker:
         error: str | None = None,
         next_attempt_at: datetime | None = None,
     ) -> None:
-        try:
-            kept = await anyio.to_thread.run_sync(
-                lambda: store.finish(
-                    self.engine,
-                    item,
-                    status=status,
-                    error=error,
-                    next_attempt_at=next_attempt_at,
-                )
-            )
-        except Exception:
-            log.exception("outbox: could not record delivery %s", item.delivery.event_id)
-            return
-        if not kept:
-            log.warning("outbox: lease on %s ran out before it finished", item.delivery.event_id)
-        if self.on_outcome is not None:
-            self.on_outcome(item.delivery.channel, outcome)
+        """Queue the outcome for the worker loop, which records it with its next claim."""
+        self._finished.append((Finished(item, status, error, next_attempt_at), outcome))
+        self._wake.set()

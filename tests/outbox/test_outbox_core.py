@@ -187,16 +187,16 @@ class Slow:
 async def test_a_slow_delivery_keeps_its_row_and_a_second_worker_never_sends_it_again(
     engine: Engine,
 ) -> None:
-    # Each attempt takes five leases' time: only renewals keep the other worker off.
+    # Each attempt takes three leases' time: only renewals keep the other worker off.
     settings = _settings().model_copy(
-        update={"delivery_lease_seconds": 0.3, "delivery_attempt_timeout_seconds": 5.0}
+        update={"delivery_lease_seconds": 1.5, "delivery_attempt_timeout_seconds": 10.0}
     )
     workers: list[tuple[Outbox, Slow]] = []
     for _ in range(2):
         hub = EventHub()
         hub.bind(asyncio.get_running_loop())
         outbox = Outbox(engine, hub, settings)
-        slow = Slow(1.5)
+        slow = Slow(4.5)
         outbox.add_router(_route)
         outbox.add_channel(slow)
         workers.append((outbox, slow))
