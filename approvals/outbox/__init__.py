@@ -9,7 +9,18 @@ The interface other channels plug into:
   event the lifecycle emits, inside its transaction (the usual way to enqueue);
 - `Channel` (`name`, `async deliver(delivery: Delivery) -> None`, raising
   `DeliveryFailed(reason, permanent=False)`), registered with `Outbox.add_channel`;
-- `Delivery.parse(Model)` gives the payload back as the channel's model.
+  `Outbox.add_channel(channel, timeout=S)` when an attempt may take longer than
+  SIGNOFF_DELIVERY_ATTEMPT_TIMEOUT_SECONDS (Slack: its client retries itself);
+- `Delivery.parse(Model)` gives the payload back as the channel's model; `Delivery`
+  also carries `event_id` (stable across retries), `attempt` (1, 2, ...), `target`.
+
+A new kind of event (request.reminded, request.escalated) needs no outbox change:
+emit it from the lifecycle (`lifecycle._emit(session, "request.reminded", request)`
+before the commit) and every router sees it in that transaction; the webhook router
+sends it to the webhooks subscribed to it, the Slack router syncs the card.
+Rows of one (channel, target, request_id) go out in order, so give a channel's
+notifications of one request the same target when their order matters (Slack uses
+one target, "card"; an email channel might use the address).
 
 See approvals/outbox/core.py (vocabulary and guarantees), service.py (wiring),
 worker.py (delivery) and store.py (claims, leases, ordering).

@@ -32,7 +32,7 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Protocol, TypeVar
+from typing import Protocol, TypeVar, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import insert
@@ -40,19 +40,14 @@ from sqlalchemy import insert
 from approvals.db import WriteScope
 from approvals.models import utcnow
 from approvals.outbox.models import DELIVERIES, DeliveryStatus
+from gateway_plugin.policy import NotificationEvent
 
 M = TypeVar("M", bound=BaseModel)
 
-# The event types notifications are about (webhook subscribers choose among them).
-# request.reminded and request.escalated are emitted by reminders and escalation.
-NOTIFICATION_EVENT_TYPES: tuple[str, ...] = (
-    "request.created",
-    "request.decided",
-    "request.expired",
-    "request.cancelled",
-    "request.reminded",
-    "request.escalated",
-)
+# The event types notifications are about (webhook subscribers choose among them; the
+# policy's `NotificationEvent` is the one list). request.reminded and request.escalated
+# are emitted by reminders and escalation.
+NOTIFICATION_EVENT_TYPES: tuple[str, ...] = get_args(NotificationEvent)
 
 
 def new_event_id() -> str:
