@@ -62,7 +62,8 @@ class OutboxWorker:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._running: set[asyncio.Task[None]] = set()
         # Outcomes waiting to be recorded with the next claim, in one transaction.
-        self._finished: list[tuple[Finished, Outcome]] = []
+        # (None: an attempt cut off by a shutdown, released for the next worker.)
+        self._finished: list[tuple[Finished, Outcome | None]] = []
 
     def wake(self) -> None:
         """Look for work now; callable from any thread."""
@@ -117,7 +118,7 @@ class OutboxWorker:
             delivery = done.claimed.delivery
             if not held:
                 log.warning("outbox: lease on %s ran out before it finished", delivery.event_id)
-            if self.on_outcome is not None:
+            if self.on_outcome is not None and outcome is not None:
                 self.on_outcome(delivery.channel, outcome)
         return claimed
 
@@ -135,7 +136,12 @@ class OutboxWorker:
         try:
             await asyncio.wait_for(channel.deliver(delivery), self._timeout(delivery.channel))
         except asyncio.CancelledError:
-            raise  # shutting down: the lease runs out and a worker tries again
+            # Shutting down: hand the row back now rather than when the lease runs out.
+            keeper.cancel()
+            self._finished.append(
+                (Finished(item, DeliveryStatus.PENDING, "interrupted by a shutdown"), None)
+            )
+            raise
         except Exception as exc:
             await self._stop_keeping(keeper)
             await self._failed(item, exc)

@@ -222,3 +222,33 @@ async def test_a_slow_delivery_keeps_its_row_and_a_second_worker_never_sends_it_
     sent = [d.event_id for _, slow in workers for d in slow.attempts]
     assert len(sent) == 3 and len(set(sent)) == 3
     assert all(r.attempts == 1 for r in outbox_store.listing(engine))
+
+
+async def test_a_shutdown_mid_delivery_hands_the_row_back_at_once(engine: Engine) -> None:
+    hub = EventHub()
+    hub.bind(asyncio.get_running_loop())
+    outbox = Outbox(engine, hub, _settings())  # leases of 15 s
+    slow = Slow(30.0)
+    outbox.add_router(_route)
+    outbox.add_channel(slow)
+    await outbox.start()
+    writes = WriteRunner(engine, hub)
+    await writes.run(
+        lambda s: lifecycle.create_request(
+            s, held_call(caller="agent"), policy=enforced_policy(), created_by="gw"
+        )
+    )
+    await _until(lambda: slow.attempts)
+    await outbox.stop()
+    [row] = outbox_store.listing(engine)
+    assert row.status == DeliveryStatus.PENDING and row.lease_until is None
+    # The next process takes it up at once, not a lease (15 s) later.
+    successor = Outbox(engine, EventHub(), _settings())
+    recorder = Recorder()
+    successor.add_channel(recorder)
+    await successor.start()
+    try:
+        await asyncio.wait_for(recorder.arrived.wait(), 5)
+    finally:
+        await successor.stop()
+    assert recorder.attempts[0].event_id == slow.attempts[0].event_id
