@@ -1,7 +1,7 @@
 """deliveries: the outbox of notifications (Slack, webhooks, email, Teams)
 
-Revision ID: 0006_i20
-Revises: 0005_i17
+Revision ID: 0007_i20
+Revises: 0006_i18
 Create Date: 2026-11-29 09:00:00.000000
 """
 
@@ -15,8 +15,8 @@ from alembic import op
 
 import approvals.models
 
-revision: str = "0006_i20"
-down_revision: str | None = "0005_i17"
+revision: str = "0007_i20"
+down_revision: str | None = "0006_i18"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
