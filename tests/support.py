@@ -96,7 +96,7 @@ class ServiceProcess:
              "--port", str(self.port), "--db", self.db_url, "--log-level", self.log_level],
             stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT,
         )  # fmt: skip
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
                 raise RuntimeError(f"service exited early:\n{self.log_path.read_text()}")
