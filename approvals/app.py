@@ -26,6 +26,7 @@ from approvals.checkpoints import WalCheckpointer
 from approvals.db import is_sqlite, make_engine
 from approvals.events import EventHub
 from approvals.fanout import PgFanout
+from approvals.mail.channel import install as install_mail
 from approvals.metrics import HttpTimer, Metrics
 from approvals.outbox import Outbox
 from approvals.readiness import ReadinessProbe
@@ -33,11 +34,13 @@ from approvals.revocations import RevocationWatcher
 from approvals.settings import Settings, get_settings
 from approvals.slack.runtime import install as install_slack
 from approvals.sweeper import run_sweeper
+from approvals.teams.channel import install as install_teams
 from approvals.token_usage import TokenUsage
 from approvals.tokens import TokenCache
 from approvals.webhooks.channel import WebhookChannel, webhook_router
 from approvals.webhooks.config import check_webhook_secrets, load_service_policy
 from approvals.writes import WriteRunner
+from gateway_plugin.policy import Policy
 from gateway_plugin.policy_reload import watch_policy
 
 
@@ -120,6 +123,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     webhooks = WebhookChannel(settings.delivery_attempt_timeout_seconds)
     outbox.add_channel(webhooks)
     app.state.outbox = outbox
+
+    # Email (SIGNOFF_SMTP_URL) and Microsoft Teams (groups' teams_webhook) go through it.
+    def current_policy() -> Policy | None:
+        policy: Policy | None = getattr(app.state, "policy", None)
+        return policy
+
+    install_mail(outbox, settings, engine, current_policy)
+    install_teams(outbox, settings, engine, current_policy)
     hub.observers.extend([metrics.observe_event, activity.log_event])
     install_error_handlers(app)
     app.add_middleware(

@@ -42,7 +42,16 @@ _HUB_KEY = "signoff_hub"
 LAST_SEEN_SECONDS = 60.0
 LAST_SEEN_MAX = 100_000
 
-EVENT_TYPES = ("request.created", "request.decided", "request.expired", "request.cancelled")
+EVENT_TYPES = (
+    "request.created",
+    "request.decided",
+    "request.expired",
+    "request.cancelled",
+    # Emitted by the sweeper (approvals/escalation.py); the request's state is unchanged
+    # by a reminder, and an escalation only widens who may decide.
+    "request.reminded",
+    "request.escalated",
+)
 
 
 @dataclass(frozen=True)

@@ -86,6 +86,9 @@ class ApprovalTerms:
     on_timeout: str
     # Whether an approver may change the arguments before approving them.
     editable: bool = True
+    remind_every_seconds: float | None = None
+    # As stored on the request: [{"after_seconds", "group", "members"}], in time order.
+    escalations: tuple[dict[str, Any], ...] = ()
 
 
 def approval_terms(policy: Policy | None, data: RequestCreate) -> ApprovalTerms:
@@ -125,6 +128,11 @@ def approval_terms(policy: Policy | None, data: RequestCreate) -> ApprovalTerms:
         timeout_seconds=approval.timeout_seconds,
         on_timeout=approval.on_timeout,
         editable=approval.editable,
+        remind_every_seconds=approval.remind_every_seconds,
+        escalations=tuple(
+            {"after_seconds": s.after_seconds, "group": s.group, "members": list(s.members)}
+            for s in approval.escalations
+        ),
     )
 
 
@@ -245,7 +253,20 @@ _UNDECIDED: dict[str, object] = {
     "approved_arguments_hash": None,
     "edited_by": None,
     "version": 0,
+    "escalated": 0,
 }
+
+
+def _schedule(terms: ApprovalTerms, now: datetime) -> dict[str, object]:
+    """The columns that say when a new request is reminded and escalated."""
+    remind = terms.remind_every_seconds
+    first_step = terms.escalations[0]["after_seconds"] if terms.escalations else None
+    return {
+        "escalations": list(terms.escalations),
+        "remind_every_seconds": remind,
+        "next_reminder_at": None if remind is None else now + timedelta(seconds=remind),
+        "next_escalation_at": None if first_step is None else now + timedelta(seconds=first_step),
+    }
 
 
 def create_request(
@@ -303,6 +324,7 @@ def create_request(
                 "created_at": now,
                 "expires_at": now + timedelta(seconds=terms.timeout_seconds),
                 **_UNDECIDED,
+                **_schedule(terms, now),
             },
         )
     except IntegrityError:
@@ -367,6 +389,7 @@ def _same_terms(request: RequestRow, terms: ApprovalTerms) -> bool:
         sorted(request.approvers) == terms.approvers
         and request.quorum == terms.quorum
         and request.on_timeout == terms.on_timeout
+        and list(request.escalations or ()) == list(terms.escalations)
     )
 
 
@@ -405,21 +428,46 @@ def _require_pending(request: ApprovalRequest | RequestRow) -> None:
 
 
 def may_decide(
-    request: ApprovalRequest | RequestRow, approver: str, role: str = Role.APPROVER
+    request: ApprovalRequest | RequestRow,
+    approver: str,
+    role: str = Role.APPROVER,
+    now: datetime | None = None,
 ) -> str | None:
-    """Why `approver` (a token of `role`) may not decide `request`, or None when they may.
+    """Why `approver` (a token of `role`) may not decide `request` at `now`, or None when
+    they may.
 
     Only the people the service's policy lists for the request decide it; where it
-    lists nobody, any approver token does. An admin token is no override: it decides
-    only where the policy names it."""
-    return eligibility(request.caller, request.approvers, request.approver_group, approver, role)
+    lists nobody, any approver token does. An escalation step's group joins them
+    `after` its delay from the request's creation, not before (whether or not the
+    sweeper has announced it yet: the time is the rule). An admin token is no
+    override: it decides only where the policy names it."""
+    refusal = eligibility(request.caller, request.approvers, request.approver_group, approver, role)
+    if refusal is None or approver == request.caller or not request.approvers:
+        return refusal
+    now = now or utcnow()
+    waiting: tuple[str, datetime] | None = None
+    for step in request.escalations or ():
+        if approver in step["members"]:
+            from_time = request.created_at + timedelta(seconds=step["after_seconds"])
+            if now >= from_time:
+                return None
+            waiting = waiting or (step["group"], from_time)
+    if waiting is None:
+        return refusal
+    group, from_time = waiting
+    left = (from_time - now).total_seconds()
+    return (
+        f"{approver} may decide only once the request escalates to {group}, "
+        f"at {from_time:%Y-%m-%d %H:%M:%S} UTC (in {left:.0f} s)"
+    )
 
 
 def eligibility(
     caller: str, approvers: Sequence[str], group: str | None, approver: str, role: str
 ) -> str | None:
     """Why `approver` (a token of `role`) may not approve `caller`'s calls under a rule that
-    lists `approvers` (of `group`), or None when they may. See `may_decide`."""
+    lists `approvers` (of `group`), or None when they may. See `may_decide`. Escalation
+    groups are not counted: they join one request at a time, never a rule (nor a grant)."""
     if approver == caller:
         return f"{approver} made this call and cannot approve it"
     if approvers:
@@ -484,7 +532,7 @@ def decide(
         _expire(session, request, now)
         session.commit()
     _require_pending(request)
-    refusal = may_decide(request, approver, role)
+    refusal = may_decide(request, approver, role, now)
     if refusal is not None:
         raise Forbidden(refusal, code="not_allowed_to_decide")
     if seen_hash is not None and seen_hash != effective_hash(request):

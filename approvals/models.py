@@ -121,6 +121,20 @@ class ApprovalRequest(SQLModel, table=True):
     edited_by: str | None = Field(default=None, max_length=255)
     # Bumped on every state change; updates compare-and-set on it.
     version: int = 0
+    # Reminders and escalation, from the policy when the request was made (like its
+    # approvers): [{"after_seconds": 30.0, "group": "oncall", "members": [...]}], in
+    # time order. Members of a step may decide once its time has come
+    # (approvals.lifecycle.may_decide); the sweeper announces each step once.
+    escalations: list[dict[str, Any]] = Field(
+        default_factory=list, sa_column=Column(JSON, nullable=False)
+    )
+    # How many steps have been announced, and when the next one is due (None: no more).
+    escalated: int = 0
+    next_escalation_at: datetime | None = _utc_column(index=True)
+    remind_every_seconds: float | None = Field(default=None)
+    # When the approvers are reminded next (None: never again); moved on by the
+    # sweeper with a compare-and-set of its own, so a reminder is no state change.
+    next_reminder_at: datetime | None = _utc_column(index=True)
 
     def allows_call(self) -> bool:
         """True when the suspended call may run: approved, or timed out with on_timeout allow."""

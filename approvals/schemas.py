@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -114,6 +114,17 @@ class OutcomePublic(BaseModel):
     at: datetime | None
 
 
+class EscalationPublic(BaseModel):
+    """One escalation step of a request: from `at` on, `group`'s `members` may decide too."""
+
+    group: str
+    members: list[str]
+    after_seconds: float
+    at: datetime
+    # True once the service announced the step (notified the group).
+    announced: bool
+
+
 class RequestPublic(BaseModel):
     """A request as every client sees it."""
 
@@ -153,6 +164,9 @@ class RequestPublic(BaseModel):
     claimed_at: datetime | None
     outcome: OutcomePublic | None
     decisions: list[DecisionPublic]
+    # From the policy at creation: how often approvers are reminded, who is added when.
+    remind_every_seconds: float | None = None
+    escalations: list[EscalationPublic] = []
 
     @classmethod
     def build(
@@ -205,6 +219,17 @@ class RequestPublic(BaseModel):
                     created_at=d.created_at,
                 )
                 for d in decisions
+            ],
+            remind_every_seconds=request.remind_every_seconds,
+            escalations=[
+                EscalationPublic(
+                    group=step["group"],
+                    members=list(step["members"]),
+                    after_seconds=step["after_seconds"],
+                    at=request.created_at + timedelta(seconds=step["after_seconds"]),
+                    announced=index < request.escalated,
+                )
+                for index, step in enumerate(request.escalations or ())
             ],
         )
 

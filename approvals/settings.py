@@ -5,6 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Literal
 
+from pydantic import Field, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -60,6 +61,36 @@ class Settings(BaseSettings):
     # How long a worker's hold on a row lasts unless renewed (it renews while sending):
     # the rows of a worker that died are taken up by another after at most this long.
     delivery_lease_seconds: float = 15.0
+
+    # Email to approvers with an `email` in the policy: the SMTP server as a URL
+    # (smtp://host:25, smtp://host:587?starttls=true, smtps://host:465, with
+    # user:password@ to log in; see approvals/mail/smtp.py) and the From address
+    # ("signoff@example.com" or "Signoff <signoff@example.com>"), required with it.
+    smtp_url: str | None = None
+    smtp_from: str | None = Field(default=None, validate_default=True)
+    smtp_timeout_seconds: float = Field(default=10.0, gt=0)
+
+    @field_validator("smtp_url")
+    @classmethod
+    def _smtp_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        from approvals.mail.smtp import SmtpServer  # the CLI's --help never gets here
+
+        SmtpServer.parse(value)
+        return value.strip()
+
+    @field_validator("smtp_from")
+    @classmethod
+    def _smtp_from(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None or not value.strip():
+            if info.data.get("smtp_url"):
+                raise ValueError("required when SIGNOFF_SMTP_URL is set (the From address)")
+            return None
+        from approvals.mail.addresses import sender_address
+
+        sender_address(value)
+        return value.strip()
 
     def base_url(self) -> str:
         """The URL people use to reach this service."""

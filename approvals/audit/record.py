@@ -45,6 +45,8 @@ from gateway_plugin.policy import canonical_json
 # Every event type the service records.
 REQUEST_CREATED = "request.created"
 REQUEST_NOTIFIED = "request.notified"
+REQUEST_REMINDED = "request.reminded"
+REQUEST_ESCALATED = "request.escalated"
 DECISION_RECORDED = "decision.recorded"
 QUORUM_REACHED = "quorum.reached"
 REQUEST_APPROVED = "request.approved"
@@ -68,6 +70,8 @@ GRANT_USED = "grant.used"
 EVENT_TYPES: tuple[str, ...] = (
     REQUEST_CREATED,
     REQUEST_NOTIFIED,
+    REQUEST_REMINDED,
+    REQUEST_ESCALATED,
     DECISION_RECORDED,
     QUORUM_REACHED,
     REQUEST_APPROVED,
@@ -95,7 +99,9 @@ GATEWAY_EVENT_TYPES: tuple[str, ...] = (
     CALL_CONFIRMED,
     CALL_DECLINED,
 )
-CHANNELS: tuple[str, ...] = ("api", "dashboard", "slack", "cli", "sweeper", "gateway")
+CHANNELS: tuple[str, ...] = (
+    "api", "dashboard", "slack", "cli", "sweeper", "gateway", "email", "teams",
+)  # fmt: skip
 
 
 @dataclass

@@ -175,6 +175,17 @@ def _outcome_line(request: RequestPublic) -> str:
     return line
 
 
+def _escalation_field(request: RequestPublic, policy: Policy | None) -> str:
+    """Who joins the approvers when: "Escalated" once a step was announced."""
+    lines = []
+    for step in request.escalations:
+        who = " ".join(_mention(policy, name) for name in step.members)
+        verb = "escalated" if step.announced else "escalates"
+        lines.append(f"{verb} {slack_date(step.at)}: {escape(step.group)} {who}")
+    title = "*Escalated*" if any(s.announced for s in request.escalations) else "*Escalation*"
+    return title + "\n" + "\n".join(lines)
+
+
 def _title(request: RequestPublic) -> str:
     return f"{_STATUS_TITLE.get(request.status, request.status)}: {request.tool}"[:150]
 
@@ -231,6 +242,8 @@ def request_card(
         MarkdownTextObject(text=f"*Expires*\n{slack_date(request.expires_at)}"),
         MarkdownTextObject(text=f"*Request*\n<{url}|{request.id}>"),
     ]
+    if request.escalations:
+        fields.append(MarkdownTextObject(text=_escalation_field(request, policy)))
     blocks.append(SectionBlock(block_id="facts", fields=fields))
     redact = policy.redact if policy is not None else ()
     blocks.append(

@@ -2,8 +2,10 @@
 
 Checks here: group members are declared approvers, no name is both an
 approver and a group, every `approvers` reference resolves, `quorum` does not
-exceed the eligible approvers, server/tool keys are well formed, and limits
-that share a counter agree on window, max and scope (they share one bucket).
+exceed the eligible approvers, server/tool keys are well formed, limits
+that share a counter agree on window, max and scope (they share one bucket),
+and `escalate` names known groups at times before the timeout (as does
+`remind_every`), after approvers are named.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, NoReturn
 
 from gateway_plugin.policy.conditions import compile_conditions
+from gateway_plugin.policy.durations import format_duration
 from gateway_plugin.policy.engine import CompiledEntry, CompiledRule, Policy
 from gateway_plugin.policy.errors import PolicyError, json_path
 from gateway_plugin.policy.matching import parse_key
@@ -20,11 +23,13 @@ from gateway_plugin.policy.results import (
     ApprovalSpec,
     Approver,
     ApproverGroup,
+    EscalationSpec,
     LimitSpec,
     Webhook,
 )
 from gateway_plugin.policy.schema import (
     ApprovalFields,
+    EscalationModel,
     LimitModel,
     PolicyFileModel,
     RuleModel,
@@ -55,7 +60,7 @@ class _Compiler:
         self.source = source
         self.document = document
         self.approvers = {
-            name: Approver(name=name, slack_user=item.slack_user)
+            name: Approver(name=name, slack_user=item.slack_user, email=item.email)
             for name, item in model.approvers.items()
         }
         self.groups: dict[str, ApproverGroup] = {}
@@ -113,7 +118,10 @@ class _Compiler:
                     self.fail(path, f"member {member!r} is listed twice")
                 seen.add(member)
             self.groups[name] = ApproverGroup(
-                name=name, members=list(group.members), slack_channel=group.slack_channel
+                name=name,
+                members=list(group.members),
+                slack_channel=group.slack_channel,
+                teams_webhook=group.teams_webhook,
             )
 
     def _check_key(self, path: Path, key: str) -> None:
@@ -219,21 +227,75 @@ class _Compiler:
             return getattr(entry, name) if value is None else value
 
         timeout = field("timeout")
+        timeout_seconds = timeout if isinstance(timeout, float) else DEFAULT_TIMEOUT_SECONDS
         hold = field("hold")
         on_timeout = field("on_timeout")
         reason = field("reason")
         editable = field("editable")
+        remind_every, remind_path = pick("remind_every")
+        if isinstance(remind_every, float) and remind_every >= timeout_seconds:
+            self.fail(
+                remind_path,
+                f"remind_every {format_duration(remind_every)} is not shorter than the timeout "
+                f"{format_duration(timeout_seconds)}: no reminder would ever be sent",
+            )
+        escalate, escalate_path = pick("escalate")
+        escalations = self._escalations(escalate_path, escalate, names, group, timeout_seconds)
         return ApprovalSpec(
             group=group,
             approvers=names,
             quorum=quorum,
-            timeout_seconds=timeout if isinstance(timeout, float) else DEFAULT_TIMEOUT_SECONDS,
+            timeout_seconds=timeout_seconds,
             on_timeout="allow" if on_timeout == "allow" else "deny",
             hold_seconds=hold if isinstance(hold, float) else None,
             slack_channel=channel,
             reason=reason if isinstance(reason, str) else None,
             editable=editable is not False,
+            remind_every_seconds=remind_every if isinstance(remind_every, float) else None,
+            escalations=escalations,
         )
+
+    def _escalations(
+        self,
+        path: Path,
+        escalate: object,
+        names: tuple[str, ...],
+        group: str | None,
+        timeout_seconds: float,
+    ) -> tuple[EscalationSpec, ...]:
+        """The `escalate` steps, checked: known groups, before the timeout, approvers named."""
+        if not isinstance(escalate, list) or not escalate:
+            return ()
+        if not names:
+            self.fail(
+                path,
+                "escalate needs approvers: where the policy names none, every approver "
+                "may decide already",
+            )
+        steps: list[EscalationSpec] = []
+        for index, step in enumerate(escalate):
+            assert isinstance(step, EscalationModel)
+            target = self.groups.get(step.to)
+            if target is None:
+                known = ", ".join(self.groups) or "none"
+                self.fail((*path, index, "to"), f"unknown group {step.to!r} (groups: {known})")
+            if step.to == group:
+                self.fail(
+                    (*path, index, "to"),
+                    f"{step.to!r} is the group that is asked already; escalate to another group",
+                )
+            if step.after >= timeout_seconds:
+                self.fail(
+                    (*path, index, "after"),
+                    f"after {format_duration(step.after)} is not shorter than the timeout "
+                    f"{format_duration(timeout_seconds)}: the request would expire first",
+                )
+            steps.append(
+                EscalationSpec(
+                    after_seconds=step.after, group=target.name, members=tuple(target.members)
+                )
+            )
+        return tuple(sorted(steps, key=lambda s: s.after_seconds))
 
     def _resolve_approvers(
         self, path: Path, reference: object

@@ -400,4 +400,8 @@ def describe_approval(approval: ApprovalSpec) -> str:
     ]
     if approval.slack_channel:
         parts.append(f"Slack channel {approval.slack_channel}")
+    if approval.remind_every_seconds is not None:
+        parts.append(f"remind every {format_duration(approval.remind_every_seconds)}")
+    for step in approval.escalations:
+        parts.append(f"escalate to {step.group} after {format_duration(step.after_seconds)}")
     return ", ".join(parts)

@@ -36,6 +36,8 @@ class Approver(_Frozen):
 
     name: str
     slack_user: str | None = None
+    # Where email notifications go (validated at load: one plain address, no display name).
+    email: str | None = None
 
 
 class ApproverGroup(_Frozen):
@@ -44,6 +46,17 @@ class ApproverGroup(_Frozen):
     name: str
     members: list[str]
     slack_channel: str | None = None
+    # A Microsoft Teams Workflows / incoming webhook URL that gets the group's cards.
+    teams_webhook: str | None = None
+
+
+class EscalationSpec(_Frozen):
+    """`after_seconds` past a request's creation with no decision, `group`'s `members`
+    may decide it too (and are notified)."""
+
+    after_seconds: float
+    group: str
+    members: tuple[str, ...]
 
 
 class Webhook(_Frozen):
@@ -91,6 +104,10 @@ class ApprovalSpec(_Frozen):
     reason: str | None = None
     # Whether an approver may change the arguments before approving them.
     editable: bool = True
+    # Notify the approvers again this often while the request is pending (None: never).
+    remind_every_seconds: float | None = None
+    # Ordered by `after_seconds`; each one is shorter than the timeout.
+    escalations: tuple[EscalationSpec, ...] = ()
 
 
 class Evaluation(_Frozen):

@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 from pydantic_core import PydanticCustomError
 
+from gateway_plugin.policy.addresses import plain_address
 from gateway_plugin.policy.durations import parse_duration
 from gateway_plugin.policy.errors import describe_value
 from gateway_plugin.policy.results import Action, NotificationEvent, OnTimeout, Scope, Window
@@ -167,6 +168,8 @@ def _distinct_events(value: list[str]) -> list[str]:
 
 
 NonEmptyStr = Annotated[str, AfterValidator(_non_empty)]
+Email = Annotated[str, AfterValidator(plain_address)]
+WebhookUrl = Annotated[str, AfterValidator(_webhook_url)]
 Duration = Annotated[float | None, BeforeValidator(_duration)]
 PositiveDuration = Annotated[float | None, BeforeValidator(_duration), AfterValidator(_positive)]
 ApproversRef = Annotated[str | tuple[str, ...] | None, BeforeValidator(_approvers)]
@@ -219,6 +222,13 @@ class LimitModel(StrictModel):
     scope: Scope = "grant"
 
 
+class EscalationModel(StrictModel):
+    """`{"after": "30m", "to": "oncall"}`: that long with no decision, group `to` may decide."""
+
+    after: Annotated[float, BeforeValidator(_duration), AfterValidator(_positive)]
+    to: NonEmptyStr
+
+
 class ApprovalFields(StrictModel):
     """Fields shared by tool entries and rules; a rule's fields override its entry's."""
 
@@ -232,6 +242,8 @@ class ApprovalFields(StrictModel):
     message: str | None = Field(default=None, min_length=1, max_length=2000)
     # False: approvers may only approve or reject the call as made, never edit its arguments.
     editable: bool | None = None
+    remind_every: PositiveDuration = None
+    escalate: list[EscalationModel] | None = None
 
 
 class RuleModel(ApprovalFields):
@@ -256,6 +268,7 @@ class ApproverModel(StrictModel):
     """An entry of `approvers`."""
 
     slack_user: str | None = None
+    email: Email | None = None
 
 
 class GroupModel(StrictModel):
@@ -263,6 +276,7 @@ class GroupModel(StrictModel):
 
     members: list[NonEmptyStr] = Field(min_length=1)
     slack_channel: str | None = None
+    teams_webhook: WebhookUrl | None = None
 
 
 class WebhookModel(StrictModel):

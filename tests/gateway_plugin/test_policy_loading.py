@@ -367,4 +367,4 @@ def test_unknown_keys_list_what_is_allowed() -> None:
     error = error_of(policy_with(approvers={"alice": {"slack": "U1"}}))
 
     assert error.location == "$.approvers.alice.slack"
-    assert error.reason.endswith("allowed: slack_user")
+    assert error.reason.endswith("allowed: slack_user, email")

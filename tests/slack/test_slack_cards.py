@@ -197,3 +197,26 @@ def test_the_thread_holds_one_reply_per_vote_in_order() -> None:
         ":x: bob rejected via the CLI: &lt;b&gt;no&lt;/b&gt;",
     ]
     assert cards.thread_replies(request()) == []
+
+
+def test_the_card_shows_the_escalation_before_and_after_it_happens() -> None:
+    step: dict[str, Any] = {
+        "group": "oncall",
+        "members": ["alice", "eve"],
+        "after_seconds": 1800.0,
+        "at": NOW + timedelta(minutes=30),
+        "announced": False,
+    }
+    before = rendered(
+        cards.request_card(request(escalations=[step]), base_url="https://s", policy=POLICY)
+    )
+    after = rendered(
+        cards.request_card(
+            request(escalations=[{**step, "announced": True}]), base_url="https://s", policy=POLICY
+        )
+    )
+
+    assert "*Escalation*" in before and "escalates <!date^" in before
+    assert "*Escalated*" in after and "escalated <!date^" in after
+    assert "oncall <@U0ALICE> eve" in after
+    assert "Escalat" not in rendered(cards.request_card(request(), base_url="https://s"))
