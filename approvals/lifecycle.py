@@ -13,7 +13,8 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -33,6 +34,7 @@ from approvals.models import ApprovalRequest, Decision, RequestStatus, Role, utc
 from approvals.request_store import RequestRow
 from approvals.schemas import RequestCreate, RequestPublic, printable
 from gateway_plugin.policy import Policy, canonical_arguments_hash, redact_arguments
+from gateway_plugin.policy.preview import cap_text, mask_text
 
 
 class LifecycleError(Exception):
@@ -89,6 +91,8 @@ class ApprovalTerms:
     remind_every_seconds: float | None = None
     # As stored on the request: [{"after_seconds", "group", "members"}], in time order.
     escalations: tuple[dict[str, Any], ...] = ()
+    # The rule's redaction globs, for the preview's text as for the arguments.
+    redact: tuple[str, ...] = ()
 
 
 def approval_terms(policy: Policy | None, data: RequestCreate) -> ApprovalTerms:
@@ -133,7 +137,21 @@ def approval_terms(policy: Policy | None, data: RequestCreate) -> ApprovalTerms:
             {"after_seconds": s.after_seconds, "group": s.group, "members": list(s.members)}
             for s in approval.escalations
         ),
+        redact=evaluation.redact,
     )
+
+
+def shown_preview(data: RequestCreate, terms: ApprovalTerms) -> dict[str, Any] | None:
+    """The preview as stored and shown: masked as the arguments are (a secret it echoes
+    back included), then capped."""
+    if data.preview is None:
+        return None
+    preview = data.preview.model_copy()
+    if preview.text is not None:
+        preview.text = cap_text(mask_text(preview.text, data.arguments, terms.redact))
+    if preview.error is not None:
+        preview.error = mask_text(preview.error, data.arguments, terms.redact)
+    return preview.model_dump(mode="json")
 
 
 def new_request_id() -> str:
@@ -323,6 +341,7 @@ def create_request(
                 "idempotency_key": idempotency_key,
                 "created_at": now,
                 "expires_at": now + timedelta(seconds=terms.timeout_seconds),
+                "preview": shown_preview(data, terms),
                 **_UNDECIDED,
                 **_schedule(terms, now),
             },
@@ -723,6 +742,60 @@ def _refusal(exc: edits.EditRefused) -> LifecycleError:
     error = LifecycleError(exc.message, code=exc.code)
     error.status = exc.status
     return error
+
+
+@dataclass(frozen=True)
+class Refused:
+    """A vote of a batch that a rule refused (the others went ahead)."""
+
+    request_id: str
+    code: str
+    message: str
+    status: int
+
+
+# At most this many requests are decided in one batch.
+MAX_BATCH = 100
+
+
+def decide_each(
+    sessions: Callable[[], AbstractContextManager[WriteScope]],
+    request_ids: Sequence[str],
+    *,
+    approver: str,
+    decision: str,
+    comment: str | None = None,
+    channel: str = "dashboard",
+    role: str = Role.APPROVER,
+    seen_hashes: Mapping[str, str] | None = None,
+) -> list[Decided | Refused]:
+    """The same vote on several requests, each its own `decide` in its own transaction:
+    every rule applies to each one, and a refusal (not an approver of that call, already
+    decided, expired, unknown, its arguments edited since `seen_hashes` said) is reported
+    for that request while the others go ahead."""
+    if decision not in ("approve", "reject"):
+        raise LifecycleError("decision must be 'approve' or 'reject'", code="invalid_decision")
+    if len(request_ids) > MAX_BATCH:
+        raise Unprocessable(f"at most {MAX_BATCH} requests at once", code="batch_too_large")
+    outcomes: list[Decided | Refused] = []
+    for request_id in dict.fromkeys(request_ids):
+        try:
+            with sessions() as session:
+                outcomes.append(
+                    decide(
+                        session,
+                        request_id,
+                        approver=approver,
+                        decision=decision,
+                        comment=comment,
+                        channel=channel,
+                        role=role,
+                        seen_hash=(seen_hashes or {}).get(request_id),
+                    )
+                )
+        except LifecycleError as exc:
+            outcomes.append(Refused(request_id, exc.code, exc.message, exc.status))
+    return outcomes
 
 
 def _expire(session: WriteScope, request: ApprovalRequest | RequestRow, now: datetime) -> None:

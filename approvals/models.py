@@ -119,6 +119,9 @@ class ApprovalRequest(SQLModel, table=True):
     )
     approved_arguments_hash: str | None = Field(default=None, max_length=64)
     edited_by: str | None = Field(default=None, max_length=255)
+    # What the rule's read-only preview call showed ({"status", "text", "error"}, masked and
+    # capped), or None. Display only: never part of what an approval is bound to.
+    preview: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
     # Bumped on every state change; updates compare-and-set on it.
     version: int = 0
     # Reminders and escalation, from the policy when the request was made (like its

@@ -1,4 +1,4 @@
-"""Read-side queries: listing requests newest first with an opaque cursor."""
+"""Read-side queries: listing and searching requests newest first with an opaque cursor."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import base64
 import json
 from datetime import UTC, datetime
 
-from sqlalchemy import and_, or_
+from sqlalchemy import ColumnElement, Text, and_, cast, func, or_
 from sqlmodel import Session, col, select
 from sqlmodel.sql.expression import SelectOfScalar
 
@@ -37,24 +37,64 @@ def _decode_cursor(cursor: str) -> tuple[datetime, str]:
         raise LifecycleError("cursor is not valid", code="invalid_cursor") from exc
 
 
+def search_clause(q: str) -> ColumnElement[bool]:
+    """Requests whose tool, caller or arguments text contains `q` (any case).
+
+    Arguments are searched as stored, so masked values (`***`) never match what they
+    hide: a search cannot be used to guess a secret. They are stored as JSON, where
+    quotes, backslashes and non-ASCII characters are escaped; both forms are tried."""
+    escaped = json.dumps(q)[1:-1]
+    arguments = cast(col(ApprovalRequest.arguments), Text)
+    options = [
+        col(ApprovalRequest.tool).icontains(q, autoescape=True),
+        col(ApprovalRequest.caller).icontains(q, autoescape=True),
+        arguments.icontains(q, autoescape=True),
+    ]
+    if escaped != q:
+        options.append(arguments.icontains(escaped, autoescape=True))
+    return or_(*options)
+
+
+def _conditions(status: str | None, tool: str | None, q: str | None) -> list[ColumnElement[bool]]:
+    conditions: list[ColumnElement[bool]] = []
+    if status is not None:
+        if status not in {s.value for s in RequestStatus}:
+            allowed = ", ".join(s.value for s in RequestStatus)
+            raise LifecycleError(f"status must be one of {allowed}", code="invalid_status")
+        conditions.append(col(ApprovalRequest.status) == status)
+    if tool is not None:
+        conditions.append(col(ApprovalRequest.tool) == tool)
+    if q:
+        conditions.append(search_clause(q))
+    return conditions
+
+
 def list_requests(
     session: Session,
     *,
     status: str | None = None,
     tool: str | None = None,
+    q: str | None = None,
     limit: int = 50,
     cursor: str | None = None,
 ) -> tuple[list[ApprovalRequest], str | None]:
     """Requests newest first, filtered, with the cursor of the next page (None on the last)."""
-    query = select(ApprovalRequest)
-    if status is not None:
-        if status not in {s.value for s in RequestStatus}:
-            allowed = ", ".join(s.value for s in RequestStatus)
-            raise LifecycleError(f"status must be one of {allowed}", code="invalid_status")
-        query = query.where(ApprovalRequest.status == status)
-    if tool is not None:
-        query = query.where(ApprovalRequest.tool == tool)
+    query = select(ApprovalRequest).where(*_conditions(status, tool, q))
     return page_newest_first(session, query, limit=limit, cursor=cursor)
+
+
+def count_requests(session: Session, *, status: str | None = None, q: str | None = None) -> int:
+    """How many requests `list_requests` would page through with these filters."""
+    query = select(func.count()).select_from(ApprovalRequest).where(*_conditions(status, None, q))
+    return int(session.exec(query).one())
+
+
+def matches(session: Session, request_id: str, q: str) -> bool:
+    """Whether the request with this id is one a search for `q` finds."""
+    query = select(ApprovalRequest.id).where(
+        col(ApprovalRequest.id) == request_id, search_clause(q)
+    )
+    return session.exec(query).first() is not None
 
 
 def page_newest_first(

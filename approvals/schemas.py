@@ -11,6 +11,7 @@ from pydantic_core import PydanticCustomError, PydanticSerializationError
 
 from approvals.models import ApprovalRequest, Decision, RequestStatus
 from approvals.request_store import RequestRow
+from gateway_plugin.policy.preview import PREVIEW_ERROR_MAX_CHARS, cap_text
 
 Channel = Literal["api", "cli", "dashboard", "slack", "gateway", "sweeper"]
 
@@ -27,6 +28,31 @@ POLICY_FIELDS = (
     "reason",
     "policy_key",
 )
+
+
+class RequestPreview(BaseModel):
+    """What a rule's preview call showed approvers, or why it failed.
+
+    A gateway's text is capped here too (64 KiB of UTF-8, with a visible mark), whatever
+    the gateway did; display only, never hashed."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    status: Literal["ok", "failed"]
+    text: str | None = None
+    error: str | None = None
+
+    @model_validator(mode="after")
+    def _shape(self) -> RequestPreview:
+        if self.status == "ok" and self.error is not None:
+            raise ValueError("an ok preview carries no error")
+        if self.status == "failed" and not self.error:
+            raise ValueError("a failed preview says why in error")
+        if self.text is not None:
+            self.text = cap_text(self.text)
+        if self.error is not None:
+            self.error = self.error[:PREVIEW_ERROR_MAX_CHARS]
+        return self
 
 
 class RequestCreate(BaseModel):
@@ -48,6 +74,8 @@ class RequestCreate(BaseModel):
     arguments: dict[str, Any] = Field(default_factory=dict)
     # Optional: the gateway's own hash of `arguments`; it must agree with the service's.
     arguments_hash: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+    # What the rule's preview call showed, made by the gateway before it asked.
+    preview: RequestPreview | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -163,6 +191,8 @@ class RequestPublic(BaseModel):
     channel: str | None
     claimed_at: datetime | None
     outcome: OutcomePublic | None
+    # What the rule's read-only preview call showed (masked like the arguments), if any.
+    preview: RequestPreview | None = None
     decisions: list[DecisionPublic]
     # From the policy at creation: how often approvers are reminded, who is added when.
     remind_every_seconds: float | None = None
@@ -210,6 +240,7 @@ class RequestPublic(BaseModel):
             channel=request.decision_channel,
             claimed_at=request.claimed_at,
             outcome=outcome,
+            preview=RequestPreview.model_validate(request.preview) if request.preview else None,
             decisions=[
                 DecisionPublic(
                     approver=d.approver,

@@ -11,6 +11,7 @@ import asyncio
 import hashlib
 import logging
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -26,12 +27,19 @@ from gateway_plugin.policy import (
     canonical_arguments_hash,
     redact_arguments,
 )
+from gateway_plugin.policy.preview import (
+    PREVIEW_ERROR_MAX_CHARS,
+    PreviewTemplateError,
+    cap_text,
+    fill,
+)
+from gateway_plugin.policy.results import PreviewSpec
 from gateway_plugin.service_client import (
     ServiceClient,
     ServiceRefused,
     ServiceUnavailable,
 )
-from gateway_plugin.wire import ApprovalRequestView, CreateRequest, GrantUseRequest
+from gateway_plugin.wire import ApprovalRequestView, CreateRequest, GrantUseRequest, Preview
 
 if TYPE_CHECKING:
     from gateway_plugin.decision_stream import DecisionStream
@@ -41,6 +49,12 @@ log = logging.getLogger(__name__)
 Forward = Callable[[], Awaitable[CallToolResult]]
 # Runs the call with other arguments (those an approver changed); None: the host cannot.
 ForwardWith = Callable[[dict[str, Any]], Awaitable[CallToolResult]]
+# Runs another tool on the held call's own upstream session (for previews).
+SideCall = Callable[[str, dict[str, Any]], Awaitable[CallToolResult]]
+# Set by a host around each tool call it can make side calls for (the built-in proxy,
+# see `proxy.forwarding`): the gate makes a rule's preview call through it. Unset, a
+# preview is attached as failed.
+SIDE_CALL: ContextVar[SideCall | None] = ContextVar("signoff_side_call", default=None)
 ProgressFn = Callable[[float, float | None, str | None], Awaitable[None]]
 _Answer = TypeVar("_Answer")
 
@@ -70,6 +84,19 @@ def error_result(text: str) -> CallToolResult:
 def _summary(result: CallToolResult, limit: int = 500) -> str:
     texts = [block.text for block in result.content if isinstance(block, TextContent)]
     return " ".join(texts)[:limit]
+
+
+def _preview_text(result: CallToolResult) -> str:
+    """A tool result as text: text blocks as they are, other blocks named."""
+    parts = [
+        block.text if isinstance(block, TextContent) else f"[{block.type} content]"
+        for block in result.content
+    ]
+    return "\n".join(parts)
+
+
+def _failed_preview(error: str) -> Preview:
+    return Preview(status="failed", error=error[:PREVIEW_ERROR_MAX_CHARS])
 
 
 class ApprovalGate:
@@ -318,6 +345,11 @@ class ApprovalGate:
     async def open_request(self, call: ToolCall) -> ApprovalRequestView:
         """Queue `call` for approval (an identical pending call attaches to its request)."""
         arguments = dict(call.arguments)
+        caller = await self.caller_of(call)
+        approval = self.evaluate(call).approval
+        preview = None
+        if approval is not None and approval.preview is not None:
+            preview = await self.preview(call, approval.preview, SIDE_CALL.get(), caller)
         # The call as it will run, unmasked: the service hashes exactly these arguments
         # (and masks them before storing), and takes approvers, quorum and timeout from
         # its own policy. The hash we send makes it refuse if we disagree on the call.
@@ -325,12 +357,48 @@ class ApprovalGate:
             CreateRequest(
                 tool=call.tool,
                 server=call.server,
-                caller=await self.caller_of(call),
+                caller=caller,
                 session_id=call.session,
                 arguments=arguments,
                 arguments_hash=canonical_arguments_hash(arguments),
+                preview=preview,
             )
         )
+
+    async def preview(
+        self, call: ToolCall, spec: PreviewSpec, side_call: SideCall | None, caller: str
+    ) -> Preview:
+        """Make the rule's preview call, or say why it failed; never raises (a failed
+        preview is shown as failed and never blocks the request).
+
+        The preview call is held to the policy as if the agent had made it: it runs only
+        when the policy allows it with the filled-in arguments, within its limits."""
+        if side_call is None:
+            return _failed_preview("this gateway host cannot make preview calls")
+        try:
+            arguments = fill(spec.arguments, call.arguments)
+        except PreviewTemplateError as exc:
+            return _failed_preview(str(exc))
+        evaluation = self.policy.evaluate(spec.tool, arguments, call.server or None)
+        if evaluation.hidden or evaluation.action != "allow":
+            action = "hide" if evaluation.hidden else evaluation.action
+            return _failed_preview(f"the policy says {action} for {spec.tool}; not previewed")
+        violation = self.limiter.check_and_consume(
+            evaluation.limits, grant=caller or self._grant_key, session=call.session
+        )
+        if violation is not None:
+            return _failed_preview(f"{spec.tool} is rate limited: {violation.message}")
+        try:
+            with anyio.fail_after(spec.timeout_seconds):
+                result = await side_call(spec.tool, arguments)
+        except TimeoutError:
+            return _failed_preview(f"{spec.tool} did not answer within {spec.timeout_seconds:g}s")
+        except Exception as exc:  # whatever the upstream does, the request goes ahead
+            return _failed_preview(f"{spec.tool} failed: {type(exc).__name__}: {exc}")
+        text = cap_text(_preview_text(result))
+        if result.is_error:
+            return _failed_preview(f"{spec.tool} returned an error: {text}")
+        return Preview(status="ok", text=text)
 
     async def run_decided(
         self,

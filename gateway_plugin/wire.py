@@ -8,6 +8,14 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict
 
 
+class Preview(BaseModel):
+    """What a rule's preview call showed, or why it failed (display only; never hashed)."""
+
+    status: Literal["ok", "failed"]
+    text: str | None = None
+    error: str | None = None
+
+
 class CreateRequest(BaseModel):
     """Body of POST /api/v1/requests: the call only; its approval terms are the service's."""
 
@@ -18,6 +26,7 @@ class CreateRequest(BaseModel):
     arguments: dict[str, Any]
     # The service computes its own; sending ours makes it refuse a call we see differently.
     arguments_hash: str | None = None
+    preview: Preview | None = None
 
 
 class DecisionView(BaseModel):

@@ -81,12 +81,14 @@ def list_requests(
     _: ListerDep,
     status: RequestStatus | None = None,
     tool: Annotated[str | None, Query(max_length=255)] = None,
+    q: Annotated[str | None, Query(max_length=200)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
 ) -> RequestPage:
-    """Requests newest first, filtered by status and tool, one page at a time."""
+    """Requests newest first, filtered by status, tool and a search (`q`: text in the tool,
+    caller or arguments, any case), one page at a time."""
     rows, next_cursor = queries.list_requests(
-        session, status=status, tool=tool, limit=limit, cursor=cursor
+        session, status=status, tool=tool, q=q or None, limit=limit, cursor=cursor
     )
     return RequestPage(
         items=[lifecycle.readable(session, r) for r in rows], next_cursor=next_cursor

@@ -7,7 +7,7 @@ from pathlib import Path
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from approvals.dashboard import grants_page
+from approvals.dashboard import batch, grants_page, history_page
 from approvals.dashboard.auth import Signer, secret_key_from
 from approvals.dashboard.routes import SignInRequired, router, signin_redirect
 from approvals.settings import Settings
@@ -24,3 +24,5 @@ def install(app: FastAPI, settings: Settings) -> None:
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.include_router(router)
     app.include_router(grants_page.router)
+    app.include_router(history_page.router)
+    app.include_router(batch.router)

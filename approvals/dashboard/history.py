@@ -66,14 +66,3 @@ def search(
     except LifecycleError:
         # A mangled link: start from the newest rather than show an error page.
         return page_newest_first(session, query, limit=limit, cursor=None)
-
-
-def pending(session: Session, limit: int = 500) -> list[ApprovalRequest]:
-    """The pending queue, newest first."""
-    rows = session.exec(
-        select(ApprovalRequest)
-        .where(ApprovalRequest.status == RequestStatus.PENDING)
-        .order_by(col(ApprovalRequest.created_at).desc(), col(ApprovalRequest.id).desc())
-        .limit(limit)
-    ).all()
-    return list(rows)

@@ -1,4 +1,4 @@
-"""Dashboard pages: sign-in, the live queue, history and request details.
+"""Dashboard pages: sign-in, the live queue and single decisions.
 
 Server-rendered HTML (Jinja2) with a little plain JavaScript (static/app.js)
 that keeps the queue live over `WS /api/v1/events`. Decisions go through
@@ -16,12 +16,11 @@ from fastapi import APIRouter, Depends, Form, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
-from sqlalchemy.engine import Engine
 
-from approvals import lifecycle
+from approvals import lifecycle, queries
 from approvals.api.deps import EngineDep
 from approvals.api.errors import ApiError, error_body
-from approvals.dashboard import decisions, history
+from approvals.dashboard import decisions
 from approvals.dashboard.auth import (
     CSRF_HEADER,
     DASHBOARD_ROLES,
@@ -32,16 +31,21 @@ from approvals.dashboard.auth import (
     load_session,
 )
 from approvals.dashboard.present import (
-    STATUS_LABELS,
     age,
     countdown,
     stamp,
     view,
 )
-from approvals.dashboard.timeline import timeline
+from approvals.dashboard.queue import (
+    MAX_RESYNC,
+    PAGE_SIZE,
+    QueuePage,
+    pending_page,
+    search_text,
+)
 from approvals.db import read_session, session_scope
 from approvals.events import attach_hub
-from approvals.models import RequestStatus, utcnow
+from approvals.models import utcnow
 from approvals.tokens import authenticate
 
 HERE = Path(__file__).resolve().parent
@@ -234,35 +238,69 @@ def _csrf_refused(request: Request, *, wants_json: bool) -> Response:
 # --- the queue -----------------------------------------------------------------------------
 
 
-def _queue_items(engine: Engine, person: DashboardSession) -> list[Any]:
-    with read_session(engine) as session:
-        return [view(session, r, person) for r in history.pending(session)]
+def _page_headers(response: Response, page: QueuePage) -> Response:
+    response.headers["X-Queue-Total"] = str(page.total)
+    response.headers["X-Next-Cursor"] = page.next_cursor or ""
+    return response
 
 
 @router.get("/")
-def queue_page(request: Request, engine: EngineDep, person: PersonDep) -> Response:
-    items = _queue_items(engine, person)
-    return _page(request, "queue.html", {"person": person, "page": "queue", "items": items})
+def queue_page(
+    request: Request, engine: EngineDep, person: PersonDep, q: str = "", cursor: str = ""
+) -> Response:
+    """The first page of pending requests matching the search `q` (or the page at `cursor`)."""
+    q = search_text(q)
+    page = pending_page(engine, person, q=q, limit=PAGE_SIZE, cursor=cursor[:512] or None)
+    next_url = None
+    if page.next_cursor:
+        next_url = "/?" + urlencode({**({"q": q} if q else {}), "cursor": page.next_cursor})
+    context = {
+        "person": person,
+        "page": "queue",
+        "items": page.items,
+        "total": page.total,
+        "q": q,
+        "next_cursor": page.next_cursor or "",
+        "next_url": next_url,
+        "paged": bool(cursor),
+        "max_batch": lifecycle.MAX_BATCH,
+    }
+    return _page(request, "queue.html", context)
 
 
 @router.get("/partials/queue")
-def queue_fragment(request: Request, engine: EngineDep, person: FragmentPersonDep) -> Response:
-    """The queue's items, for a client resyncing after (re)connecting."""
-    items = _queue_items(engine, person)
-    return _page(request, "_queue_items.html", {"person": person, "items": items})
+def queue_fragment(
+    request: Request,
+    engine: EngineDep,
+    person: FragmentPersonDep,
+    q: str = "",
+    cursor: str = "",
+    limit: int = PAGE_SIZE,
+) -> Response:
+    """A page of the queue's items: the next page (`cursor`), or the first `limit` for a
+    client resyncing after (re)connecting. Total and next cursor ride in headers."""
+    q = search_text(q)
+    page = pending_page(
+        engine, person, q=q, limit=max(1, min(limit, MAX_RESYNC)), cursor=cursor[:512] or None
+    )
+    response = _page(request, "_queue_items.html", {"person": person, "items": page.items})
+    return _page_headers(response, page)
 
 
 @router.get("/partials/requests/{request_id}")
 def item_fragment(
-    request: Request, request_id: str, engine: EngineDep, person: FragmentPersonDep
+    request: Request, request_id: str, engine: EngineDep, person: FragmentPersonDep, q: str = ""
 ) -> Response:
-    """One queue item, for a client told about a new or changed request."""
+    """One queue item, for a client told about a new or changed request; `data-match`
+    says whether the client's search `q` finds it."""
+    q = search_text(q)
     with read_session(engine) as session:
         try:
             item = view(session, lifecycle.get_request(session, request_id), person)
         except lifecycle.NotFound:
             return JSONResponse(error_body("not_found", "no such request"), status_code=404)
-    return _page(request, "_item.html", {"person": person, "item": item})
+        match = not q or queries.matches(session, request_id, q)
+    return _page(request, "_item.html", {"person": person, "item": item, "match": match})
 
 
 @router.post("/requests/{request_id}/decide")
@@ -316,81 +354,3 @@ async def decide(request: Request, request_id: str, engine: EngineDep) -> Respon
 def _text(value: object) -> str:
     """A form field's text (an upload, or nothing, is empty)."""
     return value if isinstance(value, str) else ""
-
-
-# --- history and details ----------------------------------------------------------------
-
-
-@router.get("/history")
-def history_page(
-    request: Request,
-    engine: EngineDep,
-    person: PersonDep,
-    status: str = "",
-    tool: str = "",
-    approver: str = "",
-    since: str = "",
-    until: str = "",
-    cursor: str = "",
-) -> Response:
-    error = None
-    try:
-        since_day, until_day = history.parse_day(since), history.parse_day(until)
-    except ValueError:
-        since_day = until_day = None
-        error = "Dates must look like 2026-01-31."
-    filters = history.Filters(
-        status=status if status in STATUS_LABELS else None,
-        tool=tool.strip()[:255] or None,
-        approver=approver.strip()[:255] or None,
-        since=since_day,
-        until=until_day,
-    )
-    with read_session(engine) as session:
-        rows, next_cursor = history.search(session, filters, cursor=cursor or None)
-        items = [view(session, r, person) for r in rows]
-    next_url = None
-    if next_cursor:
-        next_url = "/history?" + urlencode({**filters.query_string(), "cursor": next_cursor})
-    return _page(
-        request,
-        "history.html",
-        {
-            "person": person,
-            "page": "history",
-            "items": items,
-            "filters": filters,
-            "statuses": list(STATUS_LABELS.items()),
-            "next_url": next_url,
-            "error": error,
-        },
-    )
-
-
-@router.get("/requests/{request_id}")
-def detail_page(
-    request: Request, request_id: str, engine: EngineDep, person: PersonDep
-) -> Response:
-    with read_session(engine) as session:
-        try:
-            item = view(session, lifecycle.get_request(session, request_id), person)
-        except lifecycle.NotFound:
-            return _page(
-                request,
-                "error.html",
-                {"person": person, "page": "error", "title": "Not found",
-                 "message": f"There is no request {request_id}.", "back": "/history"},
-                status_code=404,
-            )  # fmt: skip
-        entries = timeline(session, item.r)
-    return _page(
-        request,
-        "detail.html",
-        {
-            "person": person,
-            "page": "detail",
-            "item": item,
-            "timeline": entries,
-            "pending": item.r.status == RequestStatus.PENDING,
-        },
-    )

@@ -30,7 +30,7 @@ from slack_sdk.models.blocks import (
 )
 from slack_sdk.models.views import View
 
-from approvals.schemas import DecisionPublic, RequestPublic
+from approvals.schemas import DecisionPublic, RequestPreview, RequestPublic
 from gateway_plugin.policy import Policy, redact_arguments
 
 APPROVE_ACTION = "signoff_approve"
@@ -52,6 +52,7 @@ MAX_VALUE_CHARS = 200
 MAX_ARGUMENTS_CHARS = 1800
 MAX_LIST_ITEMS = 20
 MAX_KEYS = 40
+MAX_PREVIEW_CHARS = 1800
 
 _STATUS_TITLE = {
     "pending": ":raised_hand: Approval needed",
@@ -147,6 +148,25 @@ def format_arguments(arguments: Mapping[str, Any], redact: Sequence[str] = ()) -
     # A literal ``` inside would end the code block early.
     text = text.replace("```", "`\u200b``")
     return f"```{escape(text)}```"
+
+
+def format_preview(preview: RequestPreview) -> str:
+    """The preview as mrkdwn: its text in a code block (cut), or why it failed."""
+    if preview.status == "failed":
+        # 500 characters escape to at most 2500: within a section's 3000.
+        return "*Preview* failed: " + escape((preview.error or "no reason given")[:500])
+    text = (preview.text or "(empty)").replace("```", "`\u200b``")
+    # Cut by the escaped length: `&` alone becomes five characters, and a section
+    # holds at most 3000.
+    shown: list[str] = []
+    size = 0
+    for char in text:
+        size += len(escape(char))
+        if size > MAX_PREVIEW_CHARS:
+            shown.append("\n… (cut; the dashboard shows all of it)")
+            break
+        shown.append(escape(char))
+    return "*Preview*\n```" + "".join(shown) + "```"
 
 
 def _progress(request: RequestPublic) -> str:
@@ -254,6 +274,12 @@ def request_card(
             ),
         )
     )
+    if request.preview is not None:
+        blocks.append(
+            SectionBlock(
+                block_id="preview", text=MarkdownTextObject(text=format_preview(request.preview))
+            )
+        )
 
     if request.approved_arguments is not None:
         edited_by = escape(request.edited_by or "an approver")

@@ -17,7 +17,7 @@ from gateway_plugin.policy.conditions import compile_conditions
 from gateway_plugin.policy.durations import format_duration
 from gateway_plugin.policy.engine import CompiledEntry, CompiledRule, Policy
 from gateway_plugin.policy.errors import PolicyError, json_path
-from gateway_plugin.policy.matching import parse_key
+from gateway_plugin.policy.matching import is_glob, parse_key
 from gateway_plugin.policy.results import (
     DEFAULT_TIMEOUT_SECONDS,
     ApprovalSpec,
@@ -25,6 +25,7 @@ from gateway_plugin.policy.results import (
     ApproverGroup,
     EscalationSpec,
     LimitSpec,
+    PreviewSpec,
     Webhook,
 )
 from gateway_plugin.policy.schema import (
@@ -32,6 +33,7 @@ from gateway_plugin.policy.schema import (
     EscalationModel,
     LimitModel,
     PolicyFileModel,
+    PreviewModel,
     RuleModel,
     ToolEntryModel,
 )
@@ -46,6 +48,21 @@ def compile_policy(
 
     `document` is the policy as written, kept so the service can hand it to gateways."""
     return _Compiler(model, source, document).build()
+
+
+_PREVIEW_UNUSED = (
+    "a preview is shown to approvers, so it belongs on a require_approval entry or rule"
+)
+
+
+def _preview_spec(preview: object) -> PreviewSpec | None:
+    if not isinstance(preview, PreviewModel):
+        return None
+    if preview.timeout is None:
+        return PreviewSpec(tool=preview.tool, arguments=preview.arguments)
+    return PreviewSpec(
+        tool=preview.tool, arguments=preview.arguments, timeout_seconds=preview.timeout
+    )
 
 
 def _unique(items: Sequence[str]) -> tuple[str, ...]:
@@ -65,6 +82,9 @@ class _Compiler:
         }
         self.groups: dict[str, ApproverGroup] = {}
         self.counters: dict[str, tuple[LimitSpec, Path]] = {}
+        # (where the preview tool is named, the entry or rule, the tool): checked once
+        # the whole policy is compiled, since whether it is allowed depends on all of it.
+        self.previews: list[tuple[Path, Path, str]] = []
 
     def fail(self, path: Path, reason: str) -> NoReturn:
         raise PolicyError(self.source, json_path(path), reason)
@@ -79,7 +99,7 @@ class _Compiler:
         entries = [
             self._entry(key, entry, all_tools, top_redact) for key, entry in model.tools.items()
         ]
-        return Policy(
+        policy = Policy(
             source=self.source,
             name=model.name,
             description=model.description,
@@ -96,6 +116,25 @@ class _Compiler:
                 for hook in model.webhooks
             ],
         )
+        self._check_previews(policy)
+        return policy
+
+    def _check_previews(self, policy: Policy) -> None:
+        """A preview runs before any human looked: its tool must be one the policy allows
+        outright (for any arguments), so a preview can do nothing the agent could not."""
+        for where, owner, tool in self.previews:
+            key = owner[1]
+            server = None
+            if isinstance(key, str) and "/" in key:
+                server = key.split("/", 1)[0]
+                server = None if is_glob(server) else server
+            refusal = policy.refuses_outright(tool, server)
+            if refusal is not None:
+                self.fail(
+                    where,
+                    f"preview tool {tool!r} is not allowed by this policy ({refusal}); "
+                    "a preview must be a read-only call the policy allows",
+                )
 
     def _check_groups(self) -> None:
         declared = ", ".join(self.approvers) or "none"
@@ -161,6 +200,11 @@ class _Compiler:
         path: Path = ("tools", key)
         self._check_key(path, key)
         action = entry.action or "allow"
+        held = action == "require_approval" or any(
+            rule.action == "require_approval" for rule in entry.rules
+        )
+        if entry.preview is not None and not held:
+            self.fail((*path, "preview"), _PREVIEW_UNUSED)
         approval = None
         if action == "require_approval" or entry.approvers is not None or entry.quorum:
             # Checked even for an entry that allows, since its rules inherit these fields.
@@ -184,6 +228,8 @@ class _Compiler:
         )
 
     def _rule(self, path: Path, index: int, entry: ToolEntryModel, rule: RuleModel) -> CompiledRule:
+        if rule.preview is not None and rule.action != "require_approval":
+            self.fail((*path, "preview"), _PREVIEW_UNUSED)
         approval = None
         asks_people = rule.action in ("require_approval", "confirm")
         if asks_people or rule.approvers is not None or rule.quorum:
@@ -241,6 +287,9 @@ class _Compiler:
             )
         escalate, escalate_path = pick("escalate")
         escalations = self._escalations(escalate_path, escalate, names, group, timeout_seconds)
+        preview, preview_path = pick("preview")
+        if isinstance(preview, PreviewModel):
+            self.previews.append(((*preview_path, "tool"), path, preview.tool))
         return ApprovalSpec(
             group=group,
             approvers=names,
@@ -253,6 +302,7 @@ class _Compiler:
             editable=editable is not False,
             remind_every_seconds=remind_every if isinstance(remind_every, float) else None,
             escalations=escalations,
+            preview=_preview_spec(preview),
         )
 
     def _escalations(

@@ -213,6 +213,19 @@ class Policy:
         """Whether the decision for `tool` depends on the call's arguments (it has rules)."""
         return bool(self._resolve(server, tool).rules)
 
+    def refuses_outright(self, tool: str, server: str | None = None) -> str | None:
+        """Why some call of `tool` would not simply be allowed (hidden, denied, held, or a
+        rule that says so for some arguments), or None when every call of it is."""
+        resolved = self._resolve(server, tool)
+        if resolved.fallback.hidden:
+            return "it is hidden"
+        for _, evaluation in resolved.rules:
+            if evaluation.action != "allow":
+                return f"rule {evaluation.rule_index} says {evaluation.action}"
+        if resolved.fallback.action != "allow":
+            return f"it says {resolved.fallback.action}"
+        return None
+
     def evaluate(
         self, tool: str, arguments: Mapping[str, Any] | None, server: str | None = None
     ) -> Evaluation:
@@ -404,4 +417,6 @@ def describe_approval(approval: ApprovalSpec) -> str:
         parts.append(f"remind every {format_duration(approval.remind_every_seconds)}")
     for step in approval.escalations:
         parts.append(f"escalate to {step.group} after {format_duration(step.after_seconds)}")
+    if approval.preview is not None:
+        parts.append(f"preview {approval.preview.tool}")
     return ", ".join(parts)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
+
+from gateway_plugin.policy.preview import DEFAULT_PREVIEW_TIMEOUT_SECONDS
 
 # `confirm`: the person at the client confirms the call themselves (elicitation); never a vote.
 Action = Literal["allow", "deny", "require_approval", "confirm"]
@@ -89,6 +91,15 @@ class LimitSpec(_Frozen):
         return f"{self.max} per {self.window} {per} (counter {self.counter})"
 
 
+class PreviewSpec(_Frozen):
+    """A read-only call made before a held call is queued; its output is shown to approvers."""
+
+    tool: str
+    # A template: `{path}` placeholders take values from the held call's arguments.
+    arguments: dict[str, Any] = {}
+    timeout_seconds: float = DEFAULT_PREVIEW_TIMEOUT_SECONDS
+
+
 class ApprovalSpec(_Frozen):
     """Who must approve a suspended call, how many of them, and for how long to wait."""
 
@@ -108,6 +119,7 @@ class ApprovalSpec(_Frozen):
     remind_every_seconds: float | None = None
     # Ordered by `after_seconds`; each one is shorter than the timeout.
     escalations: tuple[EscalationSpec, ...] = ()
+    preview: PreviewSpec | None = None
 
 
 class Evaluation(_Frozen):

@@ -18,6 +18,7 @@ from pydantic_core import PydanticCustomError
 from gateway_plugin.policy.addresses import plain_address
 from gateway_plugin.policy.durations import parse_duration
 from gateway_plugin.policy.errors import describe_value
+from gateway_plugin.policy.preview import MAX_PREVIEW_TIMEOUT_SECONDS
 from gateway_plugin.policy.results import Action, NotificationEvent, OnTimeout, Scope, Window
 
 OPERATORS: tuple[str, ...] = (
@@ -229,6 +230,21 @@ class EscalationModel(StrictModel):
     to: NonEmptyStr
 
 
+def _preview_timeout(value: float | None) -> float | None:
+    if value is not None and value > MAX_PREVIEW_TIMEOUT_SECONDS:
+        raise ValueError(f"must be at most {MAX_PREVIEW_TIMEOUT_SECONDS:g}s")
+    return value
+
+
+class PreviewModel(StrictModel):
+    """`preview`: a read-only call whose output approvers see; `{path}` takes a value from
+    the held call's arguments (see `preview.py`)."""
+
+    tool: NonEmptyStr
+    arguments: dict[str, Any] = {}
+    timeout: Annotated[PositiveDuration, AfterValidator(_preview_timeout)] = None
+
+
 class ApprovalFields(StrictModel):
     """Fields shared by tool entries and rules; a rule's fields override its entry's."""
 
@@ -244,6 +260,7 @@ class ApprovalFields(StrictModel):
     editable: bool | None = None
     remind_every: PositiveDuration = None
     escalate: list[EscalationModel] | None = None
+    preview: PreviewModel | None = None
 
 
 class RuleModel(ApprovalFields):

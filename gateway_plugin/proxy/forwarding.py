@@ -22,6 +22,8 @@ What passes through (MCP SDK 2.3.0, handshake-era agents):
   data; a `CallToolResult` with `isError` is returned unchanged.
 - `tools/call` runs through the extensions' `intercept_tool_call` chain
   (first extension outermost); `visible_tool_filter` edits `tools/list` pages.
+  Inside the chain `context.upstream_tool_call()` runs another tool on the same
+  upstream session (a rule's preview call), without progress to the agent.
   The filter only hides: refusing calls to hidden tools is the interceptor's job.
 - Progress for forwarded requests reaches the agent when it sent a progressToken.
 - An agent's `notifications/cancelled` cancels the handler (the interceptor's
@@ -65,7 +67,7 @@ from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import mcp_types as types
 from mcp.client.session import ClientSession
-from mcp.server.context import ServerRequestContext
+from mcp.server.context import HandlerResult, ServerRequestContext
 from mcp.server.extension import Extension, compose_tool_call_handler
 from mcp.server.lowlevel import NotificationOptions, Server
 from mcp.server.models import InitializationOptions
@@ -80,6 +82,7 @@ from mcp_types import (
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import BaseModel, ValidationError
 
+from gateway_plugin.gate import SIDE_CALL
 from gateway_plugin.proxy.context import ProxyRunState, progress_reporter
 from gateway_plugin.proxy.relay import UpstreamRelay
 
@@ -300,9 +303,7 @@ def _build(
                 server.modern_extensions.update(extension.modern_extensions())
         server.add_request_handler("tools/list", types.PaginatedRequestParams, fwd.list_tools)
         server.add_request_handler(
-            "tools/call",
-            types.CallToolRequestParams,
-            compose_tool_call_handler(extensions, fwd.call_tool),
+            "tools/call", types.CallToolRequestParams, _with_side_calls(fwd, extensions)
         )
     if caps.resources is not None:
         server.add_request_handler(
@@ -347,6 +348,29 @@ def _build(
             "notifications/roots/list_changed", types.NotificationParams, fwd.roots_list_changed
         )
     return server
+
+
+def _with_side_calls(
+    fwd: _Forwarder, extensions: Sequence[Extension]
+) -> Callable[
+    [ServerRequestContext[Any, Any], types.CallToolRequestParams], Awaitable[HandlerResult]
+]:
+    """The tools/call chain, with `gate.SIDE_CALL` set inside it."""
+    chain = compose_tool_call_handler(extensions, fwd.call_tool)
+
+    async def handler(
+        ctx: ServerRequestContext[Any, Any], params: types.CallToolRequestParams
+    ) -> HandlerResult:
+        async def side_call(tool: str, arguments: dict[str, Any]) -> types.CallToolResult:
+            return await fwd.side_call(ctx, tool, arguments)
+
+        token = SIDE_CALL.set(side_call)
+        try:
+            return await chain(ctx, params)
+        finally:
+            SIDE_CALL.reset(token)
+
+    return handler
 
 
 def gateway_version() -> str:
@@ -408,6 +432,18 @@ class _Forwarder:
             raise MCPError(
                 code=INTERNAL_ERROR, message=f"upstream returned an invalid {request.method} result"
             ) from None
+
+    async def side_call(
+        self, ctx: ServerRequestContext[Any, Any], tool: str, arguments: dict[str, Any]
+    ) -> types.CallToolResult:
+        """Call `tool` on the upstream session of `ctx`'s agent connection, on Signoff's
+        behalf (a preview): no progress goes to the agent."""
+        upstream = await self._upstream_for(ctx)
+        request = types.CallToolRequest(
+            params=types.CallToolRequestParams(name=tool, arguments=arguments)
+        )
+        with self._in_flight(ctx):
+            return await upstream.send_request(request, types.CallToolResult)
 
     async def list_tools(
         self, ctx: ServerRequestContext[Any, Any], params: types.PaginatedRequestParams

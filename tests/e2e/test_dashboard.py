@@ -9,8 +9,6 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -20,59 +18,23 @@ import anyio
 import httpx
 import mcp_types as types
 import pytest
+from browser import chromium, item, sign_in
 from netproxy import NoWebsocketProxy
-from playwright.async_api import async_playwright, expect
+from playwright.async_api import expect
 from support import (
     ROOT,
     ServiceProcess,
     free_port,
     held_call_body,
     pending_request,
-    require,
     start_codegen,
     text_of,
 )
 
 pytestmark = pytest.mark.anyio
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 END = "end_codegen_session"
 SCREENSHOT = ROOT / "docs" / "dashboard.png"
-
-
-@asynccontextmanager
-async def chromium() -> AsyncIterator[Any]:
-    require(CHROMIUM.exists(), f"{CHROMIUM} is missing (apt-get install chromium)")
-    async with async_playwright() as pw:
-        browser = await pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            await browser.close()
-
-
-async def sign_in(browser: Any, service: ServiceProcess, token: str, **context: Any) -> Any:
-    """A new browser window signed in with `token`, on the live queue."""
-    page = await (await browser.new_context(base_url=service.url, **context)).new_page()
-    await page.goto("/")
-    assert "/login" in page.url
-    await page.get_by_label("Token").fill(token)
-    await page.get_by_role("button", name="Sign in").click()
-    await expect(page.get_by_role("heading", name="Waiting for a decision")).to_be_visible()
-    await expect(page.locator("#live-status")).to_have_text("Live")
-    return page
-
-
-def item(page: Any, request_id: str) -> Any:
-    return page.locator(f"#req-{request_id}")
 
 
 async def seen_at(page: Any, selector: str) -> float:
@@ -429,6 +391,8 @@ async def test_queue_screenshot(tmp_path: Path) -> None:
         bob.post(f"/requests/{two['id']}/decisions", json={"decision": "approve"})
         gateway.post("/requests", json=call_body(
             "claude-desktop", arguments={"sessionId": "c0d3g3n-42"}, server="",
+            preview={"status": "ok", "text": "session c0d3g3n-42: 6 actions recorded, "
+                     "output tests/e2e/checkout.spec.ts"},
         ))  # fmt: skip
         async with chromium() as browser:
             page = await sign_in(

@@ -384,3 +384,24 @@ async def test_a_task_belongs_to_the_agent_token_that_created_it(
                     await anyio.sleep(0.2)
     assert task["status"] == "completed"
     assert task["result"]["content"][0]["text"] == "This is a simple text response for testing."
+
+
+async def test_the_preview_runs_on_the_agents_own_upstream_session(
+    gateway: Any, service: Any
+) -> None:
+    bob = service.client(service.token("approver", "bob"))
+    with gateway(policy(preview={"tool": "session_info"})) as url:
+        async with (
+            agent(url, service.token("agent", "preview-bot")) as mine,
+            agent(url, service.token("agent", "other-bot")) as other,
+        ):
+            own = (await session_info(mine))["session"]
+            assert own != (await session_info(other))["session"]
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(mine.call_tool, HELD, {})
+                request = await pending_request(bob, "preview-bot", HELD)
+                preview = request["preview"]
+                assert preview["status"] == "ok", preview
+                # The upstream saw the preview on the held call's session, not another.
+                assert json.loads(preview["text"])["session"] == own
+                bob.post(f"/requests/{request['id']}/decisions", json={"decision": "reject"})

@@ -220,3 +220,25 @@ def test_the_card_shows_the_escalation_before_and_after_it_happens() -> None:
     assert "*Escalated*" in after and "escalated <!date^" in after
     assert "oncall <@U0ALICE> eve" in after
     assert "Escalat" not in rendered(cards.request_card(request(), base_url="https://s"))
+
+
+def test_the_preview_is_shown_escaped_and_cut_within_slacks_limits() -> None:
+    hostile = "<!channel> & <https://evil.example|click> ```" + "&" * 5000
+    preview = {"status": "ok", "text": hostile, "error": None}
+    card = cards.request_card(request(preview=preview), base_url="http://s", policy=POLICY)
+    [section] = [b for b in card.blocks_json() if b.get("block_id") == "preview"]
+    text = section["text"]["text"]
+    assert text.startswith("*Preview*\n```&lt;!channel&gt; &amp; &lt;https://evil.example")
+    assert "<!channel>" not in text and "the dashboard shows all of it" in text
+    assert text.count("```") == 2 and len(text) < 3000
+
+
+def test_a_failed_preview_says_so() -> None:
+    preview = {"status": "failed", "text": None, "error": "get_codegen_session <timed out>"}
+    card = cards.request_card(request(preview=preview), base_url="http://s", policy=POLICY)
+    [section] = [b for b in card.blocks_json() if b.get("block_id") == "preview"]
+    assert section["text"]["text"] == "*Preview* failed: get_codegen_session &lt;timed out&gt;"
+    assert "preview" not in [
+        b.get("block_id")
+        for b in cards.request_card(request(), base_url="http://s", policy=POLICY).blocks_json()
+    ]

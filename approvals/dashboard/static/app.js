@@ -1,9 +1,16 @@
 // Signoff dashboard: live queue over WS /api/v1/events, decisions without reloading.
-// Plain JavaScript, no build step. The server renders every item (partials), so the
-// rules about who may decide live in one place.
+// Plain JavaScript, no build step. The server renders every item (partials) and pages
+// the queue, so the rules about who may decide and what a search finds live in one place.
 "use strict";
 
 (function () {
+  // Preferences of this browser: density now (before anything else is drawn).
+  const store = {
+    get: function (key) { try { return localStorage.getItem(key); } catch (err) { return null; } },
+    set: function (key, value) { try { localStorage.setItem(key, value); } catch (err) { /* private mode */ } },
+  };
+  if (store.get("signoff.density") === "compact") document.documentElement.dataset.density = "compact";
+
   const meta = document.querySelector('meta[name="csrf-token"]');
   const csrf = meta ? meta.content : "";
   const page = document.body.dataset.page;
@@ -11,6 +18,15 @@
 
   const settled = new Set(); // ids decided while this page was open
   const queue = document.getElementById("queue");
+  const search = queue ? queue.dataset.q || "" : "";
+  const pagedView = queue ? queue.dataset.paged === "1" : false; // an "older requests" page
+  let nextCursor = queue ? queue.dataset.next || "" : "";
+  const PAGE = 25;
+
+  function withSearch(url) {
+    if (!search) return url;
+    return url + (url.indexOf("?") < 0 ? "?" : "&") + "q=" + encodeURIComponent(search);
+  }
 
   // ---- formatting (mirrors approvals/dashboard/present.py) ---------------------------
   function span(seconds) {
@@ -53,6 +69,10 @@
     const oldEdit = oldItem.querySelector("details.edit");
     const newEdit = newItem.querySelector("details.edit");
     if (oldEdit && newEdit) newEdit.open = oldEdit.open;
+    // ...and whether it was selected for a decision on several.
+    const oldPick = oldItem.querySelector("input.pick");
+    const newPick = newItem.querySelector("input.pick");
+    if (oldPick && newPick) newPick.checked = oldPick.checked;
     const focused = document.activeElement;
     const hadFocus = focused && oldItem.contains(focused) && focused.id;
     oldItem.replaceWith(newItem);
@@ -62,39 +82,102 @@
     }
   }
 
+  function setTotal(total) {
+    const count = document.getElementById("queue-count");
+    if (count) count.textContent = String(total);
+    document.title = (total ? "Queue (" + total + ")" : "Queue") + " · Signoff";
+  }
+
+  function sameCard(shown, fresh) {
+    // Compared without what only the live page changes (countdowns, the arrival mark).
+    const strip = function (li) {
+      const copy = li.cloneNode(true);
+      delete copy.dataset.generation;
+      copy.querySelectorAll("time.age, .expires").forEach(function (el) { el.textContent = ""; el.className = ""; });
+      return copy.outerHTML;
+    };
+    return strip(shown) === strip(fresh);
+  }
+
   function updateCount() {
     if (!queue) return;
     const n = queue.querySelectorAll("li.item").length;
-    const count = document.getElementById("queue-count");
-    if (count) count.textContent = String(n);
     const empty = document.getElementById("queue-empty");
     if (empty) empty.hidden = n > 0;
-    document.title = (n ? "Queue (" + n + ")" : "Queue") + " · Signoff";
+    updatePicked();
+    scheduleTotal();
   }
 
-  async function fetchText(url) {
+  // The total counts every matching pending request, shown or not: asked of the
+  // server (once per burst of events), never guessed from the cards on screen.
+  let totalTimer = null;
+  function scheduleTotal() {
+    if (totalTimer) return;
+    totalTimer = setTimeout(function () {
+      totalTimer = null;
+      fetchPage(withSearch("/partials/queue?limit=1")).then(function (got) {
+        setTotal(got.total);
+      }).catch(function () {});
+    }, 250);
+  }
+
+  function signedOut() {
+    location.href = "/login?next=" + encodeURIComponent(location.pathname + location.search);
+  }
+
+  async function fetchResponse(url) {
     const resp = await fetch(url, { credentials: "same-origin", headers: { Accept: "text/html" } });
     if (resp.status === 401) {
-      location.href = "/login?next=" + encodeURIComponent(location.pathname);
+      signedOut();
       throw new Error("signed out");
     }
     if (!resp.ok) throw new Error("HTTP " + resp.status);
-    return resp.text();
+    return resp;
   }
 
+  async function fetchText(url) {
+    return (await fetchResponse(url)).text();
+  }
+
+  async function fetchPage(url) {
+    const resp = await fetchResponse(url);
+    return {
+      items: parseItems(await resp.text()),
+      total: Number(resp.headers.get("X-Queue-Total") || "0"),
+      next: resp.headers.get("X-Next-Cursor") || "",
+    };
+  }
+
+  function setNext(cursor) {
+    nextCursor = cursor;
+    const more = document.getElementById("more");
+    if (more) more.hidden = !cursor;
+  }
+
+  // Items inserted by live events carry the generation they came in; a resync whose
+  // snapshot was taken before they arrived must not remove them.
+  let generation = 0;
+
   async function resync() {
-    if (!queue) return;
-    const fresh = parseItems(await fetchText("/partials/queue")).filter(function (li) {
+    if (!queue || pagedView) return;
+    const startedAt = generation;
+    const shown = queue.querySelectorAll("li.item").length;
+    const got = await fetchPage(withSearch("/partials/queue?limit=" + Math.max(PAGE, shown)));
+    setTotal(got.total);
+    setNext(got.next);
+    const fresh = got.items.filter(function (li) {
       return !settled.has(li.dataset.id);
     });
     const keep = new Set(fresh.map(function (li) { return li.id; }));
     queue.querySelectorAll("li.item").forEach(function (li) {
-      if (!keep.has(li.id)) li.remove();
+      if (!keep.has(li.id) && Number(li.dataset.generation || 0) <= startedAt) li.remove();
     });
     let previous = null;
     fresh.forEach(function (li) {
       const existing = document.getElementById(li.id);
-      if (existing) {
+      if (existing && sameCard(existing, li)) {
+        li = existing; // unchanged: keep the node (and what the person did with it)
+      } else if (existing) {
         carryOver(existing, li);
       } else if (previous) {
         previous.after(li);
@@ -107,28 +190,202 @@
     tick();
   }
 
-  async function upsert(id, replace) {
+  async function loadMore(ev) {
+    if (!queue || !nextCursor) return;
+    ev.preventDefault();
+    const more = document.getElementById("more");
+    const got = await fetchPage(withSearch("/partials/queue?cursor=" + encodeURIComponent(nextCursor)));
+    got.items.forEach(function (li) {
+      if (!settled.has(li.dataset.id) && !document.getElementById(li.id)) queue.append(li);
+    });
+    setTotal(got.total);
+    setNext(got.next);
+    updateCount();
+    tick();
+    if (more && !more.hidden) more.focus();
+  }
+
+  async function upsert(id, replace, isNew) {
     if (!queue || settled.has(id)) return;
     const existing = document.getElementById("req-" + id);
     if (existing && !replace) return;
     let items;
     try {
-      items = parseItems(await fetchText("/partials/requests/" + encodeURIComponent(id)));
+      items = parseItems(await fetchText(withSearch("/partials/requests/" + encodeURIComponent(id))));
     } catch (err) {
       return;
     }
     const li = items[0];
     if (!li || settled.has(id)) return;
+    if (isNew) notify(li);
+    li.dataset.generation = String(++generation);
     const current = document.getElementById("req-" + id);
-    if (li.dataset.status !== "pending") {
+    if (li.dataset.status !== "pending" || li.dataset.match === "0") {
       if (current) current.remove();
     } else if (current) {
       carryOver(current, li);
-    } else {
+    } else if (!pagedView) {
       queue.prepend(li);
     }
     updateCount();
     tick();
+  }
+
+  // ---- desktop notifications (opt-in, only while this tab is hidden) --------------------
+  const notifyButton = document.getElementById("notify");
+  function notifying() {
+    return "Notification" in window && Notification.permission === "granted" &&
+      store.get("signoff.notify") === "on";
+  }
+  function showNotifyState() {
+    if (!notifyButton) return;
+    notifyButton.hidden = !("Notification" in window);
+    if (notifyButton.hidden) return;
+    const blocked = Notification.permission === "denied";
+    notifyButton.setAttribute("aria-pressed", notifying() ? "true" : "false");
+    notifyButton.textContent = blocked ? "Notifications blocked by the browser"
+      : notifying() ? "Desktop notifications on" : "Desktop notifications";
+    notifyButton.disabled = blocked;
+  }
+  if (notifyButton) {
+    notifyButton.addEventListener("click", async function () {
+      if (notifying()) {
+        store.set("signoff.notify", "off");
+      } else {
+        const answer = await Notification.requestPermission();
+        store.set("signoff.notify", answer === "granted" ? "on" : "off");
+      }
+      showNotifyState();
+    });
+    showNotifyState();
+  }
+
+  function notify(li) {
+    // A new request this person can decide, while they look elsewhere.
+    if (!notifying() || document.visibilityState !== "hidden") return;
+    if (li.dataset.status !== "pending" || li.dataset.canDecide !== "1") return;
+    const reason = li.querySelector(".reason");
+    const note = new Notification("Approval needed: " + li.dataset.tool, {
+      body: li.dataset.caller + " asks" + (reason ? ": " + reason.textContent : ""),
+      tag: "signoff-" + li.dataset.id,
+    });
+    note.onclick = function () {
+      window.focus();
+      location.href = "/requests/" + encodeURIComponent(li.dataset.id);
+    };
+  }
+
+  // ---- density ------------------------------------------------------------------------------
+  const densityButton = document.getElementById("density");
+  function showDensity() {
+    if (densityButton) {
+      densityButton.setAttribute("aria-pressed", document.documentElement.dataset.density === "compact" ? "true" : "false");
+    }
+  }
+  if (densityButton) {
+    densityButton.addEventListener("click", function () {
+      const compact = document.documentElement.dataset.density !== "compact";
+      if (compact) document.documentElement.dataset.density = "compact";
+      else delete document.documentElement.dataset.density;
+      store.set("signoff.density", compact ? "compact" : "comfortable");
+      showDensity();
+    });
+    showDensity();
+  }
+
+  // ---- selecting several ----------------------------------------------------------------------
+  const bulk = document.getElementById("bulk");
+  const pickAll = document.getElementById("pick-all");
+  function picks() {
+    return queue ? Array.from(queue.querySelectorAll("input.pick")) : [];
+  }
+  function updatePicked() {
+    const label = document.getElementById("picked");
+    if (!label) return;
+    const all = picks();
+    const n = all.filter(function (box) { return box.checked; }).length;
+    label.textContent = n + " selected";
+    if (pickAll) {
+      pickAll.checked = n > 0 && n === all.length;
+      pickAll.indeterminate = n > 0 && n < all.length;
+    }
+  }
+  document.addEventListener("change", function (ev) {
+    if (ev.target === pickAll) {
+      picks().forEach(function (box) { box.checked = pickAll.checked; });
+    }
+    if (ev.target === pickAll || (ev.target.classList && ev.target.classList.contains("pick"))) updatePicked();
+  });
+
+  function cardLabel(id) {
+    const li = document.getElementById("req-" + id);
+    return li ? li.dataset.tool + " from " + li.dataset.caller + " (" + id + ")" : id;
+  }
+
+  function showBulkResult(results) {
+    const box = document.getElementById("bulk-result");
+    if (!box) return;
+    box.replaceChildren();
+    const refused = results.filter(function (r) { return !r.ok; });
+    const recorded = results.length - refused.length;
+    const head = document.createElement("p");
+    head.textContent = "Recorded " + recorded + " of " + results.length + " vote" + (results.length === 1 ? "" : "s") + "." +
+      (refused.length ? " Not recorded:" : "");
+    box.append(head);
+    if (refused.length) {
+      const list = document.createElement("ul");
+      refused.forEach(function (r) {
+        const item = document.createElement("li");
+        item.className = "refused";
+        item.dataset.id = r.id;
+        item.textContent = cardLabel(r.id) + ": " + r.message;
+        list.append(item);
+      });
+      box.append(list);
+    }
+    box.hidden = false;
+  }
+
+  if (bulk) {
+    bulk.addEventListener("submit", async function (ev) {
+      ev.preventDefault();
+      const data = new URLSearchParams(new FormData(bulk));
+      if (ev.submitter && ev.submitter.name) data.set(ev.submitter.name, ev.submitter.value);
+      const buttons = bulk.querySelectorAll("button");
+      buttons.forEach(function (b) { b.disabled = true; });
+      try {
+        const resp = await fetch(bulk.action, {
+          method: "POST",
+          body: data,
+          credentials: "same-origin",
+          headers: { Accept: "application/json", "X-CSRF-Token": csrf },
+        });
+        if (resp.status === 401) { signedOut(); return; }
+        const body = await resp.json().catch(function () { return {}; });
+        if (!resp.ok) {
+          const message = body.error && body.error.message ? body.error.message : "HTTP " + resp.status;
+          showBulkResult([]);
+          const box = document.getElementById("bulk-result");
+          box.textContent = message.charAt(0).toUpperCase() + message.slice(1) + ".";
+          return;
+        }
+        showBulkResult(body.results);
+        body.results.forEach(function (r) {
+          if (!r.ok) return;
+          if (r.request.status !== "pending") settle(r.request);
+          else upsert(r.id, true, false);
+        });
+        picks().forEach(function (box) { box.checked = false; });
+        const comment = document.getElementById("bulk-comment");
+        if (comment) comment.value = "";
+        updatePicked();
+      } catch (err) {
+        const box = document.getElementById("bulk-result");
+        if (box) { box.textContent = "Could not reach Signoff; try again."; box.hidden = false; }
+      } finally {
+        buttons.forEach(function (b) { b.disabled = false; });
+      }
+    });
   }
 
   function describe(req) {
@@ -201,9 +458,9 @@
       return;
     }
     if (msg.type === "request.created") {
-      upsert(msg.request_id, false);
+      upsert(msg.request_id, false, true);
     } else if (msg.request && msg.request.status === "pending") {
-      upsert(msg.request_id, true); // a vote short of the quorum: show the progress
+      upsert(msg.request_id, true, false); // a vote short of the quorum: show the progress
     } else if (msg.request) {
       settle(msg.request);
     }
@@ -229,7 +486,7 @@
     socket.onclose = function (ev) {
       socket = null;
       if (ev.code === 1008) {
-        location.href = "/login?next=" + encodeURIComponent(location.pathname);
+        signedOut();
         return;
       }
       setStatus("offline", "Reconnecting…");
@@ -305,7 +562,7 @@
       } else if (body.request.status !== "pending") {
         settle(body.request);
       } else {
-        upsert(body.request.id, true);
+        upsert(body.request.id, true, false);
       }
     } catch (err) {
       buttons.forEach(function (b) { b.disabled = false; });
@@ -315,6 +572,9 @@
       }
     }
   });
+
+  const more = document.getElementById("more");
+  if (more) more.addEventListener("click", function (ev) { loadMore(ev).catch(function () {}); });
 
   if (page === "queue" || page === "detail") {
     tick();
