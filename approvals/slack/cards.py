@@ -351,6 +351,28 @@ def thread_replies(request: RequestPublic) -> list[str]:
     return replies
 
 
+def reminder_reply(request: RequestPublic, policy: Policy | None) -> str:
+    """The thread reply that reminds whoever has not voted yet (`remind_every`)."""
+    voted = {decision.approver for decision in request.decisions}
+    names = [name for name in approver_names(request, policy) if name not in voted]
+    for step in request.escalations:
+        if step.announced:
+            names += [m for m in step.members if m not in voted and m != request.caller]
+    who = " ".join(_mention(policy, name) for name in dict.fromkeys(names)) or "approvers"
+    return f":bell: Reminder: {who}, this request is still waiting for a decision"
+
+
+def escalation_reply(request: RequestPublic, policy: Policy | None) -> str | None:
+    """The thread reply that tells the newest escalation group it may now decide."""
+    announced = [step for step in request.escalations if step.announced]
+    if not announced:
+        return None
+    step = announced[-1]
+    members = [m for m in step.members if m != request.caller]
+    who = " ".join(_mention(policy, name) for name in members) or escape(step.group)
+    return f":rotating_light: Escalated to {escape(step.group)}: {who}, you may now decide"
+
+
 def reject_modal(request_id: str, tool: str, private_metadata: str) -> View:
     """The modal that asks for a reason before rejecting; the agent reads the reason."""
     return View(

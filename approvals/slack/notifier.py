@@ -53,7 +53,8 @@ from gateway_plugin.policy import Policy
 
 log = logging.getLogger(__name__)
 
-JobKind = Literal["post", "sync"]
+# A reminder or an escalation redraws nothing by itself: it pings people in the thread.
+JobKind = Literal["post", "sync", "remind", "escalate"]
 CHANNEL = "slack"
 # One ordering key for all of a request's jobs: the card is posted before it is updated.
 TARGET = "card"
@@ -78,6 +79,14 @@ def job_for(request_id: str, event_type: str, kind: JobKind) -> Notification:
 
 def slack_router(evt: Event) -> Sequence[Notification]:
     """The outbox router of the Slack channel: one job per event."""
+    if evt.type == "request.reminded":
+        return [job_for(evt.request_id, evt.type, "remind")]
+    if evt.type == "request.escalated":
+        # The card shows the new group first, then the thread pings its members.
+        return [
+            job_for(evt.request_id, evt.type, "sync"),
+            job_for(evt.request_id, evt.type, "escalate"),
+        ]
     kind: JobKind = "post" if evt.type == "request.created" else "sync"
     return [job_for(evt.request_id, evt.type, kind)]
 
@@ -143,8 +152,10 @@ class SlackNotifier:
         try:
             if job.kind == "post":
                 await self._post(delivery.request_id)
-            else:
+            elif job.kind == "sync":
                 await self._sync(delivery.request_id)
+            else:
+                await self._ping(delivery.request_id, job.kind)
         except SlackCallFailed as exc:
             self._failed(job.kind)
             log.error(
@@ -312,6 +323,19 @@ class SlackNotifier:
             except BaseException:
                 await run_in_threadpool(self._unclaim_reply, request_id, index)
                 raise
+
+    async def _ping(self, request_id: str, kind: JobKind) -> None:
+        """A reminder or an escalation, as a thread reply that mentions who may decide."""
+        snap = await run_in_threadpool(self._snapshot, request_id)
+        message = snap.message
+        if message is None or message.ts is None or snap.request.status != "pending":
+            return  # no card to reply under, or decided meanwhile: nobody needs a ping
+        if kind == "remind":
+            text: str | None = cards.reminder_reply(snap.request, self.policy())
+        else:
+            text = cards.escalation_reply(snap.request, self.policy())
+        if text is not None:
+            await self.api.post_message(message.channel, text, thread_ts=message.ts)
 
     # Catching up with requests made while Slack was off.
 

@@ -93,6 +93,18 @@ def test_an_oncall_member_decides_only_once_the_request_escalated(
     detail = page.http.get(f"/requests/{request['id']}").text
     assert "Escalated to" in detail and 'value="approve"' in detail
 
+    # The thread pinged people while nobody answered: reminders name qa-leads (never
+    # the caller), and the escalation names oncall's Carol.
+    def thread_texts() -> list[str]:
+        return [m["text"] for m in standin.thread(escalated["channel"], escalated["ts"])]
+
+    standin.wait_for(lambda: any("Escalated to oncall" in t for t in thread_texts()))
+    reminders = [t for t in thread_texts() if t.startswith(":bell: Reminder")]
+    assert reminders and all("<@U0ALICE>" in t and "<@U0BOB>" in t for t in reminders)
+    assert not any("U0AGENT7" in t for t in reminders)
+    [ping] = [t for t in thread_texts() if "Escalated to oncall" in t]
+    assert "<@U0CAROL>" in ping and "you may now decide" in ping
+
     assert click(block_action("U0CAROL", escalated, "signoff_approve")).status_code == 200
     deadline = time.monotonic() + 10
     while (seen := carol.get(f"/requests/{request['id']}").json())["status"] == "pending":
