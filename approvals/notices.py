@@ -12,16 +12,21 @@ as rendering goes: channels escape it for their format.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
+from sqlalchemy.engine import Engine
 
-from approvals import escalation
+from approvals import escalation, lifecycle
+from approvals.db import session_scope
 from approvals.models import utcnow
 from approvals.schemas import RequestPublic
 from gateway_plugin.policy import Policy, format_duration, redact_arguments
+
+log = logging.getLogger(__name__)
 
 # Why a notice is sent: a new request (or an escalation step that asks more people),
 # a reminder while pending, or the request's end.
@@ -152,3 +157,19 @@ def notice_of(
         comment=request.comment,
         url=request_url(base_url, request.id),
     )
+
+
+def record_sent(
+    engine: Engine, request_id: str, *, channel: str, recipients: Sequence[str]
+) -> None:
+    """Audit `request.notified` once a message is out (email, Teams).
+
+    The message is already out: failing to note it must not make the outbox send it
+    again, so a failure here is logged, not raised."""
+    try:
+        with session_scope(engine) as session:
+            lifecycle.record_notification(
+                session, request_id, channel=channel, recipients=recipients
+            )
+    except Exception:
+        log.exception("%s: could not record the notification in the audit log", channel)

@@ -21,8 +21,7 @@ import anyio.to_thread
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy.engine import Engine
 
-from approvals import escalation, lifecycle
-from approvals.db import session_scope
+from approvals import escalation, notices
 from approvals.events import Event
 from approvals.mail import addresses
 from approvals.mail.message import build_message
@@ -139,17 +138,12 @@ class EmailChannel:
             await anyio.to_thread.run_sync(self._notified, payload)
 
     def _notified(self, payload: EmailPayload) -> None:
-        # The mail is out: failing to note it must not send it again.
-        try:
-            with session_scope(self.engine) as session:
-                lifecycle.record_notification(
-                    session,
-                    payload.notice.request_id,
-                    channel=CHANNEL,
-                    recipients=[f"{payload.approver} <{payload.address}>"],
-                )
-        except Exception:
-            log.exception("email: could not record the notification in the audit log")
+        notices.record_sent(
+            self.engine,
+            payload.notice.request_id,
+            channel=CHANNEL,
+            recipients=[f"{payload.approver} <{payload.address}>"],
+        )
 
 
 def install(

@@ -25,8 +25,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy.engine import Engine
 
-from approvals import escalation, lifecycle
-from approvals.db import session_scope
+from approvals import escalation, notices
 from approvals.events import Event
 from approvals.notices import Notice, NoticeKind, notice_of
 from approvals.outbox import Delivery, DeliveryFailed, Notification, Outbox
@@ -132,17 +131,12 @@ class TeamsChannel:
             await anyio.to_thread.run_sync(self._notified, payload)
 
     def _notified(self, payload: TeamsPayload) -> None:
-        # The card is out: failing to note it must not post it again.
-        try:
-            with session_scope(self.engine) as session:
-                lifecycle.record_notification(
-                    session,
-                    payload.notice.request_id,
-                    channel=CHANNEL,
-                    recipients=[f"Teams webhook of {payload.group}"],
-                )
-        except Exception:
-            log.exception("teams: could not record the notification in the audit log")
+        notices.record_sent(
+            self.engine,
+            payload.notice.request_id,
+            channel=CHANNEL,
+            recipients=[f"Teams webhook of {payload.group}"],
+        )
 
 
 def install(
