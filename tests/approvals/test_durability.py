@@ -371,7 +371,7 @@ async def test_a_late_decision_expires_the_request_and_tells_sockets_and_waiting
     [(answer, answered_at)] = waited
     assert answer["status"] == "expired" and answer["decided_by"] == "system"
     # Told by the event, not by the long-poll's own re-read of the database ~2 s in.
-    assert answered_at - decided_at < 0.6, (
+    assert answered_at - decided_at < 1.5, (
         f"told {answered_at - decided_at:.2f} s after the decision"
     )
     gateway.close()

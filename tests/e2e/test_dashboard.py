@@ -350,7 +350,9 @@ async def test_the_gateway_resumes_within_moments_of_a_decision(
         for n in range(3):
             result, latency = await _approve_and_time(agent, api["alice"], agent_name, f"m{n}")
             assert not result.is_error and f"m{n}" in text_of(result)
-            assert latency < 0.2, f"decision-to-resume took {latency * 1000:.0f} ms"
+            # Pushed, not found by a poll: without the push the call would wait out its 20 s
+            # hold. How fast the push is belongs to bench/, where a busy machine can't fail it.
+            assert latency < 2.0, f"decision-to-resume took {latency * 1000:.0f} ms"
 
 
 async def test_with_websockets_blocked_the_gateway_still_resumes_by_long_poll(
