@@ -207,6 +207,7 @@ def _fact(
     arguments_hash: str | None = None,
 ) -> audit.EventDraft:
     """An audit event about `request` (see approvals/audit/record.py for the types)."""
+    edited = request.approved_arguments_hash
     return audit.EventDraft(
         type=event_type,
         actor=actor,
@@ -222,7 +223,9 @@ def _fact(
         else (request.arguments if with_arguments else None),
         policy_key=request.policy_key,
         time=now,
-        arguments_hash=arguments_hash,
+        # Every fact about an edited request names both the call asked and the call approved.
+        arguments_hash=arguments_hash or (request.arguments_hash if edited else None),
+        approved_arguments_hash=edited,
     )
 
 
@@ -672,12 +675,9 @@ class _Edit:
             now=now,
             outcome="edited",
             comment=(
-                f"edited by {approver}; changed keys: {', '.join(self.changed) or 'none'}; "
-                f"arguments_hash={request.arguments_hash}; "
-                f"approved_arguments_hash={self.arguments_hash}{voided}"
+                f"edited by {approver}; changed keys: {', '.join(self.changed) or 'none'}{voided}"
             ),
             arguments=self.arguments,
-            arguments_hash=self.arguments_hash,
         )
 
 
@@ -935,7 +935,6 @@ def claim(
             comment=edited,
             with_arguments=True,
             arguments=request.approved_arguments,
-            arguments_hash=request.approved_arguments_hash,
         ),
     )
     session.commit()

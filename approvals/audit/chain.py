@@ -5,7 +5,10 @@ every field in a fixed order (id, time, type, request_id, tool, server, caller,
 actor, channel, outcome, comment, arguments, policy_key), then `prev_hash`, the
 hash of the event before it (`GENESIS_HASH` for the first), and last, only when
 the event has one, its `arguments_hash` (so events recorded before that field
-existed keep their hashes).
+existed keep their hashes). An event about an edited request also has an
+`approved_arguments_hash`: it is hashed after `arguments_hash`, which is then
+always present (null when unset) so that the length of the array says which of
+the two optional fields a value is.
 Editing any field, including the id, changes the hash; removing or inserting an
 event breaks the link of the event after it; removing or appending at the end
 disagrees with the `audit_chain_head` row. What the chain cannot show is a
@@ -48,10 +51,11 @@ FIELDS: tuple[str, ...] = (
     "policy_key",
     "prev_hash",
     "hash",
-    # Last, so the positions of the fields before it never move.
+    # Last, so the positions of the fields before them never move.
     "arguments_hash",
+    "approved_arguments_hash",
 )
-# Always hashed, in this order; `arguments_hash` follows them when it is set.
+# Always hashed, in this order; the optional hashes follow them when set (compute_hash).
 HASHED_FIELDS: tuple[str, ...] = FIELDS[:14]
 
 
@@ -77,10 +81,19 @@ def canonical_bytes(values: Sequence[Any]) -> bytes:
     return text.encode("utf-8", "surrogatepass")
 
 
-def compute_hash(values: Sequence[Any], arguments_hash: str | None = None) -> str:
+def compute_hash(
+    values: Sequence[Any],
+    arguments_hash: str | None = None,
+    approved_arguments_hash: str | None = None,
+) -> str:
     """SHA-256 hex of the canonical serialisation of one event (HASHED_FIELDS order, then
-    `arguments_hash` when the event has one)."""
-    hashed = values if arguments_hash is None else [*values, arguments_hash]
+    `arguments_hash` when the event has one, then both it and `approved_arguments_hash`
+    when the event has the latter)."""
+    hashed: Sequence[Any] = values
+    if approved_arguments_hash is not None:
+        hashed = [*values, arguments_hash, approved_arguments_hash]
+    elif arguments_hash is not None:
+        hashed = [*values, arguments_hash]
     return hashlib.sha256(canonical_bytes(hashed)).hexdigest()
 
 
@@ -88,7 +101,7 @@ def hash_of(fields: Mapping[str, Any]) -> str:
     """The hash of an event given as a mapping of its fields (time as datetime or text)."""
     values = [fields[name] for name in HASHED_FIELDS]
     values[1] = canonical_time(values[1])
-    return compute_hash(values, fields.get("arguments_hash"))
+    return compute_hash(values, fields.get("arguments_hash"), fields.get("approved_arguments_hash"))
 
 
 @dataclass(frozen=True)
@@ -147,7 +160,7 @@ class ChainWalker:
             )
         if event_id < 1:
             return self._fail(event_id, "inserted", "event ids start at 1")
-        computed = compute_hash(row[:14], row[15])
+        computed = compute_hash(row[:14], row[15], row[16])
         if prev_hash == self.last_hash:
             if computed != stored:
                 return self._fail(event_id, "altered", "its fields no longer match its hash")

@@ -199,7 +199,7 @@ class _CellCache(dict[str | None, str]):
 if FIELDS != (
     "id", "time", "type", "request_id", "tool", "server", "caller", "actor",
     "channel", "outcome", "comment", "arguments", "policy_key", "prev_hash", "hash",
-    "arguments_hash",
+    "arguments_hash", "approved_arguments_hash",
 ):  # fmt: skip
     raise RuntimeError("approvals.audit.export is out of step with chain.FIELDS")
 
@@ -218,7 +218,7 @@ def _csv(batches: Iterator[Sequence[Sequence[Any]]]) -> Iterator[bytes]:
                 f"{r[0]},{r[1]},{r[2]},{r[3] or ''},{cells[r[4]]},{cells[r[5]]},"
                 f"{cells[r[6]]},{cells[r[7]]},{r[8]},{cells[r[9]]},{_cell(r[10])},"
                 f"{'' if r[11] is None else _quoted(r[11])},{cells[r[12]]},{r[13]},{r[14]},"
-                f"{r[15] or ''}\r\n"
+                f"{r[15] or ''},{r[16] or ''}\r\n"
                 for r in batch
             ]
         )
@@ -255,7 +255,8 @@ def _json_lines(batch: Sequence[Sequence[Any]], strings: _StringCache) -> list[s
         f'"actor":{strings[r[7]]},"channel":"{r[8]}","outcome":{strings[r[9]]},'
         f'"comment":{_json_string(r[10])},"arguments":{r[11] or "null"},'
         f'"policy_key":{strings[r[12]]},"prev_hash":"{r[13]}","hash":"{r[14]}",'
-        f'"arguments_hash":{_json_string(r[15])}}}'
+        f'"arguments_hash":{_json_string(r[15])},'
+        f'"approved_arguments_hash":{_json_string(r[16])}}}'
         for r in batch
     ]
 

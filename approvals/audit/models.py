@@ -50,6 +50,9 @@ class AuditEvent(SQLModel, table=True):
     # SHA-256 hex of the canonical unmasked arguments, for facts about one exact call
     # (call.confirmed / call.declined); hashed into the chain when set.
     arguments_hash: str | None = Field(default=None, max_length=64)
+    # SHA-256 hex of the arguments an approver edited the call to (arguments.edited and
+    # the later facts of that request); hashed into the chain when set.
+    approved_arguments_hash: str | None = Field(default=None, max_length=64)
 
     def arguments_dict(self) -> dict[str, Any] | None:
         """The recorded arguments as a dict (None when the event has none)."""

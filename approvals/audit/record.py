@@ -123,6 +123,8 @@ class EventDraft:
     time: datetime = field(default_factory=utcnow)
     # The canonical hash of the unmasked arguments, when the fact is about one exact call.
     arguments_hash: str | None = None
+    # The hash of the arguments an approver edited the call to (an edited request's facts).
+    approved_arguments_hash: str | None = None
 
 
 def _table() -> Any:
@@ -241,11 +243,12 @@ def append_rows(session: WriteScope, drafts: Sequence[EventDraft]) -> list[dict[
             draft.policy_key or None,
             prev_hash,
         ]
-        digest = compute_hash(values, draft.arguments_hash)
+        digest = compute_hash(values, draft.arguments_hash, draft.approved_arguments_hash)
         row = dict(zip(HASHED_FIELDS, values, strict=True))
         row["time"] = draft.time
         row["hash"] = digest
         row["arguments_hash"] = draft.arguments_hash
+        row["approved_arguments_hash"] = draft.approved_arguments_hash
         rows.append(row)
         prev_hash = digest
     conn.execute(_INSERT_EVENTS, rows)

@@ -251,7 +251,8 @@ def test_confirmations_at_the_client_are_recorded_with_their_arguments_hash(
     header, *rows = team.auditor.get(
         "/audit/export", params={"format": "csv", "tool": tool}
     ).text.splitlines()
-    assert header.endswith(",arguments_hash") and all(row.endswith(digest) for row in rows)
+    assert header.endswith(",arguments_hash,approved_arguments_hash")
+    assert all(row.endswith(f",{digest},") for row in rows)  # nothing was edited
     lines = team.auditor.get("/audit/export", params={"format": "jsonl", "tool": tool}).text
     assert [json.loads(line)["arguments_hash"] for line in lines.splitlines()] == [digest, digest]
     # A confirmation is never an approval, and its facts must be what they say.

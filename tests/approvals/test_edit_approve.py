@@ -65,13 +65,27 @@ def test_alice_edits_the_output_path_and_approves(team: Any) -> None:
     mine = [json.loads(line) for line in events if request["id"] in line]
     edited = [e for e in mine if e["type"] == "arguments.edited"]
     assert len(edited) == 1 and edited[0]["actor"] == "alice"
-    assert f"arguments_hash={request['arguments_hash']}" in edited[0]["comment"]
-    assert f"approved_arguments_hash={body['approved_arguments_hash']}" in edited[0]["comment"]
     assert "changed keys: outputPath" in edited[0]["comment"]
-    assert edited[0]["arguments_hash"] == body["approved_arguments_hash"]
+    # Both hashes are fields of their own: what the agent asked, and what alice approved.
+    assert edited[0]["arguments_hash"] == request["arguments_hash"]
+    assert edited[0]["approved_arguments_hash"] == body["approved_arguments_hash"]
+    assert list(edited[0])[-1] == "approved_arguments_hash"
+    # Every later fact about the edited call names the approved arguments; the request's
+    # creation, before any edit, does not.
+    hashes = {e["type"]: (e["arguments_hash"], e["approved_arguments_hash"]) for e in mine}
+    both = (request["arguments_hash"], body["approved_arguments_hash"])
+    for kind in ("decision.recorded", "request.approved", "call.forwarded"):
+        assert hashes[kind] == both, kind
+    assert hashes["request.created"][1] is None
     forwarded = [e for e in mine if e["type"] == "call.forwarded"]
     assert forwarded[0]["arguments"] == {"outputPath": "/tmp/safe.spec.ts", "n": 1}
     assert "approved_arguments_hash=" in forwarded[0]["comment"]
+    header, *rows = team.auditor.get(
+        "/audit/export", params={"format": "csv", "tool": "end_codegen_session"}
+    ).text.splitlines()
+    assert header.endswith(",arguments_hash,approved_arguments_hash")
+    row = next(r for r in rows if request["id"] in r and ",arguments.edited," in r)
+    assert row.endswith(f",{request['arguments_hash']},{body['approved_arguments_hash']}")
 
 
 def test_with_quorum_two_an_edit_voids_earlier_approvals(team: Any) -> None:
