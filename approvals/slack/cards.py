@@ -10,7 +10,7 @@ a link.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -116,6 +116,20 @@ def _mention(policy: Policy | None, name: str) -> str:
     if approver is not None and approver.slack_user:
         return f"<@{approver.slack_user}>"
     return escape(name)
+
+
+def _mentions(
+    policy: Policy | None,
+    names: Sequence[str],
+    *,
+    caller: str,
+    skip: Collection[str] = (),
+    fallback: str,
+) -> str:
+    """Who a thread reply pings: `names` once each, in order, never the call's own caller
+    (who may not decide it) nor anyone in `skip`; `fallback` when that leaves nobody."""
+    picked = [name for name in dict.fromkeys(names) if name != caller and name not in skip]
+    return " ".join(_mention(policy, name) for name in picked) or fallback
 
 
 def _shorten(value: Any, depth: int = 0) -> Any:
@@ -338,14 +352,38 @@ def closing_reply(request: RequestPublic) -> str:
     return f":no_entry_sign: Cancelled by {escape(request.decided_by or 'the caller')}{detail}"
 
 
-def thread_replies(request: RequestPublic) -> list[str]:
-    """Every reply the card's thread should hold by now, oldest first: one per vote,
-    and one for an expiry or a cancellation. The list only ever grows."""
+@dataclass(frozen=True)
+class EditNote:
+    """An approver changed the arguments (and so voided the approvals given before)."""
+
+    editor: str
+    channel: str
+    detail: str  # the audit event's comment: the changed keys and whose approvals went
+
+
+def edit_reply(note: EditNote) -> str:
+    via = _CHANNEL_NAMES.get(note.channel, note.channel)
+    return f":pencil2: {escape(note.editor)} edited the arguments via {via}: {escape(note.detail)}"
+
+
+def thread_replies(
+    request: RequestPublic, history: Sequence[DecisionPublic | EditNote] | None = None
+) -> list[str]:
+    """Every reply the card's thread should hold by now, oldest first: one per vote and
+    per edit, and one for an expiry or a cancellation.
+
+    The notifier counts the replies it posted, so this list must only ever grow: pass
+    `history`, every vote and edit as the audit log keeps them. An edit deletes the
+    approvals it voids from `request.decisions`, which is used only without history."""
     replies: list[str] = []
     approvals = 0
-    for decision in request.decisions:
-        approvals += decision.decision == "approve"
-        replies.append(decision_reply(decision, quorum=request.quorum, approvals=approvals))
+    for fact in request.decisions if history is None else history:
+        if isinstance(fact, EditNote):
+            approvals = 0  # the approvals before an edit were of other arguments
+            replies.append(edit_reply(fact))
+            continue
+        approvals += fact.decision == "approve"
+        replies.append(decision_reply(fact, quorum=request.quorum, approvals=approvals))
     if request.status in ("expired", "cancelled"):
         replies.append(closing_reply(request))
     return replies
@@ -353,12 +391,12 @@ def thread_replies(request: RequestPublic) -> list[str]:
 
 def reminder_reply(request: RequestPublic, policy: Policy | None) -> str:
     """The thread reply that reminds whoever has not voted yet (`remind_every`)."""
-    voted = {decision.approver for decision in request.decisions}
-    names = [name for name in approver_names(request, policy) if name not in voted]
+    names = approver_names(request, policy)
     for step in request.escalations:
         if step.announced:
-            names += [m for m in step.members if m not in voted and m != request.caller]
-    who = " ".join(_mention(policy, name) for name in dict.fromkeys(names)) or "approvers"
+            names += step.members
+    voted = {decision.approver for decision in request.decisions}
+    who = _mentions(policy, names, caller=request.caller, skip=voted, fallback="approvers")
     return f":bell: Reminder: {who}, this request is still waiting for a decision"
 
 
@@ -368,8 +406,7 @@ def escalation_reply(request: RequestPublic, policy: Policy | None) -> str | Non
     if not announced:
         return None
     step = announced[-1]
-    members = [m for m in step.members if m != request.caller]
-    who = " ".join(_mention(policy, name) for name in members) or escape(step.group)
+    who = _mentions(policy, step.members, caller=request.caller, fallback=escape(step.group))
     return f":rotating_light: Escalated to {escape(step.group)}: {who}, you may now decide"
 
 

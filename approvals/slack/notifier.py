@@ -39,12 +39,14 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 
 from approvals import lifecycle
+from approvals.audit import record as audit
+from approvals.audit.models import AuditEvent
 from approvals.db import session_scope
 from approvals.events import Event
 from approvals.models import ApprovalRequest, RequestStatus, utcnow
 from approvals.outbox import Delivery, DeliveryFailed, DeliveryRow, DeliveryStatus, Notification
 from approvals.outbox import enqueue as enqueue_notification
-from approvals.schemas import RequestPublic
+from approvals.schemas import DecisionPublic, RequestPublic
 from approvals.settings import Settings
 from approvals.slack import cards
 from approvals.slack.client import SlackApi, SlackCallFailed
@@ -98,6 +100,28 @@ class Snapshot:
     request: RequestPublic
     version: int
     message: SlackMessage | None
+    # Every vote and edit, from the audit log: unlike `request.decisions`, it never
+    # loses the approvals an edit voided, so the thread's replies only ever grow.
+    history: tuple[DecisionPublic | cards.EditNote, ...] = ()
+
+
+def _thread_history(events: Sequence[AuditEvent]) -> tuple[DecisionPublic | cards.EditNote, ...]:
+    """The votes and edits of a request, oldest first, as its audit events record them."""
+    history: list[DecisionPublic | cards.EditNote] = []
+    for evt in events:
+        if evt.type == audit.ARGUMENTS_EDITED:
+            history.append(cards.EditNote(evt.actor, evt.channel, evt.comment or ""))
+        elif evt.type == audit.DECISION_RECORDED and evt.outcome is not None:
+            history.append(
+                DecisionPublic(
+                    approver=evt.actor,
+                    decision=evt.outcome,
+                    comment=evt.comment,
+                    channel=evt.channel,
+                    created_at=evt.time,
+                )
+            )
+    return tuple(history)
 
 
 def claim_card(engine: Engine, request_id: str, channel: str) -> bool:
@@ -209,7 +233,8 @@ class SlackNotifier:
         with session_scope(self.engine) as session:
             row = lifecycle.get_request(session, request_id)
             message = session.get(SlackMessage, request_id)
-            return Snapshot(lifecycle.readable(session, row), row.version, message)
+            history = _thread_history(audit.timeline(session, request_id))
+            return Snapshot(lifecycle.readable(session, row), row.version, message, history)
 
     def _unclaim(self, request_id: str) -> None:
         with session_scope(self.engine) as session:
@@ -314,7 +339,7 @@ class SlackNotifier:
                 message.channel, message.ts, card.text, blocks=card.blocks
             )
             await run_in_threadpool(self._rendered, request_id, snap.version)
-        replies = cards.thread_replies(snap.request)
+        replies = cards.thread_replies(snap.request, snap.history)
         for index in range(message.replies_posted, len(replies)):
             if not await run_in_threadpool(self._claim_reply, request_id, index):
                 continue  # another replica (or an earlier job) posted this one

@@ -101,3 +101,47 @@ def test_an_edit_from_someone_who_may_not_decide_changes_nothing(
     time.sleep(0.5)
     stored = alice.get(f"/requests/{request['id']}").json()
     assert stored["status"] == "pending" and stored["approved_arguments"] is None
+
+
+def test_after_an_edit_voids_an_approval_every_later_vote_is_still_replied_in_the_thread(
+    standin: SlackStandin,
+    queue_call: Callable[..., dict[str, Any]],
+    service: ServiceProcess,
+    alice: httpx.Client,
+) -> None:
+    # Quorum 2: alice approves, bob edits (voiding alice's approval), alice approves again.
+    request = queue_call(quorum=2, arguments={"sessionId": "prod-7"})
+    card = standin.wait_for(lambda: standin.card_for(request["id"]))
+
+    def thread(count: int) -> list[str]:
+        return list(
+            standin.wait_for(
+                lambda: (
+                    len(replies := standin.thread(card["channel"], card["ts"])) >= count
+                    and [r["text"] for r in replies]
+                )
+            )
+        )
+
+    def vote(client: httpx.Client, **body: Any) -> dict[str, Any]:
+        answer = client.post(
+            f"/requests/{request['id']}/decisions", json={"decision": "approve", **body}
+        )
+        assert answer.status_code == 200, answer.text
+        return dict(answer.json())
+
+    assert vote(alice)["approvals"] == 1
+    assert "alice approved via the API (1 of 2)" in thread(1)[0]
+    bob = service.client(service.token("approver", "bob"))
+    edited = vote(bob, arguments={"sessionId": "staging-7"})
+    assert edited["status"] == "pending" and edited["approvals"] == 1
+    after_edit = thread(3)
+    assert "bob edited the arguments via the API" in after_edit[1]
+    assert "approvals voided: alice" in after_edit[1]
+    assert "bob approved via the API (1 of 2)" in after_edit[2]
+    done = vote(alice, arguments_hash=edited["approved_arguments_hash"])
+    assert done["status"] == "approved"
+    final = thread(4)
+    assert "alice approved via the API (2 of 2)" in final[3]
+    time.sleep(0.5)  # nothing more, and nothing twice
+    assert len(standin.thread(card["channel"], card["ts"])) == 4
