@@ -100,6 +100,17 @@ class Event:
         return json.dumps(self.to_json(), separators=(",", ":"))
 
 
+@dataclass(frozen=True)
+class GrantEvent(Event):
+    """A grant was created, revoked or used (`type` grant.created / grant.revoked /
+    grant.used; `request_id` holds the grant's id). Only a signal: listeners read the
+    grants again (GET /api/v1/grants, the dashboard's Grants page), whose rules say who
+    sees what. Gateways do not hear it: they ask the service at every call."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"type": self.type, "grant_id": self.request_id, "at": self.at.isoformat()}
+
+
 class Subscriber:
     """One listener for events, with a bounded queue it drains at its own pace.
 
@@ -362,6 +373,12 @@ def emit(scope: WriteScope, evt: Event) -> None:
     if hub is not None:
         for hook in hub.in_transaction:
             hook(scope, evt)
+
+
+def announce(scope: WriteScope, evt: GrantEvent) -> None:
+    """Queue a grant's signal for publication when `scope` commits. Unlike `emit`, no
+    in-transaction hook (the outbox's notification routing) sees it: it is no request."""
+    scope.info.setdefault(_PENDING_KEY, []).append(evt)
 
 
 def take_pending(scope: WriteScope) -> list[Event]:

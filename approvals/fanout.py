@@ -34,7 +34,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection, Engine
 
 from approvals.db import read_session
-from approvals.events import Event, EventHub
+from approvals.events import Event, EventHub, GrantEvent
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +64,15 @@ def encode(evt: Event, origin: str) -> str:
 
 def decode(data: dict[str, Any], engine: Engine) -> Event:
     """The event in a parsed payload; a reference is completed from the database."""
+    if "event" in data and "grant_id" in data["event"]:
+        body = data["event"]
+        return GrantEvent(
+            type=body["type"],
+            request_id=body["grant_id"],
+            request={},
+            at=datetime.fromisoformat(body["at"]),
+            remote=True,
+        )
     if "event" in data:
         body = data["event"]
         request = body["request"]

@@ -21,6 +21,7 @@ from sqlalchemy import Table, and_, or_, select, update
 
 from approvals.audit import record as audit
 from approvals.db import WriteScope
+from approvals.events import GrantEvent, announce
 from approvals.grant_schemas import GrantCreate, GrantPublic, GrantUse
 from approvals.lifecycle import (
     Conflict,
@@ -30,7 +31,7 @@ from approvals.lifecycle import (
     eligibility,
     new_request_id,
 )
-from approvals.models import Grant, Role, utcnow
+from approvals.models import ApiToken, Grant, Role, utcnow
 from gateway_plugin.policy import (
     Evaluation,
     Policy,
@@ -39,10 +40,55 @@ from gateway_plugin.policy import (
 )
 
 GRANTS: Table = Grant.__table__  # type: ignore[attr-defined]
+TOKENS: Table = ApiToken.__table__  # type: ignore[attr-defined]
+# Who revokes a grant whose creator lost their authority.
+SYSTEM = "system"
+# The roles whose tokens may decide at all, and so grant (see `eligibility` for the rest).
+DECIDING_ROLES = frozenset({Role.APPROVER.value, Role.ADMIN.value})
 
 
 def _grant(row: Any) -> Grant:
     return Grant(**row._mapping)
+
+
+def _record(
+    session: WriteScope,
+    event_type: str,
+    grant: Grant,
+    *,
+    actor: str,
+    channel: str,
+    outcome: str,
+    comment: str,
+    now: datetime,
+    server: str | None = None,
+    arguments: dict[str, Any] | None = None,
+    arguments_hash: str | None = None,
+    policy_key: str | None = None,
+) -> None:
+    """Append the audit event of a change to `grant` (grant.created / revoked / used) and
+    tell listeners once the change commits. `server`, `arguments`, `arguments_hash` and
+    `policy_key` describe the call a use covered; by default, the grant's own."""
+    audit.append_rows(
+        session,
+        [
+            audit.EventDraft(
+                type=event_type,
+                actor=actor,
+                channel=channel,
+                tool=grant.tool,
+                server=grant.server or "" if server is None else server,
+                caller=grant.caller,
+                outcome=outcome,
+                comment=comment,
+                arguments=arguments,
+                policy_key=policy_key or grant.policy_key,
+                time=now,
+                arguments_hash=arguments_hash,
+            )
+        ],
+    )
+    announce(session, GrantEvent(type=event_type, request_id=grant.id, request={}, at=now))
 
 
 def _approval_rule(
@@ -114,26 +160,19 @@ def create(
     grant = Grant(**values)
     uses = "unlimited uses" if data.max_uses is None else f"at most {data.max_uses} uses"
     scope = "any arguments" if arguments_hash is None else f"arguments_hash={arguments_hash}"
-    audit.append_rows(
+    _record(
         session,
-        [
-            audit.EventDraft(
-                type=audit.GRANT_CREATED,
-                actor=by,
-                channel=channel,
-                tool=data.tool,
-                server=data.server or "",
-                caller=data.caller,
-                outcome="granted",
-                comment=(
-                    f"grant {grant.id} until {grant.expires_at.isoformat()}; {uses}; "
-                    f"server {data.server or 'any'}; {scope}"
-                ),
-                arguments=arguments,
-                policy_key=evaluation.matched_key,
-                time=now,
-            )
-        ],
+        audit.GRANT_CREATED,
+        grant,
+        actor=by,
+        channel=channel,
+        outcome="granted",
+        comment=(
+            f"grant {grant.id} until {grant.expires_at.isoformat()}; {uses}; "
+            f"server {data.server or 'any'}; {scope}"
+        ),
+        now=now,
+        arguments=arguments,
     )
     session.commit()
     return GrantPublic.build(grant)
@@ -196,25 +235,75 @@ def revoke(
         session.rollback()
         raise Conflict(f"grant {grant_id} was revoked at the same time", code="revoked")
     grant.revoked_at, grant.revoked_by = now, by
-    audit.append_rows(
+    _record(
         session,
-        [
-            audit.EventDraft(
-                type=audit.GRANT_REVOKED,
-                actor=by,
-                channel=channel,
-                tool=grant.tool,
-                server=grant.server or "",
-                caller=grant.caller,
-                outcome="revoked",
-                comment=f"grant {grant.id} revoked after {grant.uses} uses",
-                policy_key=grant.policy_key,
-                time=now,
-            )
-        ],
+        audit.GRANT_REVOKED,
+        grant,
+        actor=by,
+        channel=channel,
+        outcome="revoked",
+        comment=f"grant {grant.id} revoked after {grant.uses} uses",
+        now=now,
     )
     session.commit()
     return GrantPublic.build(grant)
+
+
+def _creator_authority(
+    conn: Any, grant: Grant, evaluation: Evaluation, now: datetime
+) -> str | None:
+    """Why `grant`'s creator could no longer grant the call `evaluation` is of, or None.
+
+    A grant is its creator's standing decision, so it lasts only as long as their
+    authority: a live (unrevoked, unexpired) token of theirs that may decide, under a
+    rule that still asks one person and still lets them decide it alone."""
+    approval = evaluation.approval
+    assert approval is not None
+    if approval.quorum != 1:
+        return (
+            f"the policy now asks {approval.quorum} approvers for {grant.tool!r}, so one "
+            "person's grant no longer covers it"
+        )
+    roles = conn.execute(
+        select(TOKENS.c.role).where(
+            TOKENS.c.name == grant.created_by,
+            TOKENS.c.revoked_at.is_(None),
+            or_(TOKENS.c.expires_at.is_(None), TOKENS.c.expires_at > now),
+        )
+    ).scalars()
+    refusals = [
+        eligibility(grant.caller, approval.approvers, approval.group, grant.created_by, role)
+        if role in DECIDING_ROLES
+        else f"{grant.created_by} is no longer an approver (role {role})"
+        for role in roles
+    ]
+    if not refusals:
+        return f"{grant.created_by} no longer holds a live API token (revoked or expired)"
+    if all(refusals):
+        return f"the policy no longer lets {grant.created_by} grant it: {refusals[0]}"
+    return None
+
+
+def _end(session: WriteScope, grant: Grant, reason: str, now: datetime) -> None:
+    """Revoke `grant` as the system, with `reason` in the audit log (its creator lost
+    the authority it stood on)."""
+    changed = session.connection().execute(
+        update(GRANTS)
+        .where(GRANTS.c.id == grant.id, GRANTS.c.revoked_at.is_(None))
+        .values(revoked_at=now, revoked_by=SYSTEM)
+    )
+    if changed.rowcount != 1:
+        return  # someone revoked it at the same time: it is ended either way
+    _record(
+        session,
+        audit.GRANT_REVOKED,
+        grant,
+        actor=SYSTEM,
+        channel="gateway",
+        outcome="revoked",
+        comment=f"grant {grant.id} revoked after {grant.uses} uses: {reason}",
+        now=now,
+    )
 
 
 def use(
@@ -228,33 +317,45 @@ def use(
     """Use up one call of a grant that covers `data`, or NotFound (code no_grant).
 
     The call is evaluated again under the service's policy: a grant covers it only if
-    the policy still says require_approval with quorum 1 and its creator may still
-    approve it alone."""
+    the policy still says require_approval with quorum 1 under the rule the grant was
+    made for, and its creator may still approve it alone with a live token. A grant
+    whose creator lost that authority is revoked (by "system", the reason in the audit
+    log) instead of used: fail closed."""
     now = now or utcnow()
-    none = NotFound("no grant covers this call", code="no_grant")
     evaluation = _approval_rule(policy, data.tool, data.server, data.arguments)
-    if evaluation is None or evaluation.approval is None or evaluation.approval.quorum != 1:
-        raise none
-    approval = evaluation.approval
     arguments_hash = canonical_arguments_hash(data.arguments)
     conn = session.connection()
-    candidates = conn.execute(
-        select(GRANTS)
-        .where(
-            GRANTS.c.tool == data.tool,
-            GRANTS.c.caller == data.caller,
-            or_(GRANTS.c.server.is_(None), GRANTS.c.server == data.server),
-            or_(GRANTS.c.arguments_hash.is_(None), GRANTS.c.arguments_hash == arguments_hash),
-            _active(now),
-        )
-        .order_by(GRANTS.c.created_at)
-        .limit(20)
-    ).all()
+    candidates = (
+        []
+        if evaluation is None
+        else conn.execute(
+            select(GRANTS)
+            .where(
+                GRANTS.c.tool == data.tool,
+                GRANTS.c.caller == data.caller,
+                or_(GRANTS.c.server.is_(None), GRANTS.c.server == data.server),
+                or_(
+                    GRANTS.c.arguments_hash.is_(None),
+                    GRANTS.c.arguments_hash == arguments_hash,
+                ),
+                _active(now),
+            )
+            .order_by(GRANTS.c.created_at)
+            .limit(20)
+        ).all()
+    )
+    ended = False
     for row in candidates:
+        assert evaluation is not None
         grant = _grant(row)
-        if approval.approvers and grant.created_by not in approval.approvers:
-            continue  # the policy no longer lists who granted it
         if grant.created_by == data.caller:
+            continue
+        if grant.policy_key != evaluation.matched_key:
+            continue  # another rule of the policy decides this call: not what was granted
+        reason = _creator_authority(conn, grant, evaluation, now)
+        if reason is not None:
+            _end(session, grant, reason, now)
+            ended = True
             continue
         # One statement counts and checks: the WHERE is evaluated again on the locked row
         # (PostgreSQL) or by the only writer (SQLite), so racing uses never pass max_uses.
@@ -268,25 +369,22 @@ def use(
             continue  # used up or revoked meanwhile
         grant.uses = int(taken[0])
         limit = "" if grant.max_uses is None else f" of {grant.max_uses}"
-        audit.append_rows(
+        _record(
             session,
-            [
-                audit.EventDraft(
-                    type=audit.GRANT_USED,
-                    actor=gateway,
-                    channel="gateway",
-                    tool=data.tool,
-                    server=data.server,
-                    caller=data.caller,
-                    outcome="allowed",
-                    comment=f"grant {grant.id} by {grant.created_by}; use {grant.uses}{limit}",
-                    arguments=redact_arguments(data.arguments, evaluation.redact),
-                    policy_key=evaluation.matched_key,
-                    time=now,
-                    arguments_hash=arguments_hash,
-                )
-            ],
+            audit.GRANT_USED,
+            grant,
+            actor=gateway,
+            channel="gateway",
+            outcome="allowed",
+            comment=f"grant {grant.id} by {grant.created_by}; use {grant.uses}{limit}",
+            now=now,
+            server=data.server,
+            arguments=redact_arguments(data.arguments, evaluation.redact),
+            arguments_hash=arguments_hash,
+            policy_key=evaluation.matched_key,
         )
         session.commit()
         return GrantPublic.build(grant)
-    raise none
+    if ended:
+        session.commit()  # the revocations and their reasons stay, though the call is refused
+    raise NotFound("no grant covers this call", code="no_grant")

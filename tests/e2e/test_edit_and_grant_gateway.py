@@ -6,6 +6,9 @@ with the official MCP client as the agent.
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from typing import Any
 
 import anyio
@@ -109,3 +112,36 @@ async def test_a_grant_for_another_caller_covers_nothing(
     assert held.is_error and "pending approval" in text_of(held)
     listed = {g["id"]: g for g in alice.get("/grants").json()["items"]}
     assert listed[grant["id"]]["uses"] == 0
+
+
+async def test_a_grant_stops_at_the_gateway_once_its_creators_token_is_revoked(
+    open_gateway: Any, everything_command: list[str], agent_name: str, service: Any
+) -> None:
+    policy = echo_policy()
+    policy["tools"]["echo"]["hold"] = "1s"
+    dave_name = f"dave-{agent_name}"
+    policy["approvers"][dave_name] = {}
+    policy["approver_groups"]["qa-leads"]["members"].append(dave_name)
+    dave = service.client(service.token("approver", dave_name))
+    auditor = service.client(service.token("auditor", f"audit-revoked-{agent_name}"))
+    async with open_gateway(policy, agent_name, upstream=everything_command) as agent:
+        grant = _grant(dave, agent_name)
+        ran = await agent.call_tool("echo", {"message": "while dave may"})
+        assert not ran.is_error and text_of(ran) == "Echo: while dave may"
+
+        revoked = subprocess.run(
+            [sys.executable, "-m", "approvals.cli.main", "tokens", "revoke", dave_name,
+             "--db", service.db_url],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert revoked.returncode == 0, revoked.stderr
+        after = await agent.call_tool("echo", {"message": "after dave left"})
+        assert after.is_error and "pending approval" in text_of(after)
+    log = auditor.get("/audit/export", params={"format": "jsonl", "tool": "echo"}).text
+    ended = [
+        json.loads(line)
+        for line in log.splitlines()
+        if grant["id"] in line and "grant.revoked" in line
+    ]
+    assert [(e["actor"], e["channel"]) for e in ended] == [("system", "gateway")]
+    assert "no longer holds a live API token" in ended[0]["comment"]
