@@ -9,7 +9,14 @@ from fastapi.responses import RedirectResponse, Response
 from approvals import grants, lifecycle
 from approvals.api.deps import EngineDep
 from approvals.dashboard.auth import CSRF_HEADER, load_session
-from approvals.dashboard.routes import PersonDep, SignInRequired, _csrf_refused, _page, _signer
+from approvals.dashboard.routes import (
+    FragmentPersonDep,
+    PersonDep,
+    SignInRequired,
+    _csrf_refused,
+    _page,
+    _signer,
+)
 from approvals.db import read_session, session_scope
 
 router = APIRouter(include_in_schema=False)
@@ -20,6 +27,17 @@ def grants_page(request: Request, engine: EngineDep, person: PersonDep) -> Respo
     with read_session(engine) as session:
         items = grants.active(session)
     return _page(request, "grants.html", {"person": person, "page": "grants", "items": items})
+
+
+@router.get("/partials/grants")
+def grants_fragment(request: Request, engine: EngineDep, person: FragmentPersonDep) -> Response:
+    """The list of grants in force, for a Grants page told that one changed; the count
+    rides in a header."""
+    with read_session(engine) as session:
+        items = grants.active(session)
+    response = _page(request, "_grants.html", {"person": person, "items": items})
+    response.headers["X-Grants-Total"] = str(len(items))
+    return response
 
 
 @router.post("/grants/{grant_id}/revoke")

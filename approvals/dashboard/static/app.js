@@ -466,6 +466,33 @@
     }
   }
 
+  // ---- the Grants page ------------------------------------------------------------------
+  // A grant.* event is only a signal: the list is fetched again from the server, which
+  // decides what this person sees (several signals in a burst make one fetch).
+  let grantsTimer = null;
+  function refreshGrants() {
+    if (page !== "grants" || grantsTimer) return;
+    grantsTimer = setTimeout(async function () {
+      grantsTimer = null;
+      const list = document.getElementById("grants-list");
+      if (!list) return;
+      let resp;
+      try { resp = await fetchResponse("/partials/grants"); } catch (err) { return; }
+      list.innerHTML = await resp.text();
+      const count = document.getElementById("grants-count");
+      if (count) count.textContent = resp.headers.get("X-Grants-Total") || "0";
+    }, 100);
+  }
+
+  // A grant that expires goes without any event: drop it from the list when it does.
+  function expireGrants() {
+    const now = Date.now();
+    const rows = document.querySelectorAll("#grants tr[id^='grant-'] time[datetime]");
+    for (const el of rows) {
+      if (Date.parse(el.getAttribute("datetime")) <= now) { refreshGrants(); return; }
+    }
+  }
+
   function connect() {
     const scheme = location.protocol === "https:" ? "wss://" : "ws://";
     socket = new WebSocket(scheme + location.host + "/api/v1/events?csrf=" + encodeURIComponent(csrf));
@@ -479,8 +506,11 @@
         heartbeat = msg.heartbeat_seconds || heartbeat;
         setStatus("live", "Live");
         if (page === "queue") resync().catch(function () {});
+        refreshGrants(); // events may have gone by while the socket was down
       } else if (msg.type && msg.type.indexOf("request.") === 0) {
         onEvent(msg);
+      } else if (msg.type && msg.type.indexOf("grant.") === 0) {
+        refreshGrants();
       }
     };
     socket.onclose = function (ev) {
@@ -579,6 +609,9 @@
   if (page === "queue" || page === "detail") {
     tick();
     setInterval(tick, 1000);
+    connect();
+  } else if (page === "grants") {
+    setInterval(expireGrants, 1000);
     connect();
   }
 })();
