@@ -77,7 +77,7 @@ def _record(
                 actor=actor,
                 channel=channel,
                 tool=grant.tool,
-                server=grant.server or "" if server is None else server,
+                server=(grant.server or "") if server is None else server,
                 caller=grant.caller,
                 outcome=outcome,
                 comment=comment,
