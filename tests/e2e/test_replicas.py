@@ -171,6 +171,26 @@ async def test_websocket_clients_on_each_replica_hear_every_event(
         await ws_b.close()
 
 
+async def test_a_grant_made_on_replica_a_is_signalled_to_viewers_on_replica_b(
+    service: ServiceProcess, replica_b: ServiceProcess
+) -> None:
+    alice_a = service.client(service.token("approver", "alice"))
+    ws_b = await subscribe(replica_b, replica_b.token("auditor", "grant-watcher-b"))
+    try:
+        made = alice_a.post(
+            "/grants",
+            json={"tool": "end_codegen_session", "caller": "agent-r", "expires_in_seconds": 60},
+        )
+        assert made.status_code == 201, made.text
+        with anyio.fail_after(15):
+            while (message := json.loads(await ws_b.recv()))["type"] != "grant.created":
+                pass
+        assert message["grant_id"] == made.json()["id"]
+        assert alice_a.delete(f"/grants/{made.json()['id']}").status_code == 200
+    finally:
+        await ws_b.close()
+
+
 def test_100_racing_decisions_on_both_replicas_have_exactly_one_winner(
     service: ServiceProcess, replica_b: ServiceProcess, audit_engine: Any
 ) -> None:
