@@ -249,39 +249,62 @@ def revoke(
     return GrantPublic.build(grant)
 
 
-def _creator_authority(
-    conn: Any, grant: Grant, evaluation: Evaluation, now: datetime
-) -> str | None:
-    """Why `grant`'s creator could no longer grant the call `evaluation` is of, or None.
+def _live_roles(conn: Any, name: str, now: datetime) -> list[str]:
+    """The roles of `name`'s live (unrevoked, unexpired) tokens."""
+    return list(
+        conn.execute(
+            select(TOKENS.c.role).where(
+                TOKENS.c.name == name,
+                TOKENS.c.revoked_at.is_(None),
+                or_(TOKENS.c.expires_at.is_(None), TOKENS.c.expires_at > now),
+            )
+        ).scalars()
+    )
 
-    A grant is its creator's standing decision, so it lasts only as long as their
-    authority: a live (unrevoked, unexpired) token of theirs that may decide, under a
-    rule that still asks one person and still lets them decide it alone."""
+
+def _not_grantable(grant: Grant, evaluation: Evaluation | None, roles: list[str]) -> str | None:
+    """Why `grant`'s creator, holding tokens of `roles`, could not grant calls the policy
+    evaluates as `evaluation` (None: not require_approval), or None when they could."""
+    if evaluation is None or evaluation.approval is None:
+        return f"the policy no longer says require_approval for {grant.tool!r}"
+    if evaluation.matched_key != grant.policy_key:
+        return f"the policy now decides {grant.tool!r} under {evaluation.matched_key!r}"
     approval = evaluation.approval
-    assert approval is not None
     if approval.quorum != 1:
         return (
             f"the policy now asks {approval.quorum} approvers for {grant.tool!r}, so one "
             "person's grant no longer covers it"
         )
-    roles = conn.execute(
-        select(TOKENS.c.role).where(
-            TOKENS.c.name == grant.created_by,
-            TOKENS.c.revoked_at.is_(None),
-            or_(TOKENS.c.expires_at.is_(None), TOKENS.c.expires_at > now),
-        )
-    ).scalars()
     refusals = [
         eligibility(grant.caller, approval.approvers, approval.group, grant.created_by, role)
         if role in DECIDING_ROLES
         else f"{grant.created_by} is no longer an approver (role {role})"
         for role in roles
     ]
-    if not refusals:
-        return f"{grant.created_by} no longer holds a live API token (revoked or expired)"
     if all(refusals):
         return f"the policy no longer lets {grant.created_by} grant it: {refusals[0]}"
     return None
+
+
+def _lost_authority(
+    grant: Grant, policy: Policy | None, call: Evaluation, roles: list[str]
+) -> str | None:
+    """Why `grant`'s creator could no longer make it, or None.
+
+    A grant is its creator's standing decision, so it lasts only as long as their
+    authority: a live token of theirs (`roles`: of their live tokens) with a deciding
+    role, and the policy still letting them approve alone what the grant covers. That is
+    judged on the grant's own scope, as when it was made (its exact arguments, which are
+    the call's, or none), so a call that falls under another rule of the entry (a
+    production deploy, say) is merely not covered: it cannot end the grant."""
+    if not roles:
+        return f"{grant.created_by} no longer holds a live API token (revoked or expired)"
+    scope = (
+        call
+        if grant.arguments_hash is not None
+        else _approval_rule(policy, grant.tool, grant.server or "", {})
+    )
+    return _not_grantable(grant, scope, roles)
 
 
 def _end(session: WriteScope, grant: Grant, reason: str, now: datetime) -> None:
@@ -350,13 +373,14 @@ def use(
         grant = _grant(row)
         if grant.created_by == data.caller:
             continue
-        if grant.policy_key != evaluation.matched_key:
-            continue  # another rule of the policy decides this call: not what was granted
-        reason = _creator_authority(conn, grant, evaluation, now)
+        roles = _live_roles(conn, grant.created_by, now)
+        reason = _lost_authority(grant, policy, evaluation, roles)
         if reason is not None:
             _end(session, grant, reason, now)
             ended = True
             continue
+        if _not_grantable(grant, evaluation, roles) is not None:
+            continue  # this call needs someone else (another rule): the grant does not cover it
         # One statement counts and checks: the WHERE is evaluated again on the locked row
         # (PostgreSQL) or by the only writer (SQLite), so racing uses never pass max_uses.
         taken = conn.execute(

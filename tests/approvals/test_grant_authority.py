@@ -56,8 +56,8 @@ def grant(client: httpx.Client, caller: str) -> dict[str, Any]:
     return dict(created.json())
 
 
-def use(gateway: httpx.Client, caller: str) -> httpx.Response:
-    body = {"tool": END, "server": "playwright", "caller": caller, "arguments": {"n": 1}}
+def use(gateway: httpx.Client, caller: str, **arguments: Any) -> httpx.Response:
+    body = {"tool": END, "server": "playwright", "caller": caller, "arguments": arguments}
     return gateway.post("/grants/use", json=body)
 
 
@@ -135,3 +135,21 @@ def test_a_grant_is_not_ended_by_a_caller_who_is_not_a_gateway(team: Any, servic
     )
     assert revocations(team.auditor, made["id"]) == []
     assert use(team.gateway, "agent-35").status_code == 200
+
+
+def test_a_call_under_another_rule_is_not_covered_and_does_not_end_the_grant(
+    team: Any, service: Any, restore_policy: None
+) -> None:
+    tiered = policy(EVERYONE)
+    tiered["tools"][END]["rules"] = [
+        {"if": {"env": {"eq": "prod"}}, "action": "require_approval", "approvers": ["erin"]},
+        {"action": "require_approval"},
+    ]
+    service.enforce(tiered)
+    made = grant(team.alice, "agent-36")
+    # Production calls are erin's alone: alice's grant does not cover them...
+    refused = use(team.gateway, "agent-36", env="prod")
+    assert refused.status_code == 404 and refused.json()["error"]["code"] == "no_grant"
+    # ...and an agent cannot end it by making one: the calls it was made for still run.
+    assert revocations(team.auditor, made["id"]) == []
+    assert use(team.gateway, "agent-36", env="dev").status_code == 200
