@@ -242,3 +242,24 @@ def test_a_failed_preview_says_so() -> None:
         b.get("block_id")
         for b in cards.request_card(request(), base_url="http://s", policy=POLICY).blocks_json()
     ]
+
+
+def test_an_edit_in_the_history_restarts_the_count_and_keeps_every_reply() -> None:
+    def vote(name: str) -> DecisionPublic:
+        return DecisionPublic(
+            approver=name, decision="approve", comment=None, channel="api", created_at=NOW
+        )
+
+    # What the request shows after bob's edit voided alice's first approval.
+    now = request(quorum=2, approvals=2, decisions=[vote("bob"), vote("alice")])
+    edit = cards.EditNote("bob", "slack", "changed keys: sessionId; approvals voided: alice")
+    history = [vote("alice"), edit, vote("bob"), vote("alice")]
+    assert cards.thread_replies(now, history) == [
+        ":white_check_mark: alice approved via the API (1 of 2)",
+        ":pencil2: bob edited the arguments via Slack: "
+        "changed keys: sessionId; approvals voided: alice",
+        ":white_check_mark: bob approved via the API (1 of 2)",
+        ":white_check_mark: alice approved via the API (2 of 2)",
+    ]
+    # Without the history (the request's votes alone) the voided approval's reply is lost.
+    assert len(cards.thread_replies(now)) == 2
