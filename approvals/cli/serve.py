@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import gc
 import logging
 import os
 import secrets
@@ -76,6 +75,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     from approvals.app import create_app
     from approvals.logs import configure as configure_logs
+    from approvals.malloc_arenas import cap_arenas
     from approvals.open_files import held_calls_room, raise_to_hard_limit
     from approvals.settings import get_settings
 
@@ -87,6 +87,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     migrate.upgrade(settings.database_url)
     limit = raise_to_hard_limit()  # the workers of --workers N inherit it
+    cap_arenas()  # before uvicorn starts threads (each of --workers N caps its own)
     log.info(
         "open-file limit %d: room for about %d calls held at once", limit, held_calls_room(limit)
     )
@@ -129,8 +130,10 @@ def worker_app() -> FastAPI:
     """One worker's service under --workers N (uvicorn calls this in each process)."""
     from approvals.app import create_app
     from approvals.logs import configure as configure_logs
+    from approvals.malloc_arenas import cap_arenas
     from approvals.settings import get_settings
 
+    cap_arenas()
     settings = get_settings()
     configure_logs(os.environ.get(WORKER_LOG_LEVEL, "info"), settings.log_format)
     return _frozen(create_app(settings))
@@ -140,8 +143,11 @@ def _frozen(app: FastAPI) -> FastAPI:
     # What start-up built (modules, the app, SQLAlchemy's and pydantic's caches) lives
     # as long as the process. Freezing it keeps the collector's full passes from
     # walking ~150k objects each time: measured under load, a pass took ~70 ms
-    # and the passes ate a tenth of the CPU; frozen, a pass takes ~3 ms.
-    gc.freeze()
+    # and the passes ate a tenth of the CPU; frozen, a pass takes ~3 ms. Full passes
+    # then run on a clock, not whenever held calls pile up (approvals/collector.py).
+    from approvals.collector import Collector
+
+    Collector().install()
     return app
 
 
