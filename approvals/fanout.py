@@ -16,7 +16,9 @@ fits, otherwise only its type and request id, and the listener loads the request
 as stored now. When the listening connection drops, the listener reconnects and
 tells every websocket subscriber to resync (they may have missed events) and
 every long-poll to re-read its request; otherwise a long-poll reads the
-database only when it starts, and answers from the events it hears.
+database only when it starts, and answers from the events it hears. A
+connection that dies silently is found by a probe after a quiet spell
+(`PROBE_EVERY_SECONDS`), and replaced the same way.
 SQLite needs none of this: one process owns the file and its hub is the only one.
 """
 
@@ -39,9 +41,17 @@ from approvals.events import Event, EventHub, GrantEvent
 log = logging.getLogger(__name__)
 
 CHANNEL = "signoff_events"
+# The listening connection's application_name (pg_stat_activity), plus the replica id.
+LISTENER_NAME = "signoff-listener"
 # PostgreSQL refuses payloads of 8000 bytes or more; keep clear of the limit.
 MAX_PAYLOAD_BYTES = 7900
 RECONNECT_SECONDS = (0.1, 0.5, 1.0, 2.0, 5.0)
+# A connection that died without a word (a failover, a dropped NAT or firewall
+# entry, a stalled proxy) delivers nothing and raises nothing: after this long
+# without a notification the listener asks the server something, and reconnects
+# when no answer comes within PROBE_TIMEOUT_SECONDS.
+PROBE_EVERY_SECONDS = 5.0
+PROBE_TIMEOUT_SECONDS = 5.0
 # unnest keeps the array's order, and notifications of one transaction are
 # delivered in the order they were sent.
 _NOTIFY_ALL = text(
@@ -104,10 +114,20 @@ def libpq_dsn(engine: Engine) -> str:
 class PgFanout:
     """Relays this replica's events through NOTIFY and feeds others' to the local hub."""
 
-    def __init__(self, engine: Engine, hub: EventHub, replica_id: str | None = None) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        hub: EventHub,
+        replica_id: str | None = None,
+        *,
+        probe_every: float = PROBE_EVERY_SECONDS,
+        probe_timeout: float = PROBE_TIMEOUT_SECONDS,
+    ) -> None:
         self.engine = engine
         self.hub = hub
         self.replica_id = replica_id or new_replica_id()
+        self.probe_every = probe_every
+        self.probe_timeout = probe_timeout
         self.listening = asyncio.Event()
         self.received = 0  # events from other replicas handed to the hub
         hub.relay = self.relay
@@ -127,7 +147,10 @@ class PgFanout:
         while True:
             try:
                 async with await psycopg.AsyncConnection.connect(
-                    libpq_dsn(self.engine), autocommit=True
+                    libpq_dsn(self.engine),
+                    autocommit=True,
+                    # Named, so that an operator can tell it from the pool's connections.
+                    application_name=f"{LISTENER_NAME}-{self.replica_id}",
                 ) as conn:
                     await conn.execute(f"LISTEN {CHANNEL}")
                     if failures:
@@ -136,8 +159,11 @@ class PgFanout:
                         self.hub.tell_watches_they_missed()
                     failures = 0
                     self.listening.set()
-                    async for note in conn.notifies():
-                        await self._handle(note.payload)
+                    while True:
+                        async for note in conn.notifies(timeout=self.probe_every):
+                            await self._handle(note.payload)
+                        # Notifications that arrive meanwhile wait in psycopg's backlog.
+                        await asyncio.wait_for(conn.execute("SELECT 1"), self.probe_timeout)
             except asyncio.CancelledError:
                 raise
             except Exception:

@@ -19,7 +19,7 @@ from typing import Any
 import anyio
 import httpx
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 from support import ServiceProcess, held_call_body, pending_request, text_of
 from websockets.asyncio.client import ClientConnection, connect
 
@@ -386,3 +386,60 @@ def test_a_gateway_asking_again_after_a_timeout_costs_no_read_until_something_ha
         if view["status"] == "approved" or time.monotonic() > deadline:
             break
     assert view["status"] == "approved" and view["decided_by"] == "alice"
+
+
+def test_a_long_poll_still_wakes_when_the_listening_connection_is_killed(
+    service: ServiceProcess, replica_b: ServiceProcess, audit_engine: Any
+) -> None:
+    """An operator (or a failover) ends replica A's LISTEN connection while a gateway
+    long-polls on A and Alice decides on B: the decision still reaches the gateway in
+    about a second, not when its 30 s wait runs out."""
+    gateway_token = service.token("gateway", "gw-listener-killed")
+    alice_on_b = replica_b.client(replica_b.token("approver", "alice"))
+    with service.client(gateway_token) as gateway:
+        request_id = gateway.post("/requests", json=call_body()).json()["id"]
+
+    def long_poll() -> tuple[dict[str, Any], float]:
+        with service.client(gateway_token) as client:
+            answer = client.get(f"/requests/{request_id}/wait", params={"timeout": 30}, timeout=40)
+            assert answer.status_code == 200, answer.text
+            return answer.json(), time.monotonic()
+
+    def kill_listeners() -> int:
+        with audit_engine.connect() as conn:
+            killed = conn.execute(
+                text(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                    "WHERE application_name LIKE 'signoff-listener-%'"
+                )
+            ).scalar_one()
+            conn.commit()
+        return int(killed)
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        poll = pool.submit(long_poll)
+        time.sleep(1.0)  # the long-poll is waiting on A
+        assert kill_listeners() == 2  # A's and B's
+        decided_at = time.monotonic()
+        answer = alice_on_b.post(f"/requests/{request_id}/decisions", json={"decision": "approve"})
+        assert answer.status_code == 200, answer.text
+        view, answered_at = poll.result(timeout=40)
+    assert view["status"] == "approved" and view["decided_by"] == "alice"
+    assert answered_at - decided_at < 5.0
+    # Both replicas listen again: a later decision on B reaches A through NOTIFY.
+    deadline = time.monotonic() + 10
+    while listener_count(audit_engine) < 2:
+        assert time.monotonic() < deadline, "the listeners did not come back"
+        time.sleep(0.1)
+
+
+def listener_count(engine: Any) -> int:
+    with engine.connect() as conn:
+        return int(
+            conn.execute(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity "
+                    "WHERE application_name LIKE 'signoff-listener-%'"
+                )
+            ).scalar_one()
+        )
