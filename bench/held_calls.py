@@ -330,6 +330,7 @@ def run_case(label: str, db_url: str, replicas: int, folder: Path, opts: Any) ->
         chosen = rng.sample(socket_ids, opts.decisions // 2)
         chosen += rng.sample(poll_ids, opts.decisions - len(chosen))
         rng.shuffle(chosen)
+        print(f"{label}: deciding (service pids {pids})", flush=True)
         cpu1 = sum(_cpu_seconds(pid) for pid in pids)
         decide_from = time.monotonic()
         sent, took, decide_errors = asyncio.run(_decide(urls, alice, chosen, opts.rate))

@@ -11,6 +11,7 @@ machine shows up in every figure, so read ratios rather than absolutes.
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import time
@@ -37,12 +38,14 @@ BENCHMARKS: list[tuple[str, list[str]]] = [
 # Peer approval-queue libraries installable from the Python package index, to run
 # the same work through as a baseline; see the note recorded below.
 PEER_NOTE = (
-    "Peer approval-queue libraries: several human-approval gateways for agents are "
-    "published as Python packages (for example actgate, bonanza-approve, aegis-gateway), "
-    "but none was installed and run as a baseline here: each is a service of its own with "
-    "its own API and storage, and driving the same create+decide and held-call work through "
-    "one was not done in this run. The baselines are Signoff's own: the direct call, "
-    "SQLite, one replica."
+    "Peer approval-queue libraries, looked for as Python packages on 2026-11-29: "
+    "`humanlayer` 0.7.9 installs, but it is a client of HumanLayer's hosted API (it needs "
+    "HUMANLAYER_API_KEY and their cloud); without a key it falls back to asking on the "
+    "terminal (`input()`), so there is no local queue to create, hold and decide calls "
+    "through. The package index also lists actgate, bonanza-approve, aegis-gateway-server "
+    "and hitl-client (agent approval gateways or clients of one); none was installed and "
+    "driven through the same create+decide and held-call work in this run. The baselines "
+    "are Signoff's own: the direct call, SQLite, one replica."
 )
 
 
@@ -66,7 +69,8 @@ def main() -> int:
     total = time.monotonic() - started
     verdict = "PASS" if total <= BUDGET_SECONDS else "FAIL"
     body = (
-        top + f"- total {total:.0f} s (target <= {BUDGET_SECONDS:.0f} s on 2 cores: {verdict}); "
+        top + f"- benchmarks run at niceness {os.nice(0)} (other work on the machine at 10)\n"
+        f"- total {total:.0f} s (target <= {BUDGET_SECONDS:.0f} s on 2 cores: {verdict}); "
         f"load average after: {load_now()}\n\n"
         "| benchmark | seconds | exit | load average before (1/5/15 min) |\n"
         "|---|---:|---:|---|\n" + "\n".join(rows) + "\n\n" + PEER_NOTE + "\n"
