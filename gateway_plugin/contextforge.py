@@ -28,6 +28,15 @@ request and continues once it is approved (the approval is claimed for that
 one run). If the service cannot be reached, calls that need approval stop:
 fail closed.
 
+An approver may approve a call with changed arguments: with `tool_post_invoke`
+listed in the plugin's `hooks` next to `tool_pre_invoke`, the call goes ahead
+with the approved arguments (a modified payload) and the result says what the
+approver changed (a text line naming the keys, and `_meta["signoff"]`), as in
+`signoff gateway`. Without that hook such an approval is refused.
+
+The wiring (policy source, service client, decision push, audit, gate) is a
+`GatewayRuntime` (`runtime`), the same as every other host's.
+
 The caller is ContextForge's user for the request (its email or name), else
 `agent`, else the gateway token's name.
 """
@@ -42,17 +51,17 @@ from cpex.framework import (
     PluginConfig,
     PluginContext,
     PluginViolation,
+    ToolPostInvokePayload,
+    ToolPostInvokeResult,
     ToolPreInvokePayload,
     ToolPreInvokeResult,
 )
-from mcp_types import TextContent
+from mcp_types import CallToolResult, TextContent
 
-from gateway_plugin.audit_reporter import AuditReporter
-from gateway_plugin.decision_stream import DecisionStream
+from gateway_plugin.edits import ArgumentChange
 from gateway_plugin.gate import ToolCall
-from gateway_plugin.handback import HandBackGate
-from gateway_plugin.policy_source import PolicySource
-from gateway_plugin.service_client import ServiceClient
+from gateway_plugin.runtime import GatewayRuntime
+from gateway_plugin.verdict import Allow, Approved, Deny, Expired, Held, Rejected, refusal
 
 __all__ = ["DEFAULT_HOLD_SECONDS", "SignoffPlugin"]
 
@@ -62,6 +71,8 @@ PENDING_CODE = "SIGNOFF_PENDING_APPROVAL"
 REFUSED_CODE = "SIGNOFF_REFUSED"
 # How long ContextForge should wait before the agent's retry makes sense.
 RETRY_DELAY_MS = 5000
+# Where pre-invoke leaves what an approver changed for post-invoke (the plugin's own state).
+_CHANGE_STATE = "signoff_argument_change"
 
 
 def _user_name(user: Any) -> str:
@@ -91,31 +102,24 @@ class SignoffPlugin(Plugin):  # type: ignore[misc]  # cpex ships no type hints
                 f"${settings.get('token_env') or 'SIGNOFF_TOKEN'}"
             )
         self._server = str(settings.get("server") or "")
-        self._decisions = DecisionStream(service, token)
-        client = ServiceClient(service, token)
+        # Without the post-invoke hook the agent could not be told what an approver
+        # changed, so such approvals are refused (before they are claimed).
+        self._can_edit = "tool_post_invoke" in (config.hooks or [])
         # An invalid local file stops the plugin from loading.
-        self._policy = PolicySource(client, local=settings.get("policy") or None)
-        self.gate = HandBackGate(
-            self._policy.policy,
-            client,
+        self.runtime = GatewayRuntime(
+            service,
+            token,
+            policy=settings.get("policy") or None,
             agent=settings.get("agent") or None,
-            token=token,
-            hold_seconds=float(settings.get("hold", DEFAULT_HOLD_SECONDS)),
-            decisions=self._decisions,
-            audit=AuditReporter(service, token),
+            hold=float(settings.get("hold", DEFAULT_HOLD_SECONDS)),
         )
+        self.gate = self.runtime.gate
 
     async def initialize(self) -> None:
-        self._decisions.start()
-        await self._policy.begin(self.gate.replace_policy)
+        await self.runtime.begin()
 
     async def shutdown(self) -> None:
-        await self._policy.aclose()
-        await self.gate.drain(timeout=2)
-        if self.gate.audit is not None:
-            await self.gate.audit.aclose(timeout=2)
-        await self._decisions.aclose()
-        await self.gate.service.aclose()
+        await self.runtime.aclose()
 
     async def tool_pre_invoke(
         self, payload: ToolPreInvokePayload, context: PluginContext
@@ -128,19 +132,52 @@ class SignoffPlugin(Plugin):  # type: ignore[misc]  # cpex ships no type hints
             caller=caller,
             session=f"contextforge:{caller}" if caller else None,
         )
-        refusal = await self.gate.decide(call)
-        if refusal is None:
-            return ToolPreInvokeResult(continue_processing=True)
-        text = " ".join(b.text for b in refusal.content if isinstance(b, TextContent))
-        pending = "pending approval" in text
-        violation = PluginViolation(
-            reason="Pending approval" if pending else "Refused by Signoff",
-            description=text,
-            code=PENDING_CODE if pending else REFUSED_CODE,
-            details={"tool": payload.name, "retry": pending},
-        )
-        return ToolPreInvokeResult(
-            continue_processing=False,
-            violation=violation,
-            retry_delay_ms=RETRY_DELAY_MS if pending else 0,
-        )
+        match await self.gate.decide(call, can_edit=self._can_edit):
+            case Allow() | Approved(change=None):
+                return ToolPreInvokeResult(continue_processing=True)
+            case Approved(arguments=arguments, change=change):
+                # ContextForge runs the approved arguments; post-invoke tells the agent.
+                context.set_state(_CHANGE_STATE, change)
+                edited = payload.model_copy(update={"args": dict(arguments)})
+                return ToolPreInvokeResult(continue_processing=True, modified_payload=edited)
+            case Held() as held:
+                return _stop(payload.name, refusal(held), pending=True)
+            case Deny() | Rejected() | Expired() as refused:
+                return _stop(payload.name, refusal(refused), pending=False)
+
+    async def tool_post_invoke(
+        self, payload: ToolPostInvokePayload, context: PluginContext
+    ) -> ToolPostInvokeResult:
+        """Add what an approver changed to the result of a call run with edited arguments."""
+        change = context.get_state(_CHANGE_STATE)
+        if not isinstance(change, ArgumentChange):
+            return ToolPostInvokeResult(continue_processing=True)
+        result = payload.result
+        if isinstance(result, dict) and isinstance(result.get("content"), list):
+            meta = dict(result.get("_meta") or {})
+            meta["signoff"] = change.meta()
+            text = {"type": "text", "text": change.line()}
+            result = {**result, "content": [*result["content"], text], "_meta": meta}
+        else:  # a result of another shape: the note alone still reaches the agent
+            result = {
+                "content": [{"type": "text", "text": change.line()}],
+                "_meta": {"signoff": change.meta()},
+                "original": result,
+            }
+        edited = payload.model_copy(update={"result": result})
+        return ToolPostInvokeResult(continue_processing=True, modified_payload=edited)
+
+
+def _stop(tool: str, result: CallToolResult, *, pending: bool) -> ToolPreInvokeResult:
+    text = " ".join(b.text for b in result.content if isinstance(b, TextContent))
+    violation = PluginViolation(
+        reason="Pending approval" if pending else "Refused by Signoff",
+        description=text,
+        code=PENDING_CODE if pending else REFUSED_CODE,
+        details={"tool": tool, "retry": pending},
+    )
+    return ToolPreInvokeResult(
+        continue_processing=False,
+        violation=violation,
+        retry_delay_ms=RETRY_DELAY_MS if pending else 0,
+    )

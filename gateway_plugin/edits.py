@@ -10,6 +10,7 @@ and `_meta["signoff"]` with who changed what.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from mcp_types import CallToolResult, TextContent
@@ -67,30 +68,66 @@ def changed_keys(before: Mapping[str, Any], after: Mapping[str, Any]) -> list[st
     return sorted(k for k in keys if k not in before or k not in after or before[k] != after[k])
 
 
-def annotate(
-    result: CallToolResult,
-    request: ApprovalRequestView,
-    original: Mapping[str, Any],
-    redact: Sequence[str],
-) -> CallToolResult:
-    """`result` with a line and `_meta["signoff"]` saying who changed which arguments."""
-    approved = request.approved_arguments or {}
-    shown = redact_arguments(dict(original), redact)
-    keys = changed_keys(shown, approved)
-    line = (
-        f"Signoff: {request.edited_by} changed the arguments before approving "
-        f"(changed: {', '.join(keys) or 'nothing'}); the call ran with the approved arguments."
+@dataclass(frozen=True)
+class ArgumentChange:
+    """What an approver changed in a call before approving it, as the agent is told.
+
+    `shown` and `approved` are as the service shows them (secrets masked), so nothing
+    here echoes a secret back."""
+
+    request_id: str
+    edited_by: str | None
+    shown: Mapping[str, Any]
+    approved: Mapping[str, Any]
+    arguments_hash: str
+    approved_arguments_hash: str | None
+
+    @property
+    def keys(self) -> list[str]:
+        return changed_keys(self.shown, self.approved)
+
+    def line(self) -> str:
+        return (
+            f"Signoff: {self.edited_by} changed the arguments before approving "
+            f"(changed: {', '.join(self.keys) or 'nothing'}); the call ran with the approved "
+            "arguments."
+        )
+
+    def meta(self) -> dict[str, Any]:
+        """`_meta["signoff"]` of the result: who changed what."""
+        return {
+            "request_id": self.request_id,
+            "edited_by": self.edited_by,
+            "changed_keys": self.keys,
+            "arguments": dict(self.shown),
+            "approved_arguments": dict(self.approved),
+            "arguments_hash": self.arguments_hash,
+            "approved_arguments_hash": self.approved_arguments_hash,
+        }
+
+    def annotate(self, result: CallToolResult) -> CallToolResult:
+        """`result` with the line and `_meta["signoff"]` added."""
+        meta = dict(result.meta or {})
+        meta["signoff"] = self.meta()
+        return result.model_copy(
+            update={"content": [*result.content, TextContent(text=self.line())], "meta": meta}
+        )
+
+
+def approved_run(
+    request: ApprovalRequestView, original: Mapping[str, Any], redact: Sequence[str]
+) -> tuple[dict[str, Any], ArgumentChange | None]:
+    """The arguments to run for a claimed request, and what the approver changed (None:
+    the agent's own arguments were approved). `EditMismatch` when they do not add up."""
+    if request.approved_arguments is None:
+        return dict(original), None
+    arguments = approved_call_arguments(request, original, redact)
+    change = ArgumentChange(
+        request_id=request.id,
+        edited_by=request.edited_by,
+        shown=redact_arguments(dict(original), redact),
+        approved=request.approved_arguments,
+        arguments_hash=request.arguments_hash,
+        approved_arguments_hash=request.approved_arguments_hash,
     )
-    meta = dict(result.meta or {})
-    meta["signoff"] = {
-        "request_id": request.id,
-        "edited_by": request.edited_by,
-        "changed_keys": keys,
-        "arguments": shown,
-        "approved_arguments": approved,
-        "arguments_hash": request.arguments_hash,
-        "approved_arguments_hash": request.approved_arguments_hash,
-    }
-    return result.model_copy(
-        update={"content": [*result.content, TextContent(text=line)], "meta": meta}
-    )
+    return arguments, change

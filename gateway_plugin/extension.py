@@ -32,7 +32,7 @@ from mcp_types import INVALID_PARAMS, MISSING_REQUIRED_CLIENT_CAPABILITY
 
 from gateway_plugin import messages
 from gateway_plugin.confirm import Confirmations
-from gateway_plugin.gate import ApprovalGate, Forward, ToolCall, error_result
+from gateway_plugin.gate import ApprovalGate, Forward, ForwardWith, ToolCall, error_result
 from gateway_plugin.policy import Evaluation
 from gateway_plugin.proxy.context import (
     TASKS_EXTENSION,
@@ -42,15 +42,16 @@ from gateway_plugin.proxy.context import (
     progress_reporter,
     session_key,
 )
-from gateway_plugin.proxy.fastpath import Verdict
+from gateway_plugin.proxy.fastpath import Screening
 from gateway_plugin.resumable import ResumableHolds
 from gateway_plugin.resume_state import InvalidResumeState, StateSeal
 from gateway_plugin.tasks import TaskBoard, TaskParams
+from gateway_plugin.verdict import Allow, Ask, Deny, refusal
 
 logger = logging.getLogger(__name__)
 
-_FORWARD: Verdict = ("forward", None)
-_INTERCEPT: Verdict = ("intercept", None)
+_FORWARD: Screening = ("forward", None)
+_INTERCEPT: Screening = ("intercept", None)
 
 
 class SignoffExtension(Extension):
@@ -97,7 +98,7 @@ class SignoffExtension(Extension):
         assert isinstance(params, TaskParams)
         return await self.tasks.cancel(params.task_id, await self._task_caller(ctx))
 
-    def screen_tool_call(self, name: str, arguments: Mapping[str, Any], session: str) -> Verdict:
+    def screen_tool_call(self, name: str, arguments: Mapping[str, Any], session: str) -> Screening:
         """Settle a call without a request context when no human is needed (the fast path)."""
         gate = self.gate
         if gate.allows_outright(name, self.server):
@@ -106,9 +107,13 @@ class SignoffExtension(Extension):
         evaluation = gate.evaluate(call)
         if gate.needs_human(evaluation):
             return _INTERCEPT
-        refusal = gate.screen(call, evaluation)
-        assert not isinstance(refusal, Evaluation)  # only approvals evaluate to one
-        return _FORWARD if refusal is None else ("reply", refusal)
+        match gate.screen(call, evaluation):
+            case Allow():
+                return _FORWARD
+            case Deny() as denied:
+                return ("reply", refusal(denied))
+            case Ask():  # needs_human said no: only an approval or a confirm asks
+                raise AssertionError("a call that needs nobody was asked for")
 
     def visible_tools(self, tools: list[types.Tool]) -> list[types.Tool]:
         """Drop the tools the policy hides."""
@@ -129,63 +134,44 @@ class SignoffExtension(Extension):
             session=session_key(ctx),
         )
 
-        async def forward() -> types.CallToolResult:
-            result = await call_next(ctx)
-            if isinstance(result, types.CallToolResult):
-                return result
-            return error_result(f"Signoff: unexpected result type from {params.name}")
-
-        async def forward_with(arguments: dict[str, Any]) -> types.CallToolResult:
-            # The wrapped handler is invoked with this very params object.
-            params.arguments = arguments
-            return await forward()
-
+        forward, forward_with = _runners(ctx, call_next, params)
         progress = progress_reporter(ctx)
         gate = self.gate
         features = client_features(ctx)
         evaluation = gate.evaluate(call)
         if not gate.needs_human(evaluation) or not (features.rounds or features.form_elicitation):
-            return await gate.handle(call, forward, progress, evaluation, forward_with=forward_with)
+            return await gate.handle(call, forward, progress, evaluation, forward_with)
         if params.request_state is not None:
-            return await self._next_round(ctx, params, call, evaluation, features, forward)
-        verdict = gate.screen(call, evaluation)
-        if verdict is None:
-            return await forward()
-        if isinstance(verdict, types.CallToolResult):
-            return verdict
-        if verdict.action == "confirm":
+            return await self._next_round(ctx, call_next, params, call, evaluation, features)
+        match gate.screen(call, evaluation):
+            case Allow():
+                return await forward()
+            case Deny() as denied:
+                return refusal(denied)
+            case Ask(evaluation=asked):
+                pass
+        if asked.action == "confirm":
             if features.form_elicitation:
-                return await self._confirm(ctx, call, verdict, features, forward)
-            if verdict.approval is None:
-                return error_result(messages.cannot_confirm(call.tool))
+                return await self._confirm(ctx, call, asked, features, forward)
+            if asked.approval is None:
+                return refusal(Deny(messages.cannot_confirm(call.tool)))
             # The rule names approvers for clients that cannot be asked: they decide.
-        if verdict.action == "require_approval":
-            granted = await gate.fail_closed(call.tool, gate.run_granted(call, forward))
-            if granted is not None:
-                return granted
+        if asked.action == "require_approval":
+            granted = await gate.guarded(call.tool, gate.granted(call))
+            if granted is True:
+                return await forward()
+            if isinstance(granted, Deny):
+                return refusal(granted)
         if features.tasks:
-            return await self.tasks.start(call, self._detached(ctx, call_next, params.name))
+            detached = _runners(_quiet(ctx), call_next, params)
+            return await self.tasks.start(call, asked, *detached)
         if features.rounds:
             return await gate.fail_closed(
-                call.tool, self.rounds.first_round(call, verdict, forward, progress, features)
+                call.tool,
+                self.rounds.first_round(call, asked, progress, features, forward, forward_with),
             )
-        return await gate.fail_closed(
-            call.tool, gate.hold_then_forward(call, verdict, forward, progress, forward_with)
-        )
-
-    @staticmethod
-    def _detached(ctx: ServerRequestContext[Any, Any], call_next: CallNext, tool: str) -> Forward:
-        """`forward` for a call that runs after its request was answered (a task): no
-        progress goes to a request that is over."""
-        quiet = replace(ctx, params={k: v for k, v in (ctx.params or {}).items() if k != "_meta"})
-
-        async def forward() -> types.CallToolResult:
-            result = await call_next(quiet)
-            if isinstance(result, types.CallToolResult):
-                return result
-            return error_result(f"Signoff: unexpected result type from {tool}")
-
-        return forward
+        verdict = await gate.guarded(call.tool, gate.hold(call, asked, progress))
+        return await gate.carry_out(verdict, forward, forward_with)
 
     async def _confirm(
         self,
@@ -208,11 +194,11 @@ class SignoffExtension(Extension):
     async def _next_round(
         self,
         ctx: ServerRequestContext[Any, Any],
+        call_next: CallNext,
         params: types.CallToolRequestParams,
         call: ToolCall,
         evaluation: Evaluation,
         features: ClientFeatures,
-        forward: Forward,
     ) -> HandlerResult:
         """A retry with the `requestState` of an earlier round (limits were counted then)."""
         confirm = evaluation.action == "confirm" and features.form_elicitation
@@ -228,6 +214,7 @@ class SignoffExtension(Extension):
                 message="Invalid or expired requestState",
                 data={"reason": "invalid_request_state"},
             ) from None
+        forward, forward_with = _runners(ctx, call_next, params)
         if confirm:
             accepted = self.confirmations.answer_in(params.input_responses)
             return await self.gate.fail_closed(
@@ -236,5 +223,33 @@ class SignoffExtension(Extension):
         progress = progress_reporter(ctx)
         return await self.gate.fail_closed(
             call.tool,
-            self.rounds.next_round(call, evaluation, state, forward, progress, features),
+            self.rounds.next_round(
+                call, evaluation, state, progress, features, forward, forward_with
+            ),
         )
+
+
+def _runners(
+    ctx: ServerRequestContext[Any, Any], call_next: CallNext, params: types.CallToolRequestParams
+) -> tuple[Forward, ForwardWith]:
+    """How this host runs the call: as the agent made it, or with other arguments (those
+    an approver approved)."""
+
+    async def forward() -> types.CallToolResult:
+        result = await call_next(ctx)
+        if isinstance(result, types.CallToolResult):
+            return result
+        return error_result(f"Signoff: unexpected result type from {params.name}")
+
+    async def forward_with(arguments: Mapping[str, Any]) -> types.CallToolResult:
+        # The wrapped handler is invoked with this very params object.
+        params.arguments = dict(arguments)
+        return await forward()
+
+    return forward, forward_with
+
+
+def _quiet(ctx: ServerRequestContext[Any, Any]) -> ServerRequestContext[Any, Any]:
+    """`ctx` for a call that runs after its request was answered (a task): no progress
+    goes to a request that is over."""
+    return replace(ctx, params={k: v for k, v in (ctx.params or {}).items() if k != "_meta"})

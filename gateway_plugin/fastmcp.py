@@ -12,12 +12,14 @@ first call is answered and followed while the server runs. `policy=FILE` adds
 a local fallback, used only while the service has none or cannot be reached at
 the first call; until some policy has arrived every call is refused.
 
+The wiring is a `GatewayRuntime` (`runtime`), the same as `signoff gateway`'s.
 `on_call_tool` runs each call through `ApprovalGate.handle`: allowed calls go on
 to the tool (or the proxied upstream) untouched; denied, hidden and
 rate-limited ones come back as tool errors; calls that need approval are held
-in-band with progress notifications, then run, refused, or handed back as
-"pending approval, retry" exactly as in `signoff gateway`. `on_list_tools`
-drops the tools the policy hides.
+in-band with progress notifications, then run (with the arguments the approver
+approved, and a note of what changed, when they were edited), refused, or
+handed back as "pending approval, retry" exactly as in `signoff gateway`.
+`on_list_tools` drops the tools the policy hides.
 
 The caller is the FastMCP access token's client id when the server uses
 FastMCP auth, else the gate's `agent` (or the gateway token's name); the
@@ -27,7 +29,7 @@ session is FastMCP's session id. Needs the optional extra: `pip install
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,11 +38,8 @@ from fastmcp.server.dependencies import get_access_token
 from fastmcp.server.middleware import CallNext, Middleware, MiddlewareContext
 from fastmcp.tools.base import Tool, ToolResult
 
-from gateway_plugin.audit_reporter import AuditReporter
-from gateway_plugin.decision_stream import DecisionStream
-from gateway_plugin.gate import DEFAULT_HOLD_SECONDS, ApprovalGate, ProgressFn, ToolCall
-from gateway_plugin.policy_source import PolicySource
-from gateway_plugin.service_client import ServiceClient
+from gateway_plugin.gate import DEFAULT_HOLD_SECONDS, ProgressFn, ToolCall
+from gateway_plugin.runtime import GatewayRuntime
 
 __all__ = ["SignoffMiddleware"]
 
@@ -78,8 +77,9 @@ def _progress(context: MiddlewareContext[Any]) -> ProgressFn | None:
 class SignoffMiddleware(Middleware):
     """FastMCP middleware applying a Signoff policy to every tools/call."""
 
-    def __init__(self, gate: ApprovalGate, *, server: str = "") -> None:
-        self.gate = gate
+    def __init__(self, runtime: GatewayRuntime, *, server: str = "") -> None:
+        self.runtime = runtime
+        self.gate = runtime.gate
         self.server = server
 
     @classmethod
@@ -93,52 +93,21 @@ class SignoffMiddleware(Middleware):
         server: str = "",
         hold: float = DEFAULT_HOLD_SECONDS,
     ) -> SignoffMiddleware:
-        """Build the gate as `signoff gateway` does: the service's policy (`policy`: a local
-        fallback file), service client, decision push, audit."""
-        client = ServiceClient(service, token)
-        source = PolicySource(client, local=policy)  # PolicyError: an invalid local file
-        decisions = DecisionStream(service, token)
-        gate = ApprovalGate(
-            source.policy,
-            client,
-            agent=agent,
-            token=token,
-            hold_seconds=hold,
-            decisions=decisions,
-            audit=AuditReporter(service, token),
-        )
-        middleware = cls(gate, server=server)
-        middleware._decisions = decisions
-        middleware._policy = source
-        return middleware
-
-    _decisions: DecisionStream | None = None
-    _policy: PolicySource | None = None
-
-    async def _start(self) -> None:
-        """Connect to the service on the server's own loop, at the first request."""
-        if self._decisions is not None:
-            self._decisions.start()  # idempotent
-        if self._policy is not None:
-            await self._policy.begin(self.gate.replace_policy)  # the first fetch, once
+        """The middleware over a `GatewayRuntime`: the service's policy (`policy`: a local
+        fallback file; PolicyError when it is invalid), decision push, audit."""
+        runtime = GatewayRuntime(service, token, policy=policy, agent=agent, hold=hold)
+        return cls(runtime, server=server)
 
     async def aclose(self) -> None:
-        """Flush the audit queue and close the service connections (for `from_settings`)."""
-        if self._policy is not None:
-            await self._policy.aclose()
-        await self.gate.drain(timeout=2)
-        if self.gate.audit is not None:
-            await self.gate.audit.aclose(timeout=2)
-        if self._decisions is not None:
-            await self._decisions.aclose()
-        await self.gate.service.aclose()
+        """Flush the audit queue and close the service connections."""
+        await self.runtime.aclose()
 
     async def on_call_tool(
         self,
         context: MiddlewareContext[mt.CallToolRequestParams],
         call_next: CallNext[mt.CallToolRequestParams, ToolResult],
     ) -> ToolResult:
-        await self._start()
+        await self.runtime.begin()  # on the server's own loop, at the first request
         params = context.message
         call = ToolCall(
             tool=params.name,
@@ -158,8 +127,8 @@ class SignoffMiddleware(Middleware):
         async def forward() -> mt.CallToolResult:
             return await run(context)
 
-        async def forward_with(arguments: dict[str, Any]) -> mt.CallToolResult:
-            edited = params.model_copy(update={"arguments": arguments})
+        async def forward_with(arguments: Mapping[str, Any]) -> mt.CallToolResult:
+            edited = params.model_copy(update={"arguments": dict(arguments)})
             return await run(context.copy(message=edited))
 
         outcome = await self.gate.handle(
@@ -181,6 +150,6 @@ class SignoffMiddleware(Middleware):
         context: MiddlewareContext[mt.ListToolsRequest],
         call_next: CallNext[mt.ListToolsRequest, Sequence[Tool]],
     ) -> Sequence[Tool]:
-        await self._start()
+        await self.runtime.begin()
         tools = await call_next(context)
         return [tool for tool in tools if self.gate.visible(tool.name, self.server)]

@@ -1,8 +1,10 @@
 """The approval gate: what happens to one tool call, independent of any gateway.
 
-Hosts (the built-in MCP proxy, a FastMCP middleware, a ContextForge plugin) hand
-the gate a `ToolCall` and a `forward` coroutine that runs the real call; the gate
-returns the `CallToolResult` the agent should see.
+`decide` gives the `verdict` of a call (allow, deny, held, approved with which
+arguments, rejected, expired); a host matches on it, or hands `handle` its way to
+run the call (`forward`, and `forward_with` for the arguments an approver
+changed) and gets the `CallToolResult` the agent should see. `GatewayRuntime`
+(`runtime`) builds one gate per identity for every host.
 """
 
 from __future__ import annotations
@@ -11,7 +13,6 @@ import asyncio
 import hashlib
 import logging
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
-from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -27,17 +28,24 @@ from gateway_plugin.policy import (
     canonical_arguments_hash,
     redact_arguments,
 )
-from gateway_plugin.policy.preview import (
-    PREVIEW_ERROR_MAX_CHARS,
-    PreviewTemplateError,
-    cap_text,
-    fill,
-)
 from gateway_plugin.policy.results import PreviewSpec
+from gateway_plugin.preview_call import SIDE_CALL, SideCall, preview_call
 from gateway_plugin.service_client import (
     ServiceClient,
     ServiceRefused,
     ServiceUnavailable,
+)
+from gateway_plugin.verdict import (
+    Allow,
+    Approved,
+    Ask,
+    Deny,
+    Expired,
+    Held,
+    Rejected,
+    Screened,
+    Verdict,
+    refusal,
 )
 from gateway_plugin.wire import ApprovalRequestView, CreateRequest, GrantUseRequest, Preview
 
@@ -47,15 +55,11 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 Forward = Callable[[], Awaitable[CallToolResult]]
-# Runs the call with other arguments (those an approver changed); None: the host cannot.
-ForwardWith = Callable[[dict[str, Any]], Awaitable[CallToolResult]]
-# Runs another tool on the held call's own upstream session (for previews).
-SideCall = Callable[[str, dict[str, Any]], Awaitable[CallToolResult]]
-# Set by a host around each tool call it can make side calls for (the built-in proxy,
-# see `proxy.forwarding`): the gate makes a rule's preview call through it. Unset, a
-# preview is attached as failed.
-SIDE_CALL: ContextVar[SideCall | None] = ContextVar("signoff_side_call", default=None)
+# Runs the call with other arguments (those an approver changed).
+ForwardWith = Callable[[Mapping[str, Any]], Awaitable[CallToolResult]]
 ProgressFn = Callable[[float, float | None, str | None], Awaitable[None]]
+# Where the gate reads the policy in force at each call (`PolicySource`, the service's state).
+PolicyFeed = Callable[[], Policy]
 _Answer = TypeVar("_Answer")
 
 DEFAULT_HOLD_SECONDS = 50.0
@@ -86,28 +90,24 @@ def _summary(result: CallToolResult, limit: int = 500) -> str:
     return " ".join(texts)[:limit]
 
 
-def _preview_text(result: CallToolResult) -> str:
-    """A tool result as text: text blocks as they are, other blocks named."""
-    parts = [
-        block.text if isinstance(block, TextContent) else f"[{block.type} content]"
-        for block in result.content
-    ]
-    return "\n".join(parts)
-
-
-def _failed_preview(error: str) -> Preview:
-    return Preview(status="failed", error=error[:PREVIEW_ERROR_MAX_CHARS])
+def _failure(tool: str, exc: Exception) -> str:
+    """What the agent reads when the approval path failed (the call is refused)."""
+    if isinstance(exc, ServiceUnavailable):
+        return messages.unreachable(tool, str(exc))
+    if isinstance(exc, ServiceRefused):  # e.g. its policy differs from ours: fail closed
+        return messages.not_queued(tool, str(exc))
+    # Fail closed whatever the host does with exceptions (ContextForge may be set to
+    # ignore a plugin's errors and run the call).
+    log.error("the approval path of %s failed; refusing the call", tool, exc_info=exc)
+    return messages.internal_error(tool, type(exc).__name__)
 
 
 class ApprovalGate:
     """Applies a policy to tool calls, holding risky ones for a human decision."""
 
-    # Whether `forward` returns the real result, so its outcome can be recorded.
-    reports_outcomes = True
-
     def __init__(
         self,
-        policy: Policy,
+        policy: Policy | PolicyFeed,
         service: ServiceClient,
         *,
         agent: str | None = None,
@@ -117,7 +117,7 @@ class ApprovalGate:
         audit: AuditReporter | None = None,
         audit_allowed: bool = False,
     ) -> None:
-        self.policy = policy
+        self._policy: PolicyFeed = policy if callable(policy) else (lambda: policy)
         self.service = service
         # Where calls settled without a human are reported (None: not reported), and
         # whether allowed calls are too (else only those whose entry says `audit: true`).
@@ -135,9 +135,14 @@ class ApprovalGate:
         # it so no secret sits in memory twice, and no network call is needed.
         self._grant_key = agent or "token:" + hashlib.sha256(token.encode()).hexdigest()[:16]
 
+    @property
+    def policy(self) -> Policy:
+        """The policy in force now, as the gate's feed has it."""
+        return self._policy()
+
     def replace_policy(self, policy: Policy) -> None:
-        """Swap in a newly loaded policy (counters are kept)."""
-        self.policy = policy
+        """Enforce `policy` from now on instead of the feed (counters are kept)."""
+        self._policy = lambda: policy
 
     async def caller_name(self) -> str:
         """The caller identity: --agent, else the gateway token's name (asked once)."""
@@ -174,42 +179,32 @@ class ApprovalGate:
         """The current policy's decision for `call` (pure: consumes no rate limit)."""
         return self.policy.evaluate(call.tool, call.arguments, call.server or None)
 
-    def needs_approval(self, call: ToolCall, evaluation: Evaluation | None = None) -> bool:
-        """True when the policy wants a human for `call` (pure: consumes no rate limit)."""
-        if evaluation is None:
-            evaluation = self.evaluate(call)
-        return evaluation.action == "require_approval" and not evaluation.hidden
-
-    def screen(
-        self, call: ToolCall, evaluation: Evaluation | None = None
-    ) -> CallToolResult | Evaluation | None:
-        """Settle what needs no human: None to forward, a tool error to refuse, else the
-        evaluation that asks for approval. Counts the call against its rate limits.
+    def screen(self, call: ToolCall, evaluation: Evaluation | None = None) -> Screened:
+        """Settle what needs no human: Allow, Deny, else Ask (a person must be involved).
+        Counts the call against its rate limits.
 
         `evaluation` is `evaluate(call)` when the caller already has it."""
         if evaluation is None:
             evaluation = self.evaluate(call)
         if evaluation.hidden:
             self._record(call, evaluation, "policy.denied", "hidden", evaluation.reason)
-            return error_result(messages.hidden(call.tool))
+            return Deny(messages.hidden(call.tool))
         if evaluation.action == "deny":
             self._record(call, evaluation, "policy.denied", "denied", evaluation.reason)
-            return error_result(
-                messages.denied(call.tool, evaluation.matched_key, evaluation.reason)
-            )
+            return Deny(messages.denied(call.tool, evaluation.matched_key, evaluation.reason))
         violation = self.limiter.check_and_consume(
             evaluation.limits, grant=call.caller or self._grant_key, session=call.session
         )
         if violation is not None:
             self._record(call, evaluation, "policy.rate_limited", "rate_limited", violation.message)
-            return error_result(
+            return Deny(
                 messages.rate_limited(call.tool, violation.message, violation.retry_after_seconds)
             )
         if evaluation.action == "allow":
             if evaluation.audit or self.audit_allowed:
                 self._record(call, evaluation, "call.allowed", "allowed", evaluation.reason)
-            return None
-        return evaluation
+            return Allow()
+        return Ask(evaluation)
 
     def _record(
         self,
@@ -255,6 +250,30 @@ class ApprovalGate:
         """True when a person must be involved: an approver, or the person at the client."""
         return evaluation.action in ("require_approval", "confirm") and not evaluation.hidden
 
+    async def decide(
+        self,
+        call: ToolCall,
+        progress: ProgressFn | None = None,
+        evaluation: Evaluation | None = None,
+        *,
+        hold: float | None = None,
+        can_edit: bool = True,
+    ) -> Verdict:
+        """The verdict on `call`: screened, then (if a human must decide) queued and held
+        up to `hold` seconds (default: the policy entry's, else the gate's). An approval
+        is claimed for this one run. Never raises: a failure is a Deny (fail closed).
+
+        `can_edit`: whether the host can run other arguments than the agent sent; if not,
+        an approval of changed arguments is refused before it is claimed."""
+        screened = self.screen(call, evaluation)
+        if not isinstance(screened, Ask):
+            return screened
+        if screened.evaluation.action == "confirm" and screened.evaluation.approval is None:
+            # Only a host that can ask the person at the client confirms (SignoffExtension).
+            return Deny(messages.cannot_confirm(call.tool))
+        work = self.hold(call, screened.evaluation, progress, hold, can_edit=can_edit)
+        return await self.guarded(call.tool, work)
+
     async def handle(
         self,
         call: ToolCall,
@@ -263,75 +282,82 @@ class ApprovalGate:
         evaluation: Evaluation | None = None,
         forward_with: ForwardWith | None = None,
     ) -> CallToolResult:
-        """Decide what happens to `call`; runs `forward` only when the policy and humans allow.
+        """`decide`, then `carry_out` the verdict with the host's way to run the call."""
+        can_edit = forward_with is not None
+        verdict = await self.decide(call, progress, evaluation, can_edit=can_edit)
+        return await self.carry_out(verdict, forward, forward_with)
 
-        `evaluation` is `evaluate(call)` when the caller already has it. `forward_with`
-        runs the call with the arguments an approver changed; a host that cannot gives
-        None, and such an approval is refused rather than run as made."""
-        verdict = self.screen(call, evaluation)
-        if verdict is None:
-            return await forward()
-        if isinstance(verdict, CallToolResult):
-            return verdict
-        if verdict.action == "confirm" and verdict.approval is None:
-            # Only a host that can ask the person at the client confirms (SignoffExtension).
-            return error_result(messages.cannot_confirm(call.tool))
-        return await self.fail_closed(
-            call.tool, self.hold_then_forward(call, verdict, forward, progress, forward_with)
-        )
+    async def carry_out(
+        self, verdict: Verdict, forward: Forward, forward_with: ForwardWith | None = None
+    ) -> CallToolResult:
+        """What the agent gets for `verdict`: the call run (with the approved arguments
+        and the note of what changed, when an approver changed them), else the refusal.
 
-    async def fail_closed(self, tool: str, work: Awaitable[_Answer]) -> _Answer | CallToolResult:
-        """Run the approval path `work`; any failure refuses the call with a tool error."""
+        A host that cannot run other arguments gives no `forward_with`; an approval of
+        changed arguments is then refused, never run as the agent made it."""
+        match verdict:
+            case Allow():
+                return await forward()
+            case Approved(request=request, arguments=arguments, change=change):
+                if change is None:
+                    result = await forward()
+                elif forward_with is None:
+                    return refusal(Deny(messages.edit_unsupported(request)))
+                else:
+                    result = change.annotate(await forward_with(arguments))
+                # The agent gets its result now; the outcome is recorded behind its back.
+                self._background(self._report(request, result))
+                return result
+            case Deny() | Held() | Rejected() | Expired():
+                return refusal(verdict)
+
+    async def guarded(self, tool: str, work: Awaitable[_Answer]) -> _Answer | Deny:
+        """Run the approval path `work`; any failure is a Deny (fail closed)."""
         try:
             return await work
-        except ServiceUnavailable as exc:
-            return error_result(messages.unreachable(tool, str(exc)))
-        except ServiceRefused as exc:  # e.g. its policy differs from ours: fail closed
-            return error_result(messages.not_queued(tool, str(exc)))
         except Exception as exc:
-            # Fail closed whatever the host does with exceptions (ContextForge may be set
-            # to ignore a plugin's errors and run the call).
-            log.exception("the approval path of %s failed; refusing the call", tool)
-            return error_result(messages.internal_error(tool, type(exc).__name__))
+            return Deny(_failure(tool, exc))
 
-    async def hold_then_forward(
+    async def fail_closed(self, tool: str, work: Awaitable[_Answer]) -> _Answer | CallToolResult:
+        """`guarded` for hosts that answer with a result: a failure is a tool error."""
+        answer = await self.guarded(tool, work)
+        return refusal(answer) if isinstance(answer, Deny) else answer
+
+    async def hold(
         self,
         call: ToolCall,
         evaluation: Evaluation,
-        forward: Forward,
         progress: ProgressFn | None,
-        forward_with: ForwardWith | None = None,
-    ) -> CallToolResult:
-        """Hold then hand back: queue, wait up to `hold`, then run, refuse, or say it is pending."""
-        if evaluation.action == "require_approval":
-            granted = await self.run_granted(call, forward)
-            if granted is not None:
-                return granted
+        hold: float | None = None,
+        *,
+        can_edit: bool = True,
+    ) -> Verdict:
+        """Hold then hand back: a grant in force, else queue, wait up to the hold, settle."""
+        if evaluation.action == "require_approval" and await self.granted(call):
+            return Allow()
         request = await self.open_request(call)
-        request, claimed = await self.await_decision(request, self.hold_for(evaluation), progress)
+        wait = self.hold_for(evaluation, hold)
+        request, claimed = await self.await_decision(request, wait, progress)
         if request.pending:
-            return error_result(messages.pending(request, self.service.base_url))
-        return await self.run_decided(
-            request, claimed, forward, edited=_Edited(call, evaluation, forward_with)
-        )
+            return Held(request, self.service.base_url)
+        return await self.settle(call, evaluation, request, claimed, can_edit=can_edit)
 
-    def hold_for(self, evaluation: Evaluation) -> float:
+    def hold_for(self, evaluation: Evaluation, default: float | None = None) -> float:
         """How long a call of this policy entry is held in-band before it is handed back."""
         approval = evaluation.approval
         if approval is not None and approval.hold_seconds is not None:
             return approval.hold_seconds
-        return self.hold_seconds
+        return self.hold_seconds if default is None else default
 
     async def caller_of(self, call: ToolCall) -> str:
         """Who makes `call`: the host's authenticated agent, else the gate's default."""
         return call.caller or await self.caller_name()
 
-    async def run_granted(self, call: ToolCall, forward: Forward) -> CallToolResult | None:
-        """Run `call` at once under a grant in force, or None when no grant covers it.
+    async def granted(self, call: ToolCall) -> bool:
+        """Whether a grant in force covers `call` (then it runs at once, with no request).
 
         The service decides and counts the use (and writes grant.used), so a revocation
-        or a used-up max_uses holds at every gateway from the next call on; no request
-        is made."""
+        or a used-up max_uses holds at every gateway from the next call on."""
         grant = await self.service.use_grant(
             GrantUseRequest(
                 tool=call.tool,
@@ -340,7 +366,7 @@ class ApprovalGate:
                 arguments=dict(call.arguments),
             )
         )
-        return None if grant is None else await forward()
+        return grant is not None
 
     async def open_request(self, call: ToolCall) -> ApprovalRequestView:
         """Queue `call` for approval (an identical pending call attaches to its request)."""
@@ -368,92 +394,52 @@ class ApprovalGate:
     async def preview(
         self, call: ToolCall, spec: PreviewSpec, side_call: SideCall | None, caller: str
     ) -> Preview:
-        """Make the rule's preview call, or say why it failed; never raises (a failed
-        preview is shown as failed and never blocks the request).
-
-        The preview call is held to the policy as if the agent had made it: it runs only
-        when the policy allows it with the filled-in arguments, within its limits."""
-        if side_call is None:
-            return _failed_preview("this gateway host cannot make preview calls")
-        try:
-            arguments = fill(spec.arguments, call.arguments)
-        except PreviewTemplateError as exc:
-            return _failed_preview(str(exc))
-        evaluation = self.policy.evaluate(spec.tool, arguments, call.server or None)
-        if evaluation.hidden or evaluation.action != "allow":
-            action = "hide" if evaluation.hidden else evaluation.action
-            return _failed_preview(f"the policy says {action} for {spec.tool}; not previewed")
-        violation = self.limiter.check_and_consume(
-            evaluation.limits, grant=caller or self._grant_key, session=call.session
+        """The rule's preview of `call` (`preview_call`); never raises."""
+        return await preview_call(
+            self.policy,
+            self.limiter,
+            spec=spec,
+            arguments=dict(call.arguments),
+            server=call.server,
+            grant=caller or self._grant_key,
+            session=call.session,
+            side_call=side_call,
         )
-        if violation is not None:
-            return _failed_preview(f"{spec.tool} is rate limited: {violation.message}")
-        try:
-            with anyio.fail_after(spec.timeout_seconds):
-                result = await side_call(spec.tool, arguments)
-        except TimeoutError:
-            return _failed_preview(f"{spec.tool} did not answer within {spec.timeout_seconds:g}s")
-        except Exception as exc:  # whatever the upstream does, the request goes ahead
-            return _failed_preview(f"{spec.tool} failed: {type(exc).__name__}: {exc}")
-        text = cap_text(_preview_text(result))
-        if result.is_error:
-            return _failed_preview(f"{spec.tool} returned an error: {text}")
-        return Preview(status="ok", text=text)
 
-    async def run_decided(
+    async def settle(
         self,
+        call: ToolCall,
+        evaluation: Evaluation,
         request: ApprovalRequestView,
         claimed: bool,
-        forward: Forward,
-        edited: _Edited | None = None,
-    ) -> CallToolResult:
-        """Run a decided request's call once (claiming its approval), or refuse it.
+        *,
+        can_edit: bool = True,
+    ) -> Approved | Rejected | Expired | Deny:
+        """The verdict on a decided request: approved (its approval claimed for this run,
+        with the arguments the service approved), rejected or expired.
 
-        `edited` says how to run the arguments an approver changed; without it (or its
-        `forward_with`) such an approval is refused, never run as the agent made it."""
+        The approved arguments come from the service's answer to the claim only; a
+        mismatch with their hash refuses the call."""
         if not request.allowed:
-            return error_result(messages.refused(request))
-        can_edit = edited is not None and edited.forward_with is not None
+            return Expired(request) if request.status == "expired" else Rejected(request)
+        if request.approved_arguments is not None and not can_edit:
+            return Deny(messages.edit_unsupported(request))
         if not claimed:
-            if request.approved_arguments is not None and not can_edit:
-                return error_result(messages.edit_unsupported(request))
-            outcome = await self._claim(request)
-            if isinstance(outcome, CallToolResult):
-                return outcome
-            request = outcome
-        if request.approved_arguments is not None:
-            if edited is None or edited.forward_with is None:
-                return error_result(messages.edit_unsupported(request))
-            result = await self._run_edited(edited, request)
-        else:
-            result = await forward()
-        if self.reports_outcomes:
-            # The agent gets its result now; the outcome is recorded behind its back.
-            self._background(self._report(request, result))
-        return result
-
-    async def _claim(self, request: ApprovalRequestView) -> CallToolResult | ApprovalRequestView:
-        """Use the approval for this execution: the request as claimed (with the arguments
-        approved), or a tool error when another call used it."""
+            try:
+                request = await self.service.claim(request.id)
+            except ServiceRefused as exc:
+                if exc.code == "already_claimed":
+                    return Deny(messages.approval_used(request))
+                if exc.code == "approval_stale":
+                    return Deny(messages.approval_stale(request))
+                raise ServiceUnavailable(str(exc)) from exc
         try:
-            return await self.service.claim(request.id)
-        except ServiceRefused as exc:
-            if exc.code == "already_claimed":
-                return error_result(messages.approval_used(request))
-            if exc.code == "approval_stale":
-                return error_result(messages.approval_stale(request))
-            raise ServiceUnavailable(str(exc)) from exc
-
-    async def _run_edited(self, edited: _Edited, request: ApprovalRequestView) -> CallToolResult:
-        """Run the call with the arguments the approver approved instead of the agent's."""
-        assert edited.forward_with is not None
-        call, redact = edited.call, edited.evaluation.redact
-        try:
-            arguments = edits.approved_call_arguments(request, call.arguments, redact)
+            arguments, change = edits.approved_run(request, call.arguments, evaluation.redact)
         except edits.EditMismatch as exc:
-            return error_result(messages.internal_error(call.tool, str(exc)))
-        result = await edited.forward_with(arguments)
-        return edits.annotate(result, request, call.arguments, redact)
+            return Deny(messages.internal_error(call.tool, str(exc)))
+        if change is not None and not can_edit:  # edited between the read and the claim
+            return Deny(messages.edit_unsupported(request))
+        return Approved(request, arguments, change)
 
     async def await_decision(
         self, request: ApprovalRequestView, hold: float, progress: ProgressFn | None
@@ -509,13 +495,3 @@ class ApprovalGate:
             )
         except (ServiceUnavailable, ServiceRefused) as exc:
             log.warning("could not record the outcome of request %s: %s", request.id, exc)
-
-
-@dataclass(frozen=True)
-class _Edited:
-    """What running an approver's changed arguments needs: the call as the agent made it,
-    its evaluation (what is masked), and the host's way to run other arguments."""
-
-    call: ToolCall
-    evaluation: Evaluation
-    forward_with: ForwardWith | None

@@ -3,8 +3,8 @@
 The service serves the policy it enforces at `GET /api/v1/policy`, versioned by a
 digest of its document. A gateway fetches it before it serves anything, then
 polls every `interval` seconds (with If-None-Match, so an unchanged policy costs
-a 304) and hands each new version to the host's `apply` callback (for example
-`ApprovalGate.replace_policy`).
+a 304); `policy` is what to enforce now (the gate of a `GatewayRuntime` reads it
+at every call), and an optional `apply` callback hears of each new version.
 
 A local policy file (`signoff gateway --policy FILE`) is a fallback, never an
 override:
@@ -113,7 +113,7 @@ class PolicySource:
         self._started = True
         return self.policy
 
-    async def follow(self, apply: Apply) -> None:
+    async def follow(self, apply: Apply | None = None) -> None:
         """Poll the service (and the local file) until cancelled, applying each change."""
         while True:
             await anyio.sleep(self.interval)
@@ -130,7 +130,7 @@ class PolicySource:
         await self._poll()
         self._settle(apply)
 
-    async def begin(self, apply: Apply) -> None:
+    async def begin(self, apply: Apply | None = None) -> None:
         """For hosts without a task group of their own: `start`, then `follow` in a
         background task. Waits for the first fetch (once, whoever calls first) and
         never raises: with nothing to enforce, calls stay refused while it polls."""
@@ -150,7 +150,7 @@ class PolicySource:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
-    async def _background(self, apply: Apply, ready: asyncio.Event) -> None:
+    async def _background(self, apply: Apply | None, ready: asyncio.Event) -> None:
         try:
             await self.start(apply)
         except PolicyUnavailable as exc:

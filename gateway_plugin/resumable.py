@@ -19,7 +19,7 @@ from __future__ import annotations
 from mcp_types import CallToolResult, ElicitRequest, ElicitRequestURLParams, InputRequiredResult
 
 from gateway_plugin import messages
-from gateway_plugin.gate import ApprovalGate, Forward, ProgressFn, ToolCall
+from gateway_plugin.gate import ApprovalGate, Forward, ForwardWith, ProgressFn, ToolCall
 from gateway_plugin.policy import Evaluation, canonical_arguments_hash
 from gateway_plugin.proxy.context import ClientFeatures
 from gateway_plugin.resume_state import EXPIRY_GRACE_SECONDS, ResumeState, StateSeal
@@ -53,44 +53,48 @@ class ResumableHolds:
         self,
         call: ToolCall,
         evaluation: Evaluation,
-        forward: Forward,
         progress: ProgressFn | None,
         features: ClientFeatures,
+        forward: Forward,
+        forward_with: ForwardWith,
     ) -> CallToolResult | InputRequiredResult:
         """Queue the call and hold it; the rounds start if no decision comes in time."""
         request = await self.gate.open_request(call)
-        return await self._round(call, evaluation, request, forward, progress, features, False)
+        run = (forward, forward_with)
+        return await self._round(call, evaluation, request, progress, features, False, run)
 
     async def next_round(
         self,
         call: ToolCall,
         evaluation: Evaluation,
         state: ResumeState,
-        forward: Forward,
         progress: ProgressFn | None,
         features: ClientFeatures,
+        forward: Forward,
+        forward_with: ForwardWith,
     ) -> CallToolResult | InputRequiredResult:
-        """Continue the request a redeemed state names."""
+        """Continue the request a redeemed state names. What runs, if anything, is what the
+        service approved for that request (its claim says), never what the retry brings."""
         assert state.request_id is not None  # held states always name their request
         request = await self.gate.service.get(state.request_id)
-        return await self._round(
-            call, evaluation, request, forward, progress, features, state.prompted
-        )
+        run = (forward, forward_with)
+        return await self._round(call, evaluation, request, progress, features, state.prompted, run)
 
     async def _round(
         self,
         call: ToolCall,
         evaluation: Evaluation,
         request: ApprovalRequestView,
-        forward: Forward,
         progress: ProgressFn | None,
         features: ClientFeatures,
         prompted: bool,
+        run: tuple[Forward, ForwardWith],
     ) -> CallToolResult | InputRequiredResult:
         gate = self.gate
         request, claimed = await gate.await_decision(request, gate.hold_for(evaluation), progress)
         if not request.pending:
-            return await gate.run_decided(request, claimed, forward)
+            verdict = await gate.settle(call, evaluation, request, claimed)
+            return await gate.carry_out(verdict, *run)
         ask = features.url_elicitation and not prompted
         state = self.seal.issue(
             "held",

@@ -32,7 +32,8 @@ from mcp_types import INVALID_PARAMS, CallToolResult
 from pydantic import Field
 
 from gateway_plugin import messages
-from gateway_plugin.gate import ApprovalGate, Forward, ToolCall, error_result
+from gateway_plugin.gate import ApprovalGate, Forward, ForwardWith, ToolCall, error_result
+from gateway_plugin.policy import Evaluation
 from gateway_plugin.service_client import ServiceRefused, ServiceUnavailable
 from gateway_plugin.wire import ApprovalRequestView
 
@@ -113,8 +114,13 @@ class TaskBoard:
         self._max_tasks = max_tasks
         self._keep_seconds = keep_seconds
 
-    async def start(self, call: ToolCall, forward: Forward) -> dict[str, Any] | CallToolResult:
-        """Queue `call` for approval and hand back its task (a tool error if it cannot be)."""
+    async def start(
+        self, call: ToolCall, evaluation: Evaluation, forward: Forward, forward_with: ForwardWith
+    ) -> dict[str, Any] | CallToolResult:
+        """Queue `call` for approval and hand back its task (a tool error if it cannot be).
+
+        The task runs `forward` once approved, or `forward_with` the arguments the
+        service approved when an approver changed them."""
         opened = await self.gate.fail_closed(call.tool, self.gate.open_request(call))
         if isinstance(opened, CallToolResult):
             return opened
@@ -127,7 +133,8 @@ class TaskBoard:
         )
         self._tasks[task.id] = task
         # The call runs after this request has been answered: the waiter owns it now.
-        task.runner = asyncio.get_running_loop().create_task(self._run(task, call, forward))
+        run = self._run(task, call, evaluation, forward, forward_with)
+        task.runner = asyncio.get_running_loop().create_task(run)
         return task.wire("task")
 
     def _find(self, task_id: str, caller: str) -> _Task:
@@ -169,14 +176,22 @@ class TaskBoard:
         task.settle("cancelled", "the caller withdrew the call; it was not run")
         return {}
 
-    async def _run(self, task: _Task, call: ToolCall, forward: Forward) -> None:
+    async def _run(
+        self,
+        task: _Task,
+        call: ToolCall,
+        evaluation: Evaluation,
+        forward: Forward,
+        forward_with: ForwardWith,
+    ) -> None:
         gate = self.gate
         try:
             request, claimed = task.request, False
             while request.pending:
                 request, claimed = await gate.await_decision(request, _WAIT_STEP_SECONDS, None)
             task.request = request
-            result = await gate.run_decided(request, claimed, forward)
+            verdict = await gate.settle(call, evaluation, request, claimed)
+            result = await gate.carry_out(verdict, forward, forward_with)
         except asyncio.CancelledError:
             raise
         except ServiceUnavailable as exc:

@@ -12,115 +12,55 @@ wait for policy entries without a `hold` of their own (default 50 s).
 
 The policy is the service's own (`signoff serve --policy FILE`, reloaded on
 change: `app.state.policy`, read afresh for every call), applied by the same
-`ApprovalGate` the proxy uses, talking to this service in-process. Each token
-(and ?hold=) keeps one gate, in a small pool closed when the service stops; all
-of them count against one set of rate limits, so no ?hold= value resets a
-token's counters: deny, hide and rate limits answer at once; a call that
-needs approval is held, then either continues (approved: empty body, the
-approval claimed for this one run) or is refused with the pending, rejected or
-expired text. A retry of the identical call attaches to the same request.
-Whatever goes wrong is a refusal, never an empty body: the route fails closed.
+`GatewayRuntime` every host uses, talking to this service in-process. Each token
+keeps one runtime, in a small pool closed when the service stops; all of them
+count against one set of rate limits. Deny, hide and rate limits answer at
+once; a call that needs approval is held, then either continues (approved:
+empty body, the approval claimed for this one run) or is refused with the
+pending, rejected or expired text. A retry of the identical call attaches to
+the same request. Docker's `before` interceptor cannot change the arguments of
+the call it lets through, so an approval of changed arguments is refused here
+(and not claimed). Whatever goes wrong is a refusal, never an empty body: the
+route fails closed.
 """
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
-from collections import Counter, OrderedDict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, cast
 
 import httpx
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.concurrency import run_in_threadpool
-from mcp_types import CallToolResult, TextContent
+from mcp_types import CallToolResult
 
 from approvals.models import Role
 from approvals.settings import Settings
 from approvals.tokens import TokenCache
-from gateway_plugin.audit_reporter import AuditReporter
+from gateway_plugin import messages
 from gateway_plugin.gate import DEFAULT_HOLD_SECONDS, ToolCall
-from gateway_plugin.handback import HandBackGate
-from gateway_plugin.policy import RateLimiter
-from gateway_plugin.service_client import ServiceClient
+from gateway_plugin.policy import Policy
+from gateway_plugin.policy_source import waiting_policy
+from gateway_plugin.runtime import GatewayRuntime, RuntimePool
+from gateway_plugin.verdict import Allow, Approved, Deny, Expired, Held, Rejected, refusal
 
 _ROLES = {Role.GATEWAY.value, Role.ADMIN.value}
 _MAX_HOLD_SECONDS = 600.0
-# Gates kept at once; the least recently used idle one is closed beyond this.
-_MAX_GATES = 64
-
-GateKey = tuple[str, float]
 
 
-class GatePool:
-    """The interceptor's gates, one per (token digest, hold), sharing one rate limiter."""
-
-    def __init__(self, limit: int = _MAX_GATES) -> None:
-        self._gates: OrderedDict[GateKey, HandBackGate] = OrderedDict()
-        self._busy: Counter[GateKey] = Counter()
-        self._limit = limit
-        self._closing: set[asyncio.Task[None]] = set()
-        # One limiter for every gate: counters follow the caller, not the gate object.
-        self.limiter = RateLimiter()
-
-    def __len__(self) -> int:
-        return len(self._gates)
-
-    @asynccontextmanager
-    async def use(
-        self, key: GateKey, build: Callable[[], HandBackGate]
-    ) -> AsyncIterator[HandBackGate]:
-        """The gate for `key` (built on first use); it is not closed while in use."""
-        gate = self._gates.get(key)
-        if gate is None:
-            gate = build()
-            gate.limiter = self.limiter
-            self._gates[key] = gate
-        self._gates.move_to_end(key)
-        self._busy[key] += 1
-        self._evict()
-        try:
-            yield gate
-        finally:
-            self._busy[key] -= 1
-            if self._busy[key] <= 0:
-                del self._busy[key]
-
-    def _evict(self) -> None:
-        for key in list(self._gates):  # least recently used first
-            if len(self._gates) <= self._limit:
-                return
-            if self._busy[key] == 0:
-                task = asyncio.get_running_loop().create_task(_close(self._gates.pop(key)))
-                self._closing.add(task)
-                task.add_done_callback(self._closing.discard)
-
-    async def aclose(self) -> None:
-        gates = list(self._gates.values())
-        self._gates.clear()
-        await asyncio.gather(*(_close(gate) for gate in gates), *self._closing)
-
-
-async def _close(gate: HandBackGate) -> None:
-    """Send what the gate still has queued (briefly) and close its connections."""
-    await gate.drain(timeout=2)
-    if gate.audit is not None:
-        await gate.audit.aclose(timeout=2)
-    await gate.service.aclose()
-
-
-def _pool(app: FastAPI) -> GatePool:
-    pool: GatePool | None = getattr(app.state, "docker_interceptor_gates", None)
+def _pool(app: FastAPI) -> RuntimePool:
+    pool: RuntimePool | None = getattr(app.state, "docker_interceptor_runtimes", None)
     if pool is None:
-        pool = app.state.docker_interceptor_gates = GatePool()
+        pool = app.state.docker_interceptor_runtimes = RuntimePool()
     return pool
 
 
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     yield
-    pool: GatePool | None = getattr(app.state, "docker_interceptor_gates", None)
+    pool: RuntimePool | None = getattr(app.state, "docker_interceptor_runtimes", None)
     if pool is not None:
         await pool.aclose()
 
@@ -129,7 +69,10 @@ router = APIRouter(prefix="/api/v1/interceptors", lifespan=_lifespan)
 
 
 def _refusal(text: str, status: int = 200) -> Response:
-    result = CallToolResult(content=[TextContent(text=text)], is_error=True)
+    return _answer(refusal(Deny(text)), status)
+
+
+def _answer(result: CallToolResult, status: int = 200) -> Response:
     return Response(
         result.model_dump_json(by_alias=True, exclude_none=True),
         status_code=status,
@@ -144,10 +87,9 @@ def _token(request: Request) -> str | None:
     return request.query_params.get("token") or None
 
 
-def _new_gate(app: FastAPI, token: str, caller: str, hold: float) -> HandBackGate:
-    """A gate for one token and hold, talking to this app in-process."""
-    settings: Settings = app.state.settings
-    base_url = settings.base_url()
+def _runtime(app: FastAPI, token: str, caller: str) -> GatewayRuntime:
+    """The runtime of one token, talking to this app in-process and enforcing its policy."""
+    base_url = cast(Settings, app.state.settings).base_url()
 
     def client() -> httpx.AsyncClient:
         return httpx.AsyncClient(
@@ -157,13 +99,13 @@ def _new_gate(app: FastAPI, token: str, caller: str, hold: float) -> HandBackGat
             timeout=httpx.Timeout(_MAX_HOLD_SECONDS + 30),
         )
 
-    return HandBackGate(
-        app.state.policy,
-        ServiceClient(base_url, token, http=client()),
-        agent=caller,
-        token=token,
-        hold_seconds=hold,
-        audit=AuditReporter(base_url, token, http=client()),
+    def policy() -> Policy:
+        # The service's own, as reloaded on change; the route refuses while it has none.
+        current: Policy | None = app.state.policy
+        return current or waiting_policy()
+
+    return GatewayRuntime(
+        base_url, token, policy_feed=policy, agent=caller, push=False, http=client
     )
 
 
@@ -225,14 +167,16 @@ async def docker_before(request: Request) -> Response:
         # Docker's gateway passes no session: each interceptor token is one session.
         session=f"docker:{caller}",
     )
-    key = (hashlib.sha256(token.encode()).hexdigest(), hold)
+    identity = hashlib.sha256(token.encode()).hexdigest()
     app: FastAPI = request.app
-    async with _pool(app).use(key, lambda: _new_gate(app, token, caller, hold)) as gate:
-        gate.replace_policy(policy)  # the service's, as reloaded on change
-        refusal = await gate.decide(call)
-    if refusal is None:
-        return Response(status_code=200)
-    return Response(
-        refusal.model_dump_json(by_alias=True, exclude_none=True),
-        media_type="application/json",
-    )
+    async with _pool(app).use(identity, lambda: _runtime(app, token, caller)) as runtime:
+        # Docker's `before` interceptor cannot change a call's arguments: an approval of
+        # changed arguments is refused before it is claimed.
+        verdict = await runtime.gate.decide(call, hold=hold, can_edit=False)
+    match verdict:
+        case Allow() | Approved(change=None):
+            return Response(status_code=200)  # empty: Docker's gateway runs the call
+        case Approved(request=approved):  # not reached with can_edit=False; never run it
+            return _answer(refusal(Deny(messages.edit_unsupported(approved))))
+        case Deny() | Held() | Rejected() | Expired() as refused:
+            return _answer(refusal(refused))

@@ -148,7 +148,9 @@ async def _agent_call_async(url: str, gateway_token: str, upstream: list[str]) -
         while True:
             result = await session.call_tool(RISKY_TOOL, {})
             text = "\n".join(b.text for b in result.content if isinstance(b, TextContent))
-            if result.is_error and "pending approval" in text:
+            # The gateway names the outcome in `_meta`: no need to read the text for it.
+            signoff = (result.meta or {}).get("signoff") or {}
+            if result.is_error and signoff.get("outcome") == "pending":
                 print("  ...still waiting for approval", flush=True)
                 continue
             if result.is_error:

@@ -111,12 +111,9 @@ def _gateway(args: argparse.Namespace) -> int:
     from mcp.client.stdio import StdioServerParameters
 
     from gateway_plugin.agent_auth import ServiceAgentAuth
-    from gateway_plugin.audit_reporter import AuditReporter
-    from gateway_plugin.decision_stream import DecisionStream
     from gateway_plugin.extension import SignoffExtension
-    from gateway_plugin.gate import ApprovalGate
     from gateway_plugin.policy import PolicyError
-    from gateway_plugin.policy_source import PolicySource, PolicyUnavailable
+    from gateway_plugin.policy_source import PolicyUnavailable
     from gateway_plugin.proxy.http import run_http_proxy
     from gateway_plugin.proxy.stdio import run_stdio_proxy
     from gateway_plugin.proxy.transports import (
@@ -126,7 +123,7 @@ def _gateway(args: argparse.Namespace) -> int:
     )
     from gateway_plugin.proxy.upstream import UpstreamStartError
     from gateway_plugin.resume_state import StateSeal
-    from gateway_plugin.service_client import ServiceClient
+    from gateway_plugin.runtime import GatewayRuntime
 
     fill_service_arguments(args)
     command = args.upstream[1:] if args.upstream[:1] == ["--"] else args.upstream
@@ -163,33 +160,28 @@ def _gateway(args: argparse.Namespace) -> int:
     )
 
     async def run() -> None:
-        service = ServiceClient(args.service, args.token)
         try:
             # The service's policy, else (only if given) the local file: fail closed before
             # anything starts when there is neither.
-            source = PolicySource(service, local=args.policy)
-            policy = await source.start()
-        except (PolicyError, PolicyUnavailable) as exc:
-            await service.aclose()
+            runtime = GatewayRuntime(
+                args.service,
+                args.token,
+                policy=args.policy,
+                agent=args.agent,
+                hold=hold,
+                audit_allowed=args.audit_allowed,
+            )
+        except PolicyError as exc:
             raise CliError(str(exc)) from exc
-        # Decisions arrive by push over one websocket; the gate long-polls while it is down.
-        decisions = DecisionStream(args.service, args.token)
-        decisions.start()
-        # Denied, hidden and rate-limited calls (and allowed ones if asked) go to the audit log.
-        audit = AuditReporter(args.service, args.token)
-        gate = ApprovalGate(
-            policy,
-            service,
-            agent=args.agent,
-            token=args.token,
-            hold_seconds=hold,
-            decisions=decisions,
-            audit=audit,
-            audit_allowed=args.audit_allowed,
-        )
+        try:
+            await runtime.start()
+        except PolicyUnavailable as exc:
+            await runtime.aclose()
+            raise CliError(str(exc)) from exc
         # requestState is sealed under a key derived from the gateway token: replicas of one
         # gateway (same token) accept each other's states, nobody else can mint one.
-        extension = SignoffExtension(gate, server=args.server, seal=StateSeal(args.token))
+        seal = StateSeal(args.token)
+        extension = SignoffExtension(runtime.gate, server=args.server, seal=seal)
         agent_auth = (
             ServiceAgentAuth(args.service)
             if listen is not None and args.agent_auth == "service"
@@ -197,7 +189,7 @@ def _gateway(args: argparse.Namespace) -> int:
         )
         try:
             async with anyio.create_task_group() as tg:
-                tg.start_soon(source.follow, gate.replace_policy)
+                tg.start_soon(runtime.follow)
                 if listen is not None:
                     await run_http_proxy(
                         streamable_http_transport(args.upstream_url, headers)
@@ -220,12 +212,7 @@ def _gateway(args: argparse.Namespace) -> int:
                     )
                 tg.cancel_scope.cancel()
         finally:
-            # Send what is queued, briefly; shutdown never waits on a down service.
-            with anyio.move_on_after(3, shield=True):
-                await gate.drain(timeout=2)
-                await audit.aclose(timeout=2)
-            await decisions.aclose()
-            await service.aclose()
+            await runtime.aclose()  # sends what is queued, briefly
             if agent_auth is not None:
                 await agent_auth.aclose()
 

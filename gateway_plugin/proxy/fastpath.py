@@ -47,7 +47,7 @@ from gateway_plugin.proxy.wire_ids import NO_ID, JSONRPCMessage, SdkIds, answer_
 
 logger = logging.getLogger(__name__)
 
-Verdict = tuple[Literal["forward", "reply", "intercept"], types.CallToolResult | None]
+Screening = tuple[Literal["forward", "reply", "intercept"], types.CallToolResult | None]
 WriteLine = Callable[[bytes], None]
 
 
@@ -57,7 +57,7 @@ class ScreeningExtension(Protocol):
 
     def screen_tool_call(
         self, name: str, arguments: Mapping[str, Any], session: str
-    ) -> Verdict:  # pragma: no cover - protocol
+    ) -> Screening:  # pragma: no cover - protocol
         ...
 
 

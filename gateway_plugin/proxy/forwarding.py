@@ -82,7 +82,7 @@ from mcp_types import (
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import BaseModel, ValidationError
 
-from gateway_plugin.gate import SIDE_CALL
+from gateway_plugin.preview_call import SIDE_CALL
 from gateway_plugin.proxy.context import ProxyRunState, progress_reporter
 from gateway_plugin.proxy.relay import UpstreamRelay
 
@@ -355,7 +355,7 @@ def _with_side_calls(
 ) -> Callable[
     [ServerRequestContext[Any, Any], types.CallToolRequestParams], Awaitable[HandlerResult]
 ]:
-    """The tools/call chain, with `gate.SIDE_CALL` set inside it."""
+    """The tools/call chain, with `preview_call.SIDE_CALL` set inside it."""
     chain = compose_tool_call_handler(extensions, fwd.call_tool)
 
     async def handler(

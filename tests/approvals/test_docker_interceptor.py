@@ -21,10 +21,8 @@ import mcp_types as types
 import pytest
 from support import ServiceProcess, pending_request, requests_of
 
-from approvals.api.interceptors import GatePool
-from gateway_plugin.handback import HandBackGate
 from gateway_plugin.policy import parse_policy
-from gateway_plugin.service_client import ServiceClient
+from gateway_plugin.runtime import GatewayRuntime, RuntimePool
 
 pytestmark = pytest.mark.anyio
 
@@ -285,25 +283,39 @@ def test_a_service_without_a_policy_refuses(tmp_path: Path) -> None:
     assert response.status_code == 503 and "has no policy" in refusal(response)
 
 
-async def test_the_gate_pool_is_bounded_and_closes_the_gates_it_drops() -> None:
-    pool = GatePool(limit=2)
-    opened: dict[str, httpx.AsyncClient] = {}
+async def test_the_runtime_pool_keeps_one_per_token_and_closes_the_ones_it_drops() -> None:
+    pool = RuntimePool(limit=2)
+    opened: dict[str, list[httpx.AsyncClient]] = {}
+    policy = parse_policy(POLICY)
 
     def build(name: str) -> Any:
-        def new() -> HandBackGate:
-            opened[name] = httpx.AsyncClient(base_url="http://127.0.0.1:9")
-            client = ServiceClient("http://127.0.0.1:9", "so_x", http=opened[name])
-            return HandBackGate(parse_policy(POLICY), client, agent=name)
+        def client() -> httpx.AsyncClient:
+            made = httpx.AsyncClient(base_url="http://127.0.0.1:9")
+            opened.setdefault(name, []).append(made)
+            return made
+
+        def new() -> GatewayRuntime:
+            return GatewayRuntime(
+                "http://127.0.0.1:9",
+                "so_x",
+                policy_feed=lambda: policy,
+                agent=name,
+                push=False,
+                http=client,
+            )
 
         return new
 
-    async with pool.use(("a", 1.0), build("a")) as first:
+    async with pool.use("a", build("a")) as first:
         pass
-    async with pool.use(("a", 1.0), build("a-again")) as same:
-        assert same is first and "a-again" not in opened  # one gate per key
-    async with pool.use(("b", 1.0), build("b")), pool.use(("c", 1.0), build("c")):
+    async with pool.use("a", build("a-again")) as same:
+        assert same is first and "a-again" not in opened  # one runtime per identity
+    async with pool.use("b", build("b")) as b, pool.use("c", build("c")) as c:
         assert len(pool) == 2  # "a", least recently used and idle, made room
+        assert b.gate.limiter is c.gate.limiter is pool.limiter  # one set of counters
     await anyio.sleep(0.05)
-    assert opened["a"].is_closed and not opened["b"].is_closed
+    assert all(made.is_closed for made in opened["a"])
+    assert not any(made.is_closed for made in opened["b"])
     await pool.aclose()  # what the service does when it stops
-    assert len(pool) == 0 and opened["b"].is_closed and opened["c"].is_closed
+    assert len(pool) == 0
+    assert all(made.is_closed for made in opened["b"] + opened["c"])

@@ -17,6 +17,7 @@ from gateway_plugin.audit_reporter import AuditReporter
 from gateway_plugin.gate import ApprovalGate, ToolCall
 from gateway_plugin.policy import parse_policy
 from gateway_plugin.service_client import ServiceClient
+from gateway_plugin.verdict import Allow, Deny
 
 pytestmark = pytest.mark.anyio
 
@@ -71,8 +72,8 @@ async def test_refused_calls_reach_the_audit_log_with_masked_arguments(
     hidden = gate.screen(ToolCall("playwright_console_logs", {}, caller=agent))
     clicked = gate.screen(ToolCall("playwright_click", {"selector": "#ok"}, caller=agent))
     limited = gate.screen(ToolCall("playwright_click", {"selector": "#ok"}, caller=agent))
-    assert clicked is None
-    assert all(getattr(r, "is_error", False) for r in (denied, hidden, limited))
+    assert isinstance(clicked, Allow)
+    assert all(isinstance(r, Deny) for r in (denied, hidden, limited))
     await reporter.aclose()
     assert (reporter.sent, reporter.dropped) == (4, 0)
 
@@ -95,13 +96,15 @@ async def test_allowed_calls_are_recorded_only_when_asked(
 ) -> None:
     quiet = AuditReporter(service.url, tokens["gateway"])
     gate = gate_for(service, tokens["gateway"], quiet)
-    assert gate.screen(ToolCall("playwright_navigate", {}, caller="agent-quiet")) is None
+    assert gate.screen(ToolCall("playwright_navigate", {}, caller="agent-quiet")) == Allow()
     await quiet.aclose()
     assert quiet.sent == 0 and exported(service, tokens, "agent-quiet") == []
 
     loud = AuditReporter(service.url, tokens["gateway"])
     gate = gate_for(service, tokens["gateway"], loud, audit_allowed=True)
-    assert gate.screen(ToolCall("playwright_navigate", {"url": "x"}, caller="agent-loud")) is None
+    assert (
+        gate.screen(ToolCall("playwright_navigate", {"url": "x"}, caller="agent-loud")) == Allow()
+    )
     await loud.aclose()
     [event] = exported(service, tokens, "agent-loud")
     assert (event["type"], event["arguments"]) == ("call.allowed", {"url": "x"})
@@ -119,7 +122,7 @@ async def test_a_down_service_never_slows_or_fails_a_call(
     results = [gate.screen(call) for _ in range(200)]
     per_call = (time.perf_counter() - started) / 200
     assert per_call < 0.002, f"{per_call * 1e6:.0f} µs per refused call"
-    assert all(getattr(r, "is_error", False) for r in results)
+    assert all(isinstance(r, Deny) for r in results)
 
     with caplog.at_level(logging.WARNING, logger="gateway_plugin.audit_reporter"):
         with anyio.fail_after(10):

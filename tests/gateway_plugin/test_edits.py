@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from mcp_types import CallToolResult, TextContent
 
-from gateway_plugin.edits import EditMismatch, annotate, approved_call_arguments
+from gateway_plugin.edits import EditMismatch, approved_call_arguments, approved_run
 from gateway_plugin.policy import canonical_arguments_hash
 from gateway_plugin.wire import ApprovalRequestView
 
@@ -53,7 +53,9 @@ def test_arguments_that_do_not_match_their_hash_are_not_run() -> None:
 def test_the_result_says_who_changed_which_keys() -> None:
     original = {"url": "https://prod", "n": 1, "api_token": "s3cret"}
     request = approved({"url": "https://staging", "n": 1, "api_token": "***", "dry": True})
-    result = annotate(CallToolResult(content=[TextContent(text="deployed")]), request, original, ())
+    arguments, change = approved_run(request, original, ())
+    assert change is not None and arguments["api_token"] == "s3cret"
+    result = change.annotate(CallToolResult(content=[TextContent(text="deployed")]))
     texts = [block.text for block in result.content if isinstance(block, TextContent)]
     assert texts[0] == "deployed"
     assert texts[1].startswith("Signoff: alice changed the arguments before approving")
@@ -62,3 +64,10 @@ def test_the_result_says_who_changed_which_keys() -> None:
     assert meta["changed_keys"] == ["dry", "url"] and meta["edited_by"] == "alice"
     # The agent's secret is not echoed back in the metadata.
     assert meta["arguments"]["api_token"] == "***" and "s3cret" not in str(meta)
+
+
+def test_an_approval_of_the_call_as_made_runs_the_agents_arguments_and_says_nothing() -> None:
+    request = approved({"url": "https://prod"}).model_copy(
+        update={"approved_arguments": None, "approved_arguments_hash": None, "edited_by": None}
+    )
+    assert approved_run(request, {"url": "https://prod"}, ()) == ({"url": "https://prod"}, None)

@@ -8,7 +8,7 @@ from typing import Any
 
 from mcp.server.extension import Extension
 
-from gateway_plugin.proxy.fastpath import FastPath, Verdict
+from gateway_plugin.proxy.fastpath import FastPath, Screening
 
 UPSTREAM_VERSION = "2025-11-25"
 ENVELOPE = {
@@ -20,7 +20,7 @@ ENVELOPE = {
 class AllowAll(Extension):
     identifier = "dev.signoff/test-allow-all"
 
-    def screen_tool_call(self, name: str, arguments: Mapping[str, Any], session: str) -> Verdict:
+    def screen_tool_call(self, name: str, arguments: Mapping[str, Any], session: str) -> Screening:
         return ("forward", None)
 
 

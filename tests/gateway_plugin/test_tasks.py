@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import mcp_types as types
@@ -35,8 +36,13 @@ async def test_only_the_caller_that_created_a_task_can_read_or_cancel_it(service
         ran.append("deploy")
         return types.CallToolResult(content=[types.TextContent(text="deployed")])
 
+    async def forward_with(arguments: Mapping[str, Any]) -> types.CallToolResult:
+        ran.append(f"deploy {dict(arguments)}")
+        return types.CallToolResult(content=[types.TextContent(text="deployed")])
+
     try:
-        created = await board.start(ToolCall(tool="deploy", caller="ci-bot"), forward)
+        call = ToolCall(tool="deploy", caller="ci-bot")
+        created = await board.start(call, gate.evaluate(call), forward, forward_with)
         assert isinstance(created, dict) and created["resultType"] == "task"
         task_id = created["taskId"]
         for caller in ("dev-bot", "", "ci-bot "):
@@ -52,9 +58,8 @@ async def test_only_the_caller_that_created_a_task_can_read_or_cancel_it(service
         request = await client.get((await pending_request(alice, "ci-bot", "deploy"))["id"])
         assert request.status == "pending"
         # Ids are fresh randomness, never reused.
-        other = await board.start(
-            ToolCall(tool="deploy", caller="ci-bot", arguments={"n": 1}), forward
-        )
+        again = ToolCall(tool="deploy", caller="ci-bot", arguments={"n": 1})
+        other = await board.start(again, gate.evaluate(again), forward, forward_with)
         assert isinstance(other, dict) and other["taskId"] != task_id
         await board.cancel(task_id, "ci-bot")
         await board.cancel(other["taskId"], "ci-bot")
