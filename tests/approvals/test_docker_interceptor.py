@@ -140,6 +140,31 @@ def test_pending_hands_back_and_the_approved_retry_continues_once(
     assert len(requests_of(bob, "retry-agent", "delete_repo")) == 2
 
 
+def test_an_edited_approval_is_refused_here_and_not_used(policy_service: ServiceProcess) -> None:
+    """Docker's `before` interceptor can only let the agent's own call through, so an
+    approval of other arguments must not let the agent's call run, nor be spent."""
+    token = policy_service.token("gateway", "edited-agent")
+    bob = policy_service.client(policy_service.token("approver", "bob"))
+    asked = {"repo": "acme/site"}
+    refusal(intercept(policy_service, token, "delete_repo", asked, hold="0.2"))
+    [request] = requests_of(bob, "edited-agent", "delete_repo")
+    body = {"decision": "approve", "arguments": {"repo": "acme/sandbox"}}
+    assert bob.post(f"/requests/{request['id']}/decisions", json=body).status_code == 200
+
+    answer = intercept(policy_service, token, "delete_repo", asked, hold="0.2")
+    assert answer.status_code == 200 and answer.content != b""  # not "run it"
+    assert "only with changed arguments" in refusal(answer)
+    assert bob.get(f"/requests/{request['id']}").json()["claimed_at"] is None
+
+
+def test_a_pending_answer_names_its_request_in_meta(policy_service: ServiceProcess) -> None:
+    token = policy_service.token("gateway", "meta-agent")
+    answer = intercept(policy_service, token, "delete_repo", {"repo": "acme/meta"}, hold="0")
+    signoff = answer.json()["_meta"]["signoff"]
+    assert signoff["outcome"] == "pending" and signoff["tool"] == "delete_repo"
+    assert signoff["request_id"] in refusal(answer)
+
+
 async def test_a_call_held_in_band_continues_when_approved(
     policy_service: ServiceProcess,
 ) -> None:

@@ -168,3 +168,41 @@ async def test_the_middleware_runs_the_session_the_approver_chose(
     assert result.meta["signoff"]["edited_by"] == "alice"
     assert [p for p in (tmp_path / "chosen").glob("*") if p.is_file()]
     assert not (tmp_path / "asked").exists() or not any((tmp_path / "asked").glob("*"))
+
+
+async def test_an_edited_approval_runs_the_approved_arguments_in_a_fastmcp_proxy(
+    service: Any, everything_command: list[str], agent_name: str, alice: Any
+) -> None:
+    require(Client is not None, "fastmcp is not installed (pip install -e '.[fastmcp]')")
+    rule = {"action": "require_approval", "approvers": "qa-leads", "hold": "20s"}
+    group = {"qa-leads": {"members": ["alice", "bob"]}}
+    service.enforce(
+        {"version": "1", "default": "allow", "approver_groups": group, "tools": {"echo": rule}}
+    )
+    upstream = Client(StdioTransport(everything_command[0], everything_command[1:]), mode="legacy")
+    proxy = create_proxy(upstream, name="guarded-everything")
+    token = service.token("gateway", "fastmcp-edits")
+    middleware = SignoffMiddleware.from_settings(service=service.url, token=token, agent=agent_name)
+    proxy.add_middleware(middleware)
+    results: list[Any] = []
+    try:
+        async with Client(proxy, mode="legacy") as client:
+
+            async def call() -> None:
+                asked = {"message": "drop the database"}
+                results.append(await client.call_tool("echo", asked, raise_on_error=False))
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(call)
+                request = await pending_request(alice, agent_name, "echo")
+                body = {"decision": "approve", "arguments": {"message": "say hello"}}
+                edited = alice.post(f"/requests/{request['id']}/decisions", json=body)
+                assert edited.status_code == 200, edited.text
+    finally:
+        await middleware.aclose()
+    [result] = results
+    assert not result.is_error
+    text = texts(result)
+    assert text.startswith("Echo: say hello") and "Echo: drop the database" not in text
+    assert "alice changed the arguments before approving (changed: message)" in text
+    assert result.meta["signoff"]["approved_arguments"] == {"message": "say hello"}

@@ -185,3 +185,34 @@ async def test_an_older_protocol_client_keeps_hold_then_hand_back(
         result = await session.call_tool("echo", {"message": "ship it"})
     assert result.is_error
     assert "pending approval" in text_of(result) and "Retry this identical call" in text_of(result)
+
+
+async def test_an_edited_approval_runs_what_alice_approved_and_the_retry_cannot_choose(
+    service: Any, token: str, alice: Any, auditor: Any, everything_command: list[str],
+    agent_name: str,
+) -> None:  # fmt: skip
+    service.enforce(held_echo())
+    call = {"message": "drop the database"}
+    async with modern_agent(service, token, agent_name, everything_command) as agent:
+        first = await round_of(agent, call, None)
+        assert isinstance(first, types.InputRequiredResult) and first.request_state
+        request = await pending_request(alice, agent_name, "echo")
+        body = {"decision": "approve", "arguments": {"message": "say hello"}}
+        edited = alice.post(f"/requests/{request['id']}/decisions", json=body)
+        assert edited.status_code == 200, edited.text
+
+        # The agent cannot bring arguments of its own choosing with the state, not even
+        # the approved ones: the state is bound to the call as it was held.
+        forged = await refused(agent, {"message": "say hello"}, first.request_state)
+        assert forged.error.code == types.INVALID_PARAMS
+        assert await events_of(auditor, request["id"], "call.forwarded") == []
+
+        done = await round_of(agent, call, first.request_state)
+    assert isinstance(done, types.CallToolResult) and not done.is_error
+    text = text_of(done)
+    assert text.startswith("Echo: say hello") and "Echo: drop the database" not in text
+    assert "alice changed the arguments before approving (changed: message)" in text
+    meta = (done.meta or {})["signoff"]
+    assert meta["approved_arguments"] == {"message": "say hello"}
+    assert meta["arguments"] == call and meta["edited_by"] == "alice"
+    assert len(await events_of(auditor, request["id"], "call.forwarded")) == 1

@@ -149,3 +149,25 @@ async def test_unknown_task_ids_and_undeclared_clients_get_errors_and_no_task(
         # Advertised where 2026-07-28 clients look.
         discovered = (await agent.request("server/discover"))["result"]
         assert "io.modelcontextprotocol/tasks" in discovered["capabilities"]["extensions"]
+
+
+async def test_an_edited_approval_completes_the_task_with_the_approved_arguments(
+    service: Any, token: str, alice: Any, auditor: Any, everything_command: list[str],
+    agent_name: str,
+) -> None:  # fmt: skip
+    service.enforce(held_echo())
+    call = {"name": "echo", "arguments": {"message": "drop the database"}}
+    async with raw_agent(service, token, agent_name, everything_command) as agent:
+        task_id = (await agent.request("tools/call", call))["result"]["taskId"]
+        request = await pending_request(alice, agent_name, "echo")
+        body = {"decision": "approve", "arguments": {"message": "say hello"}}
+        assert alice.post(f"/requests/{request['id']}/decisions", json=body).status_code == 200
+        done = await settled(agent, task_id)
+    assert done["status"] == "completed" and done["result"]["isError"] is False
+    texts = [block["text"] for block in done["result"]["content"]]
+    assert texts[0] == "Echo: say hello"
+    assert texts[1].startswith("Signoff: alice changed the arguments before approving")
+    signoff = done["result"]["_meta"]["signoff"]
+    assert signoff["changed_keys"] == ["message"]
+    assert signoff["arguments"] == {"message": "drop the database"}
+    assert len(await events_of(auditor, request["id"], "call.forwarded")) == 1

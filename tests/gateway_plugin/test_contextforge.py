@@ -28,7 +28,12 @@ import yaml
 from support import free_port, pending_request, requests_of, require, wait_for_port
 
 try:
-    from cpex.framework import GlobalContext, PluginManager, ToolPreInvokePayload
+    from cpex.framework import (
+        GlobalContext,
+        PluginManager,
+        ToolPostInvokePayload,
+        ToolPreInvokePayload,
+    )
     from cpex.framework.hooks.tools import ToolHookType
 except ImportError:
     PluginManager = None  # type: ignore[assignment,misc]
@@ -50,7 +55,12 @@ POLICY = {
 }
 
 
-def plugin_entry(policy: Path | None, service_url: str, hold: float) -> dict[str, Any]:
+def plugin_entry(
+    policy: Path | None,
+    service_url: str,
+    hold: float,
+    hooks: tuple[str, ...] = ("tool_pre_invoke",),
+) -> dict[str, Any]:
     config: dict[str, Any] = {"service": service_url, "hold": hold}
     if policy is not None:
         config["policy"] = str(policy)  # a local fallback only
@@ -60,7 +70,7 @@ def plugin_entry(policy: Path | None, service_url: str, hold: float) -> dict[str
         "description": "Signoff human approval",
         "version": "0.1.0",
         "author": "signoff",
-        "hooks": ["tool_pre_invoke"],
+        "hooks": list(hooks),
         "mode": "enforce",
         "priority": 10,
         "config": config,
@@ -301,3 +311,65 @@ def test_the_plugin_refuses_to_load_without_a_token_or_with_a_bad_local_policy(
     bad.write_text(json.dumps({**POLICY, "default": "maybe"}))
     with pytest.raises(PolicyError, match="default"):
         SignoffPlugin(PluginConfig(**base, config={"policy": str(bad)}))
+
+
+async def test_an_edited_approval_runs_the_approved_arguments_and_says_so(
+    service: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    service.enforce(POLICY)
+    monkeypatch.setenv("SIGNOFF_TOKEN", service.token("gateway", "contextforge-edits"))
+    hooks = ("tool_pre_invoke", "tool_post_invoke")
+    config = write_config(tmp_path / "edits.yaml", [plugin_entry(None, service.url, 1.0, hooks)])
+    bob = service.client(service.token("approver", "bob"))
+    user = "eve@example.com"
+    asked = {"to": "all@example.com", "body": "hi"}
+    approved = {"to": "team@example.com", "body": "hi"}
+    async with manager(config) as plugins:
+        assert not (await pre_invoke(plugins, "send_email", asked, user)).continue_processing
+        [request] = requests_of(bob, user, "send_email")
+        body = {"decision": "approve", "arguments": approved}
+        assert bob.post(f"/requests/{request['id']}/decisions", json=body).status_code == 200
+
+        # The agent cannot pick the approved arguments itself: that is another call, held.
+        own = await pre_invoke(plugins, "send_email", approved, user)
+        assert own.violation.code == "SIGNOFF_PENDING_APPROVAL"
+        assert bob.get(f"/requests/{request['id']}").json()["claimed_at"] is None
+
+        context = GlobalContext(request_id="req-edited", user=user)
+        go, contexts = await plugins.invoke_hook(
+            ToolHookType.TOOL_PRE_INVOKE,
+            ToolPreInvokePayload(name="send_email", args=asked),
+            context,
+        )
+        assert go.continue_processing and go.violation is None
+        assert go.modified_payload.args == approved  # ContextForge runs these
+        ran = {"content": [{"type": "text", "text": "sent to team@example.com"}], "isError": False}
+        after, _ = await plugins.invoke_hook(
+            ToolHookType.TOOL_POST_INVOKE,
+            ToolPostInvokePayload(name="send_email", result=ran),
+            context,
+            local_contexts=contexts,
+        )
+    result = after.modified_payload.result
+    texts = [block["text"] for block in result["content"]]
+    assert texts[0] == "sent to team@example.com"
+    assert texts[1].startswith("Signoff: bob changed the arguments before approving (changed: to)")
+    assert result["_meta"]["signoff"]["approved_arguments"] == approved
+    assert bob.get(f"/requests/{request['id']}").json()["claimed_at"] is not None
+
+
+async def test_without_the_post_invoke_hook_an_edited_approval_is_refused_unused(
+    native_config: Path, service: Any
+) -> None:
+    bob = service.client(service.token("approver", "bob"))
+    user = "frank@example.com"
+    asked = {"to": "all@example.com", "body": "hi"}
+    async with manager(native_config) as plugins:
+        await pre_invoke(plugins, "send_email", asked, user)
+        [request] = requests_of(bob, user, "send_email")
+        body = {"decision": "approve", "arguments": {"to": "team@example.com", "body": "hi"}}
+        bob.post(f"/requests/{request['id']}/decisions", json=body)
+        refused = await pre_invoke(plugins, "send_email", asked, user)
+    assert not refused.continue_processing and refused.violation.code == "SIGNOFF_REFUSED"
+    assert "only with changed arguments" in refused.violation.description
+    assert bob.get(f"/requests/{request['id']}").json()["claimed_at"] is None
