@@ -1,4 +1,5 @@
-"""Async HTTP client of the approval service, as the gateway uses it.
+"""Async HTTP client of the approval service: the one client of its API, used by the
+gateway (typed calls below) and by the CLI (`call`, `stream` on any route).
 
 Every transport failure and every 5xx becomes `ServiceUnavailable`, so callers
 can fail closed with one `except`; a 4xx becomes `ServiceRefused` with the
@@ -8,6 +9,8 @@ service's error code and message.
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
@@ -59,11 +62,12 @@ class ServiceClient:
         *,
         connect_timeout: float = 5.0,
         http: httpx.AsyncClient | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self._http = http or httpx.AsyncClient(
             base_url=self.base_url,
-            headers={"Authorization": f"Bearer {token}"},
+            headers={"Authorization": f"Bearer {token}", **(headers or {})},
             timeout=httpx.Timeout(30.0, connect=connect_timeout),
         )
 
@@ -108,6 +112,35 @@ class ServiceClient:
         self, method: str, path: str, *, timeout: float | None = None, **kwargs: Any
     ) -> Any:
         return self._decode(await self._send(method, path, timeout=timeout, **kwargs))
+
+    async def call(self, method: str, path: str, **kwargs: Any) -> Any:
+        """Any /api/v1 route (`path`): its decoded JSON answer."""
+        return await self._call(method, path, **kwargs)
+
+    @asynccontextmanager
+    async def stream(
+        self, method: str, path: str, *, read_timeout: float = 300.0, **kwargs: Any
+    ) -> AsyncIterator[httpx.Response]:
+        """Any /api/v1 route, its answer's body unread (a 4xx or 5xx raises first)."""
+        timeout = httpx.Timeout(30.0, read=read_timeout)
+        try:
+            async with self._http.stream(
+                method, f"/api/v1{path}", timeout=timeout, **kwargs
+            ) as response:
+                if response.status_code >= 500:
+                    raise ServiceUnavailable(
+                        f"the approval service at {self.base_url} failed "
+                        f"(HTTP {response.status_code})"
+                    )
+                if response.status_code >= 400:
+                    await response.aread()
+                    self._decode(response)  # raises ServiceRefused
+                yield response
+        except httpx.HTTPError as exc:
+            raise ServiceUnavailable(
+                f"lost the connection to the approval service at {self.base_url} "
+                f"({type(exc).__name__})"
+            ) from exc
 
     async def whoami(self) -> Identity:
         """The name and role of this gateway's token."""

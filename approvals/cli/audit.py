@@ -6,10 +6,11 @@ import argparse
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
-from approvals.cli.client import ServiceClient, add_service_arguments
+from approvals.cli.client import add_service_arguments, stream_service
 from approvals.cli.errors import CliError
 
 FORMATS = ("csv", "jsonl", "json")
@@ -125,29 +126,36 @@ def _export(args: argparse.Namespace) -> int:
             params[name] = getattr(args, name)
     if args.type:
         params["type"] = args.type
-    client = ServiceClient.from_args(args)
     progress = _Progress(sys.stderr)
     to_stdout = args.output == "-"
     target = Path(args.output)
     partial = target.with_name(target.name + ".part")
-    with client.stream("GET", "/audit/export", params=params) as response:
-        out: IO[bytes]
+    files: list[IO[bytes]] = []
+
+    def opened() -> Callable[[bytes], None]:
+        # Only once the service accepted the export: a refusal leaves no file behind.
         try:
-            out = sys.stdout.buffer if to_stdout else partial.open("wb")
+            files.append(sys.stdout.buffer if to_stdout else partial.open("wb"))
         except OSError as exc:
             raise CliError(f"cannot write {partial}: {exc.strerror}") from None
-        try:
-            for chunk in response.iter_bytes(1 << 16):
-                out.write(chunk)
-                progress.add(len(chunk))
-            out.flush()
-        except BaseException:
-            if not to_stdout:
-                out.close()
-                partial.unlink(missing_ok=True)
-            raise
-    if not to_stdout:
-        out.close()
+
+        def write(chunk: bytes) -> None:
+            files[0].write(chunk)
+            progress.add(len(chunk))
+
+        return write
+
+    try:
+        stream_service(args, "GET", "/audit/export", opened, params=params)
+        if files:
+            files[0].flush()
+    except BaseException:
+        if files and not to_stdout:
+            files[0].close()
+            partial.unlink(missing_ok=True)
+        raise
+    if not to_stdout and files:
+        files[0].close()
         os.replace(partial, target)
     progress.done("stdout" if to_stdout else str(target))
     return 0

@@ -1,19 +1,24 @@
-"""A small HTTP client for CLI commands that talk to a running service."""
+"""How CLI commands talk to a running service: through the one `ServiceClient`.
+
+Each command makes its call(s) on a short-lived event loop; whatever goes wrong
+(unreachable, a 4xx or 5xx) becomes a `CliError`, printed as one line.
+"""
 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from approvals.cli.errors import CliError
 
-# httpx loads when a client is made, not for `--help`.
+# httpx and the client load when a command calls the service, not for `--help`.
 if TYPE_CHECKING:
-    import httpx
+    from gateway_plugin.service_client import ServiceClient
 
 DEFAULT_SERVICE_URL = "http://127.0.0.1:8000"
+# Tells the service's logs and audit that a person at the command line acted.
+_CLI_HEADERS = {"X-Signoff-Channel": "cli"}
 
 
 def add_service_arguments(parser: argparse.ArgumentParser) -> None:
@@ -37,61 +42,60 @@ def fill_service_arguments(args: argparse.Namespace) -> None:
         args.token = settings.token
 
 
-class ServiceClient:
-    """Calls the service's REST API, turning every failure into a CliError."""
+def service_url(args: argparse.Namespace) -> str:
+    """The service the command talks to (after `fill_service_arguments`)."""
+    return str(args.service).rstrip("/")
 
-    def __init__(self, base_url: str, token: str | None) -> None:
-        if not token:
-            raise CliError("an API token is required: pass --token or set SIGNOFF_TOKEN")
-        self.base_url = base_url.rstrip("/")
-        import httpx
 
-        self._http = httpx.Client(
-            base_url=self.base_url,
-            headers={"Authorization": f"Bearer {token}", "X-Signoff-Channel": "cli"},
-            timeout=30,
-        )
+def _client(args: argparse.Namespace) -> ServiceClient:
+    from gateway_plugin.service_client import ServiceClient
 
-    @classmethod
-    def from_args(cls, args: argparse.Namespace) -> ServiceClient:
-        fill_service_arguments(args)
-        return cls(args.service, args.token)
+    fill_service_arguments(args)
+    if not args.token:
+        raise CliError("an API token is required: pass --token or set SIGNOFF_TOKEN")
+    return ServiceClient(args.service, args.token, headers=_CLI_HEADERS)
 
-    @contextmanager
-    def stream(self, method: str, path: str, **kwargs: Any) -> Iterator[httpx.Response]:
-        """Send a request to /api/v1`path`; yields the response with its body unread."""
-        import httpx
 
+def _run(args: argparse.Namespace, work: Callable[[ServiceClient], Any]) -> Any:
+    import anyio
+
+    from gateway_plugin.service_client import ServiceRefused, ServiceUnavailable
+
+    client = _client(args)
+
+    async def go() -> Any:
         try:
-            with self._http.stream(
-                method, f"/api/v1{path}", timeout=httpx.Timeout(30, read=300), **kwargs
-            ) as response:
-                if not response.is_success:
-                    response.read()
-                    raise CliError(f"{_error_message(response)} (HTTP {response.status_code})")
-                yield response
-        except httpx.HTTPError as exc:
-            raise CliError(
-                f"lost the connection to the approval service at {self.base_url}: {exc}"
-            ) from exc
+            return await work(client)
+        finally:
+            await client.aclose()
 
-    def request(self, method: str, path: str, **kwargs: Any) -> Any:
-        """Send a request to /api/v1`path` and return the decoded JSON body."""
-        import httpx
-
-        try:
-            response = self._http.request(method, f"/api/v1{path}", **kwargs)
-        except httpx.HTTPError as exc:
-            raise CliError(
-                f"could not reach the approval service at {self.base_url}: {exc}"
-            ) from exc
-        if response.is_success:
-            return response.json()
-        raise CliError(f"{_error_message(response)} (HTTP {response.status_code})")
-
-
-def _error_message(response: httpx.Response) -> str:
     try:
-        return str(response.json()["error"]["message"])
-    except (ValueError, KeyError, TypeError):
-        return response.text[:200] or response.reason_phrase
+        return anyio.run(go)
+    except ServiceRefused as exc:
+        raise CliError(f"{exc.message} (HTTP {exc.status})") from None
+    except ServiceUnavailable as exc:
+        raise CliError(str(exc)) from None
+
+
+def call_service(args: argparse.Namespace, method: str, path: str, **kwargs: Any) -> Any:
+    """Send a request to /api/v1`path` and return the decoded JSON body."""
+    return _run(args, lambda client: client.call(method, path, **kwargs))
+
+
+def stream_service(
+    args: argparse.Namespace,
+    method: str,
+    path: str,
+    opened: Callable[[], Callable[[bytes], None]],
+    **kwargs: Any,
+) -> None:
+    """Send a request to /api/v1`path` and hand its body over in chunks: `opened` is
+    called once the service has accepted the request and returns where chunks go."""
+
+    async def work(client: ServiceClient) -> None:
+        async with client.stream(method, path, **kwargs) as response:
+            write = opened()
+            async for chunk in response.aiter_bytes(1 << 16):
+                write(chunk)
+
+    _run(args, work)

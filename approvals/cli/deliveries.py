@@ -6,7 +6,7 @@ import argparse
 import json
 from typing import Any
 
-from approvals.cli.client import ServiceClient, add_service_arguments
+from approvals.cli.client import add_service_arguments, call_service
 
 STATUSES = ("pending", "delivered", "failed")
 
@@ -27,12 +27,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _list(args: argparse.Namespace) -> int:
-    client = ServiceClient.from_args(args)
     params: dict[str, Any] = {"limit": args.limit}
     for name in ("status", "channel", "request_id"):
         if getattr(args, name):
             params[name] = getattr(args, name)
-    items = client.request("GET", "/deliveries", params=params)["items"]
+    items = call_service(args, "GET", "/deliveries", params=params)["items"]
     if args.json:
         print(json.dumps(items, indent=2))
         return 0

@@ -6,7 +6,7 @@ import argparse
 import json
 from typing import Any
 
-from approvals.cli.client import ServiceClient, add_service_arguments
+from approvals.cli.client import add_service_arguments, call_service
 from approvals.cli.errors import CliError
 
 
@@ -38,7 +38,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _list(args: argparse.Namespace) -> int:
-    items = ServiceClient.from_args(args).request("GET", "/grants")["items"]
+    items = call_service(args, "GET", "/grants")["items"]
     if args.json:
         print(json.dumps(items, indent=2))
         return 0
@@ -79,7 +79,7 @@ def _create(args: argparse.Namespace) -> int:
             body["arguments"] = json.loads(args.arguments)
         except ValueError as exc:
             raise CliError(f"--arguments is not valid JSON: {exc}") from None
-    grant = ServiceClient.from_args(args).request("POST", "/grants", json=body)
+    grant = call_service(args, "POST", "/grants", json=body)
     print(
         f"grant {grant['id']}: {grant['caller']} may call {grant['tool']} without asking "
         f"until {grant['expires_at']}"
@@ -88,6 +88,6 @@ def _create(args: argparse.Namespace) -> int:
 
 
 def _revoke(args: argparse.Namespace) -> int:
-    grant = ServiceClient.from_args(args).request("DELETE", f"/grants/{args.id}")
+    grant = call_service(args, "DELETE", f"/grants/{args.id}")
     print(f"grant {grant['id']} revoked after {grant['uses']} uses")
     return 0

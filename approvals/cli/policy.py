@@ -7,7 +7,7 @@ import argparse
 import json
 from typing import TYPE_CHECKING, Any
 
-from approvals.cli.client import ServiceClient, add_service_arguments
+from approvals.cli.client import add_service_arguments, call_service, service_url
 from approvals.cli.errors import CliError
 
 # The policy engine loads when an action runs, not for `--help`.
@@ -105,13 +105,12 @@ def run_explain(args: argparse.Namespace) -> int:
 
 def run_show(args: argparse.Namespace) -> int:
     """Print the policy the service enforces: a version line, then the document."""
-    client = ServiceClient.from_args(args)
     try:
-        body = client.request("GET", "/policy")
+        body = call_service(args, "GET", "/policy")
         header = f"version {body['version']}  source {body['source']}"
         document = body["policy"]
     except (ValueError, KeyError, TypeError) as exc:  # not a Signoff service's answer
-        raise CliError(f"{client.base_url} did not answer with a policy ({exc!r})") from None
+        raise CliError(f"{service_url(args)} did not answer with a policy ({exc!r})") from None
     if args.json:
         print(json.dumps(body, indent=2, ensure_ascii=False))
         return 0

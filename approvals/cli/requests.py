@@ -7,7 +7,7 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from approvals.cli.client import ServiceClient, add_service_arguments
+from approvals.cli.client import add_service_arguments, call_service
 from approvals.cli.errors import CliError
 
 
@@ -46,13 +46,12 @@ def _age(created_at: str) -> str:
 
 
 def _list(args: argparse.Namespace) -> int:
-    client = ServiceClient.from_args(args)
     params: dict[str, Any] = {"limit": args.limit}
     if not args.all:
         params["status"] = args.status
     if args.tool:
         params["tool"] = args.tool
-    page = client.request("GET", "/requests", params=params)
+    page = call_service(args, "GET", "/requests", params=params)
     items = page["items"]
     if args.json:
         print(json.dumps(items, indent=2))
@@ -82,7 +81,6 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _decide(args: argparse.Namespace) -> int:
-    client = ServiceClient.from_args(args)
     body: dict[str, Any] = {"decision": args.decision, "comment": args.comment}
     edited = getattr(args, "arguments", None)
     if edited is not None:
@@ -90,7 +88,7 @@ def _decide(args: argparse.Namespace) -> int:
             body["arguments"] = json.loads(edited)
         except ValueError as exc:
             raise CliError(f"--arguments is not valid JSON: {exc}") from None
-    request = client.request("POST", f"/requests/{args.id}/decisions", json=body)
+    request = call_service(args, "POST", f"/requests/{args.id}/decisions", json=body)
     if request["status"] == "pending":
         print(
             f"recorded your approval of {request['id']} ({request['tool']}): "
