@@ -22,8 +22,13 @@ from collections import OrderedDict
 from types import TracebackType
 from typing import Any
 
+import anyio
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from gateway_plugin.calls import ProgressFn
+from gateway_plugin.service_client import ServiceClient, ServiceRefused
+from gateway_plugin.wire import ApprovalRequestView
 
 log = logging.getLogger(__name__)
 
@@ -213,3 +218,46 @@ class DecisionStream:
             raise ValueError(f"expected a hello message, got {raw!r:.100}")
         self.connects += 1
         self._set_connected(True)
+
+
+# Long enough to be cheap, short enough that clients which reset their timeout
+# on progress see a heartbeat well inside common 60 s limits.
+PROGRESS_INTERVAL_SECONDS = 10.0
+
+
+async def await_decision(
+    service: ServiceClient,
+    decisions: DecisionStream | None,
+    request: ApprovalRequestView,
+    hold: float,
+    progress: ProgressFn | None,
+) -> tuple[ApprovalRequestView, bool]:
+    """Wait in-band for a decision for at most `hold` seconds, with progress heartbeats:
+    by push while `decisions` is connected, else by long-poll.
+
+    Returns the request and whether this call already claimed its approval.
+    """
+    start = anyio.current_time()
+    while request.pending:
+        elapsed = anyio.current_time() - start
+        remaining = hold - elapsed
+        if remaining <= 0:
+            break
+        if progress is not None:
+            await progress(
+                elapsed, hold, f"waiting for approval of {request.tool} (request {request.id})"
+            )
+        step = min(remaining, PROGRESS_INTERVAL_SECONDS)
+        if decisions is not None and decisions.connected:
+            event = await decisions.wait_for(request.id, step)
+            if event is not None and event.get("status") == "approved":
+                # An event alone never runs a call, but the claim is checked by the
+                # service: it succeeds only if the request really allows the call.
+                try:
+                    return await service.claim(request.id), True
+                except ServiceRefused:
+                    pass  # not approved after all, or already used: re-read below
+            request = await service.get(request.id)
+        else:
+            request = await service.wait(request.id, step)
+    return request, False

@@ -9,18 +9,18 @@ changed) and gets the `CallToolResult` the agent should see. `GatewayRuntime`
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
-import anyio
-from mcp_types import CallToolResult, TextContent
+from mcp_types import CallToolResult
 
 from gateway_plugin import edits, messages
 from gateway_plugin.audit_reporter import AuditReporter, FactType
+from gateway_plugin.calls import Forward, ForwardWith, ProgressFn, ToolCall, error_result
+from gateway_plugin.decision_stream import DecisionStream, await_decision
+from gateway_plugin.outcomes import OutcomeReports
 from gateway_plugin.policy import (
     Evaluation,
     Policy,
@@ -49,45 +49,24 @@ from gateway_plugin.verdict import (
 )
 from gateway_plugin.wire import ApprovalRequestView, CreateRequest, GrantUseRequest, Preview
 
-if TYPE_CHECKING:
-    from gateway_plugin.decision_stream import DecisionStream
+__all__ = [
+    "DEFAULT_HOLD_SECONDS",
+    "ApprovalGate",
+    "Forward",
+    "ForwardWith",
+    "PolicyFeed",
+    "ProgressFn",
+    "ToolCall",
+    "error_result",
+]
 
 log = logging.getLogger(__name__)
 
-Forward = Callable[[], Awaitable[CallToolResult]]
-# Runs the call with other arguments (those an approver changed).
-ForwardWith = Callable[[Mapping[str, Any]], Awaitable[CallToolResult]]
-ProgressFn = Callable[[float, float | None, str | None], Awaitable[None]]
 # Where the gate reads the policy in force at each call (`PolicySource`, the service's state).
 PolicyFeed = Callable[[], Policy]
 _Answer = TypeVar("_Answer")
 
 DEFAULT_HOLD_SECONDS = 50.0
-# Long enough to be cheap, short enough that clients which reset their timeout
-# on progress see a heartbeat well inside common 60 s limits.
-PROGRESS_INTERVAL_SECONDS = 10.0
-
-
-@dataclass(frozen=True)
-class ToolCall:
-    """One tools/call as the gate sees it."""
-
-    tool: str
-    arguments: Mapping[str, Any] = field(default_factory=dict)
-    server: str = ""
-    # The grant: who is calling (shown to approvers; never allowed to approve).
-    caller: str = ""
-    session: str | None = None
-
-
-def error_result(text: str) -> CallToolResult:
-    """A tool error the agent can read."""
-    return CallToolResult(content=[TextContent(text=text)], is_error=True)
-
-
-def _summary(result: CallToolResult, limit: int = 500) -> str:
-    texts = [block.text for block in result.content if isinstance(block, TextContent)]
-    return " ".join(texts)[:limit]
 
 
 def _failure(tool: str, exc: Exception) -> str:
@@ -129,7 +108,7 @@ class ApprovalGate:
         self.limiter = RateLimiter()
         # (server, tool) -> (policy, answer) for `allows_outright`; a reloaded policy starts afresh.
         self._outright: dict[tuple[str, str], tuple[Policy, bool]] = {}
-        self._pending_reports: set[asyncio.Task[None]] = set()
+        self.outcomes = OutcomeReports(service)
         self._agent = agent
         # Without --agent the grant is the token; rate limits key on a digest of
         # it so no secret sits in memory twice, and no network call is needed.
@@ -306,7 +285,7 @@ class ApprovalGate:
                 else:
                     result = change.annotate(await forward_with(arguments))
                 # The agent gets its result now; the outcome is recorded behind its back.
-                self._background(self._report(request, result))
+                self.outcomes.report(request, result)
                 return result
             case Deny() | Held() | Rejected() | Expired():
                 return refusal(verdict)
@@ -444,54 +423,9 @@ class ApprovalGate:
     async def await_decision(
         self, request: ApprovalRequestView, hold: float, progress: ProgressFn | None
     ) -> tuple[ApprovalRequestView, bool]:
-        """Wait in-band for a decision for at most `hold` seconds, with progress heartbeats.
-
-        Returns the request and whether this call already claimed its approval.
-        """
-        start = anyio.current_time()
-        while request.pending:
-            elapsed = anyio.current_time() - start
-            remaining = hold - elapsed
-            if remaining <= 0:
-                break
-            if progress is not None:
-                await progress(
-                    elapsed,
-                    hold,
-                    f"waiting for approval of {request.tool} (request {request.id})",
-                )
-            step = min(remaining, PROGRESS_INTERVAL_SECONDS)
-            if self.decisions is not None and self.decisions.connected:
-                event = await self.decisions.wait_for(request.id, step)
-                if event is not None and event.get("status") == "approved":
-                    # An event alone never runs a call, but the claim is checked by the
-                    # service: it succeeds only if the request really allows the call.
-                    try:
-                        return await self.service.claim(request.id), True
-                    except ServiceRefused:
-                        pass  # not approved after all, or already used: re-read below
-                request = await self.service.get(request.id)
-            else:
-                request = await self.service.wait(request.id, step)
-        return request, False
+        """`decision_stream.await_decision` with this gate's service and decision push."""
+        return await await_decision(self.service, self.decisions, request, hold, progress)
 
     async def drain(self, timeout: float = 2.0) -> None:
         """Give outcome reports still in flight up to `timeout` seconds (on shutdown)."""
-        if self._pending_reports:
-            with anyio.move_on_after(timeout):
-                await asyncio.gather(*self._pending_reports, return_exceptions=True)
-
-    def _background(self, work: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.get_running_loop().create_task(work)
-        # The loop only keeps weak references to tasks.
-        self._pending_reports.add(task)
-        task.add_done_callback(self._pending_reports.discard)
-
-    async def _report(self, request: ApprovalRequestView, result: CallToolResult) -> None:
-        # The call already ran: a failure to record its outcome must not hide the result.
-        try:
-            await self.service.report_outcome(
-                request.id, is_error=result.is_error, summary=_summary(result)
-            )
-        except (ServiceUnavailable, ServiceRefused) as exc:
-            log.warning("could not record the outcome of request %s: %s", request.id, exc)
+        await self.outcomes.drain(timeout)
