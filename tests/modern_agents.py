@@ -35,6 +35,13 @@ class Person:
         return types.ElicitResult(action=self.action)  # type: ignore[arg-type]
 
 
+def held_echo(hold: str, **entry: Any) -> dict[str, Any]:
+    """server-everything's `echo` needs a QA lead (the stories' approvers); held `hold`."""
+    rule = {"action": "require_approval", "approvers": "qa-leads", "hold": hold, "timeout": "10m"}
+    rule.update(entry)
+    return {"version": "1", "default": "allow", "tools": {"echo": rule}}
+
+
 def gateway_command(
     service_url: str, token: str, agent: str, upstream: list[str]
 ) -> StdioServerParameters:

@@ -112,3 +112,8 @@ def alice(service: Any) -> Any:
 @pytest.fixture(scope="module")
 def bob(service: Any) -> Any:
     return service.client(service.token("approver", "bob"))
+
+
+@pytest.fixture(scope="module")
+def auditor(service: Any) -> Any:
+    return service.client(service.token("auditor", "auditor-e2e"))

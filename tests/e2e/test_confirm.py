@@ -53,11 +53,6 @@ def token(service: Any) -> str:
     return str(service.token("gateway", "gw-confirm"))
 
 
-@pytest.fixture(scope="module")
-def auditor(service: Any) -> Any:
-    return service.client(service.token("auditor", "auditor-confirm"))
-
-
 async def calls_seen(agent: Any) -> int:
     """How many times the upstream ran `ids_seen` so far."""
     probe = await agent.call_tool("calls_seen", {})

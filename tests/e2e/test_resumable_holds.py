@@ -16,16 +16,17 @@ import pytest
 from mcp import ClientSession
 from mcp.client.stdio import stdio_client
 from mcp.shared.exceptions import MCPError
-from modern_agents import Person, decide_when_pending, events_of, gateway_command, modern_agent
+from modern_agents import (
+    Person,
+    decide_when_pending,
+    events_of,
+    gateway_command,
+    held_echo,
+    modern_agent,
+)
 from support import pending_request, text_of
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(120)]
-
-
-def held_echo(**entry: Any) -> dict[str, Any]:
-    rule = {"action": "require_approval", "approvers": "qa-leads", "hold": "1s", "timeout": "10m"}
-    rule.update(entry)
-    return {"version": "1", "default": "allow", "tools": {"echo": rule}}
 
 
 @pytest.fixture(scope="module")
@@ -33,21 +34,11 @@ def token(service: Any) -> str:
     return str(service.token("gateway", "gw-rounds"))
 
 
-@pytest.fixture(scope="module")
-def alice(service: Any) -> Any:
-    return service.client(service.token("approver", "alice"))
-
-
-@pytest.fixture(scope="module")
-def auditor(service: Any) -> Any:
-    return service.client(service.token("auditor", "auditor-rounds"))
-
-
 async def test_an_approval_given_while_the_sdk_client_retries_completes_the_original_call(
     service: Any, token: str, alice: Any, auditor: Any, everything_command: list[str],
     agent_name: str,
 ) -> None:  # fmt: skip
-    service.enforce(held_echo())
+    service.enforce(held_echo("1s"))
     person = Person("accept")
     decided: list[str] = []
 
@@ -77,7 +68,7 @@ async def test_an_approval_given_while_the_sdk_client_retries_completes_the_orig
 async def test_a_rejection_comes_back_as_a_tool_error_with_the_comment(
     service: Any, token: str, alice: Any, everything_command: list[str], agent_name: str
 ) -> None:
-    service.enforce(held_echo())
+    service.enforce(held_echo("1s"))
     async with (
         modern_agent(service, token, agent_name, everything_command) as agent,
         anyio.create_task_group() as tg,
@@ -95,7 +86,7 @@ async def test_a_rejection_comes_back_as_a_tool_error_with_the_comment(
 async def test_an_expired_request_comes_back_as_a_tool_error(
     service: Any, token: str, everything_command: list[str], agent_name: str
 ) -> None:
-    service.enforce(held_echo(timeout="2s"))
+    service.enforce(held_echo("1s", timeout="2s"))
     async with modern_agent(service, token, agent_name, everything_command) as agent:
         result = await agent.call_tool("echo", {"message": "ship it"})
     assert result.is_error and "expired without a decision" in text_of(result)
@@ -117,7 +108,7 @@ async def test_forged_replayed_and_foreign_states_are_invalid_params_and_nothing
     service: Any, token: str, alice: Any, auditor: Any, everything_command: list[str],
     agent_name: str,
 ) -> None:  # fmt: skip
-    service.enforce(held_echo())
+    service.enforce(held_echo("1s"))
     call = {"message": "ship it"}
     async with modern_agent(service, token, agent_name, everything_command) as agent:
         first = await round_of(agent, call, None)
@@ -157,7 +148,7 @@ async def test_another_callers_state_is_invalid_params(
     agent_name: str,
 ) -> None:  # fmt: skip
     # Two agents behind gateways that share a token (and so the sealing key).
-    service.enforce(held_echo())
+    service.enforce(held_echo("1s"))
     call = {"message": "ship it"}
     async with (
         modern_agent(service, token, agent_name, everything_command) as mallory,
@@ -178,7 +169,7 @@ async def test_another_callers_state_is_invalid_params(
 async def test_an_older_protocol_client_keeps_hold_then_hand_back(
     service: Any, token: str, everything_command: list[str], agent_name: str
 ) -> None:
-    service.enforce(held_echo())
+    service.enforce(held_echo("1s"))
     params = gateway_command(service.url, token, agent_name, everything_command)
     async with stdio_client(params) as (read, write), ClientSession(read, write) as session:
         await session.initialize()
@@ -191,7 +182,7 @@ async def test_an_edited_approval_runs_what_alice_approved_and_the_retry_cannot_
     service: Any, token: str, alice: Any, auditor: Any, everything_command: list[str],
     agent_name: str,
 ) -> None:  # fmt: skip
-    service.enforce(held_echo())
+    service.enforce(held_echo("1s"))
     call = {"message": "drop the database"}
     async with modern_agent(service, token, agent_name, everything_command) as agent:
         first = await round_of(agent, call, None)

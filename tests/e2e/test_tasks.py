@@ -12,36 +12,15 @@ from typing import Any
 
 import anyio
 import pytest
-from modern_agents import events_of, raw_agent
+from modern_agents import events_of, held_echo, raw_agent
 from support import pending_request
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(120)]
 
 
-def held_echo(**entry: Any) -> dict[str, Any]:
-    rule = {"action": "require_approval", "approvers": "qa-leads", "hold": "20s", "timeout": "10m"}
-    rule.update(entry)
-    return {"version": "1", "default": "allow", "tools": {"echo": rule}}
-
-
 @pytest.fixture(scope="module")
 def token(service: Any) -> str:
     return str(service.token("gateway", "gw-tasks"))
-
-
-@pytest.fixture(scope="module")
-def alice(service: Any) -> Any:
-    return service.client(service.token("approver", "alice"))
-
-
-@pytest.fixture(scope="module")
-def bob(service: Any) -> Any:
-    return service.client(service.token("approver", "bob"))
-
-
-@pytest.fixture(scope="module")
-def auditor(service: Any) -> Any:
-    return service.client(service.token("auditor", "auditor-tasks"))
 
 
 ECHO = {"name": "echo", "arguments": {"message": "ship it"}}
@@ -61,7 +40,7 @@ async def test_a_held_call_is_a_task_that_completes_with_the_real_result_on_a_qu
     service: Any, token: str, alice: Any, bob: Any, auditor: Any, everything_command: list[str],
     agent_name: str,
 ) -> None:  # fmt: skip
-    service.enforce(held_echo(quorum=2))
+    service.enforce(held_echo("20s", quorum=2))
     async with raw_agent(service, token, agent_name, everything_command) as agent:
         started = time.monotonic()
         created = (await agent.request("tools/call", ECHO))["result"]
@@ -96,7 +75,7 @@ async def test_a_rejected_call_is_a_completed_task_whose_result_is_the_tool_erro
     service: Any, token: str, alice: Any, auditor: Any, everything_command: list[str],
     agent_name: str,
 ) -> None:  # fmt: skip
-    service.enforce(held_echo())
+    service.enforce(held_echo("20s"))
     async with raw_agent(service, token, agent_name, everything_command) as agent:
         task_id = (await agent.request("tools/call", ECHO))["result"]["taskId"]
         request = await pending_request(alice, agent_name, "echo")
@@ -112,7 +91,7 @@ async def test_cancelling_a_task_withdraws_its_request_in_the_callers_name(
     service: Any, token: str, alice: Any, auditor: Any, everything_command: list[str],
     agent_name: str,
 ) -> None:  # fmt: skip
-    service.enforce(held_echo())
+    service.enforce(held_echo("20s"))
     async with raw_agent(service, token, agent_name, everything_command) as agent:
         task_id = (await agent.request("tools/call", ECHO))["result"]["taskId"]
         request = await pending_request(alice, agent_name, "echo")
@@ -133,7 +112,7 @@ async def test_cancelling_a_task_withdraws_its_request_in_the_callers_name(
 async def test_unknown_task_ids_and_undeclared_clients_get_errors_and_no_task(
     service: Any, token: str, everything_command: list[str], agent_name: str
 ) -> None:
-    service.enforce(held_echo(hold="1s"))
+    service.enforce(held_echo("1s"))
     async with raw_agent(service, token, agent_name, everything_command) as agent:
         created = (await agent.request("tools/call", ECHO))["result"]
         for method in ("tasks/get", "tasks/cancel"):
@@ -155,7 +134,7 @@ async def test_an_edited_approval_completes_the_task_with_the_approved_arguments
     service: Any, token: str, alice: Any, auditor: Any, everything_command: list[str],
     agent_name: str,
 ) -> None:  # fmt: skip
-    service.enforce(held_echo())
+    service.enforce(held_echo("20s"))
     call = {"name": "echo", "arguments": {"message": "drop the database"}}
     async with raw_agent(service, token, agent_name, everything_command) as agent:
         task_id = (await agent.request("tools/call", call))["result"]["taskId"]
