@@ -33,13 +33,13 @@ from approvals.readiness import ReadinessProbe
 from approvals.revocations import RevocationWatcher
 from approvals.settings import Settings, get_settings
 from approvals.slack.runtime import install as install_slack
+from approvals.store import Store
 from approvals.sweeper import run_sweeper
 from approvals.teams.channel import install as install_teams
 from approvals.token_usage import TokenUsage
 from approvals.tokens import TokenCache
 from approvals.webhooks.channel import WebhookChannel, webhook_router
 from approvals.webhooks.config import check_webhook_secrets, load_service_policy
-from approvals.writes import WriteRunner
 from gateway_plugin.policy import Policy
 from gateway_plugin.policy_reload import watch_policy
 
@@ -50,7 +50,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     engine = make_engine(settings.database_url, background_checkpoints=True)
     checkpoints = WalCheckpointer(engine) if is_sqlite(settings.database_url) else None
     hub = EventHub(queue_size=settings.ws_queue_size)
-    writes = WriteRunner(engine, hub)
+    writes = Store(engine, hub)
     # Several replicas on one PostgreSQL hear each other's events through LISTEN/NOTIFY.
     fanout = PgFanout(engine, hub) if engine.dialect.name == "postgresql" else None
 
@@ -60,7 +60,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if checkpoints is not None:
             checkpoints.start()
         sweeper = asyncio.create_task(
-            run_sweeper(engine, hub, settings.sweep_interval_seconds), name="signoff-sweeper"
+            run_sweeper(writes, settings.sweep_interval_seconds), name="signoff-sweeper"
         )
         background = [
             sweeper,
@@ -152,6 +152,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(deliveries_api.router)
     dashboard.install(app, settings)
     openapi.install(app)
-    slack = install_slack(app, settings, engine, hub, outbox)
+    slack = install_slack(app, settings, writes, outbox)
 
     return app

@@ -2,7 +2,7 @@
 
 By default SQLite checkpoints inside whichever commit takes the WAL past 1,000
 pages. In the service that commit usually runs on the event loop (the group
-commit in approvals/writes.py), which then copies pages and waits for fsync while
+commit in approvals/store.py), which then copies pages and waits for fsync while
 no request is served. The service's engine turns that off
 (`make_engine(..., background_checkpoints=True)`) and this thread runs PASSIVE
 checkpoints every `interval` seconds instead: they never block readers or

@@ -89,7 +89,7 @@ def _tune_sqlite(engine: Engine, *, autocheckpoint: bool) -> None:
 class WriteScope(Protocol):
     """What the business rules need of a transaction to write in.
 
-    A `Session` is one. So is a unit of a group commit (approvals/writes.py),
+    A `Session` is one. So is a unit of a group commit (approvals/store.py),
     whose `commit` and `rollback` end its savepoint rather than the transaction.
     """
 

@@ -1,8 +1,9 @@
 """In-process event hub: state changes are published once their transaction commits.
 
-Lifecycle functions call `emit(session, ...)`; the events are held on the session
-and handed to the hub bound to it only after a successful commit, so no client
-ever hears about a change that was rolled back.
+Lifecycle functions call `emit(scope, ...)`; the events are held on the unit of
+work and handed to the hub by the store (approvals/store.py) only after its
+transaction has committed, so no client ever hears about a change that was
+rolled back.
 
 Two kinds of listeners: watches of one request (the long-poll: it hears every
 event about its request from the moment it starts watching, and reads the
@@ -27,9 +28,7 @@ from functools import cached_property
 from typing import Any
 
 from pydantic import BaseModel
-from sqlalchemy import event
 from sqlalchemy.engine import Connection
-from sqlalchemy.orm import Session as OrmSession
 
 from approvals.db import WriteScope
 from approvals.models import utcnow
@@ -355,7 +354,8 @@ class EventHub:
 
 
 def attach_hub(scope: WriteScope, hub: EventHub | None) -> None:
-    """Make `scope` (a session, or a group commit's unit) publish committed events to `hub`."""
+    """Make `scope`, a unit of the store, run `hub`'s in-transaction hooks (the store
+    publishes the unit's events once it has committed)."""
     scope.info[_HUB_KEY] = hub
 
 
@@ -385,25 +385,3 @@ def take_pending(scope: WriteScope) -> list[Event]:
     """The events emitted in `scope` since its last commit or rollback, taken from it."""
     pending: list[Event] = scope.info.pop(_PENDING_KEY, [])
     return pending
-
-
-@event.listens_for(OrmSession, "before_commit")
-def _relay_pending(session: OrmSession) -> None:
-    pending: list[Event] = session.info.get(_PENDING_KEY, [])
-    hub = hub_of(session)
-    if pending and hub is not None and hub.relay is not None:
-        hub.relay(session.connection(), pending)
-
-
-@event.listens_for(OrmSession, "after_commit")
-def _publish_committed(session: OrmSession) -> None:
-    pending = take_pending(session)
-    hub = hub_of(session)
-    if hub is not None:
-        for evt in pending:
-            hub.publish(evt)
-
-
-@event.listens_for(OrmSession, "after_rollback")
-def _drop_rolled_back(session: OrmSession) -> None:
-    take_pending(session)

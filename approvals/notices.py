@@ -21,9 +21,9 @@ from pydantic import BaseModel, ConfigDict
 from sqlalchemy.engine import Engine
 
 from approvals import escalation, lifecycle
-from approvals.db import session_scope
 from approvals.models import utcnow
 from approvals.schemas import RequestPublic
+from approvals.store import Store
 from gateway_plugin.policy import Policy, format_duration, redact_arguments
 
 log = logging.getLogger(__name__)
@@ -167,9 +167,10 @@ def record_sent(
     The message is already out: failing to note it must not make the outbox send it
     again, so a failure here is logged, not raised."""
     try:
-        with session_scope(engine) as session:
-            lifecycle.record_notification(
-                session, request_id, channel=channel, recipients=recipients
+        Store(engine).run_now(
+            lambda scope: lifecycle.record_notification(
+                scope, request_id, channel=channel, recipients=recipients
             )
+        )
     except Exception:
         log.exception("%s: could not record the notification in the audit log", channel)

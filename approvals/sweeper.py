@@ -7,24 +7,20 @@ import asyncio
 import logging
 
 from fastapi.concurrency import run_in_threadpool
-from sqlalchemy.engine import Engine
 
 from approvals import escalation, lifecycle
-from approvals.db import session_scope
-from approvals.events import EventHub, attach_hub
+from approvals.store import Store
 
 log = logging.getLogger(__name__)
 
 
-def sweep_once(engine: Engine, hub: EventHub | None) -> list[str]:
-    """Expire every due request now, then remind and escalate; returns the ids expired."""
-    with session_scope(engine) as session:
-        attach_hub(session, hub)
-        expired = lifecycle.expire_due(session)
-    with session_scope(engine) as session:
-        attach_hub(session, hub)
-        escalated = escalation.escalate_due(session)
-        reminded = escalation.remind_due(session)
+def sweep_once(store: Store) -> list[str]:
+    """Expire every due request now, then remind and escalate; returns the ids expired.
+    Runs in a worker thread: its units wait for the write turn there."""
+    expired = store.run_orm_now(lifecycle.expire_due)
+    escalated, reminded = store.run_orm_now(
+        lambda session: (escalation.escalate_due(session), escalation.remind_due(session))
+    )
     if escalated:
         log.info("escalated %d request(s): %s", len(escalated), ", ".join(escalated))
     if reminded:
@@ -32,11 +28,11 @@ def sweep_once(engine: Engine, hub: EventHub | None) -> list[str]:
     return expired
 
 
-async def run_sweeper(engine: Engine, hub: EventHub, interval: float) -> None:
+async def run_sweeper(store: Store, interval: float) -> None:
     """Sweep every `interval` seconds until cancelled; errors are logged, never fatal."""
     while True:
         try:
-            expired = await run_in_threadpool(sweep_once, engine, hub)
+            expired = await run_in_threadpool(sweep_once, store)
             if expired:
                 log.info("expired %d request(s): %s", len(expired), ", ".join(expired))
         except Exception:

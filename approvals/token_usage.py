@@ -17,8 +17,9 @@ from sqlalchemy import update
 from sqlalchemy.engine import Engine
 from sqlmodel import col
 
-from approvals.db import session_scope
+from approvals.db import WriteScope
 from approvals.models import ApiToken, utcnow
+from approvals.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -46,13 +47,16 @@ class TokenUsage:
         names = self.take()
         if not names:
             return 0
-        with session_scope(engine) as session:
-            session.execute(
+
+        def write(scope: WriteScope) -> None:
+            scope.connection().execute(
                 update(ApiToken)
                 .where(col(ApiToken.name).in_(sorted(names)), col(ApiToken.revoked_at).is_(None))
                 .values(last_used_at=utcnow())
             )
-            session.commit()
+            scope.commit()
+
+        Store(engine).run_now(write)
         return len(names)
 
     async def run(self, engine: Engine, interval: float = FLUSH_SECONDS) -> None:

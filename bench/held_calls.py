@@ -83,14 +83,14 @@ async def _create_all(url: str, policy_path: Path, owners: list[str]) -> list[st
     from approvals import lifecycle
     from approvals.db import make_engine
     from approvals.events import EventHub
-    from approvals.writes import WriteRunner
+    from approvals.store import Store
     from gateway_plugin.policy import load_policy
 
     policy = load_policy(str(policy_path))
     engine = make_engine(url)
     hub = EventHub()
     hub.bind(asyncio.get_running_loop())
-    writes = WriteRunner(engine, hub)
+    writes = Store(engine, hub)
     ids: list[str] = []
     try:
         for start in range(0, len(owners), 500):

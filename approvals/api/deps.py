@@ -18,9 +18,9 @@ from approvals.metrics import Metrics
 from approvals.models import Role
 from approvals.revocations import RevocationWatcher
 from approvals.settings import Settings
+from approvals.store import Store
 from approvals.token_usage import TokenUsage
 from approvals.tokens import TokenCache
-from approvals.writes import WriteRunner
 
 
 @dataclass(frozen=True)
@@ -55,8 +55,8 @@ async def get_metrics(request: Request) -> Metrics:
     return metrics
 
 
-async def get_writes(request: Request) -> WriteRunner:
-    writes: WriteRunner = request.app.state.writes
+async def get_writes(request: Request) -> Store:
+    writes: Store = request.app.state.writes
     return writes
 
 
@@ -64,8 +64,8 @@ EngineDep = Annotated[Engine, Depends(get_engine)]
 HubDep = Annotated[EventHub, Depends(get_hub)]
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
-# Runs a route's write work in its own transaction (see approvals/writes.py).
-WritesDep = Annotated[WriteRunner, Depends(get_writes)]
+# The one write path: runs a route's unit of work (see approvals/store.py).
+WritesDep = Annotated[Store, Depends(get_writes)]
 
 
 def get_read_session(engine: EngineDep) -> Iterator[Session]:

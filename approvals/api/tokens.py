@@ -8,18 +8,14 @@ revocation watchers).
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import timedelta
-from typing import Annotated, TypeVar
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field
-from sqlmodel import Session
 
 from approvals import token_admin
-from approvals.api.deps import EngineDep, HubDep, Principal, ReadSessionDep, require_role
-from approvals.db import session_scope
+from approvals.api.deps import HubDep, Principal, ReadSessionDep, WritesDep, require_role
 from approvals.models import Role
 from approvals.revocations import REVOKED_REASON
 from approvals.token_admin import TokenInfo
@@ -28,7 +24,6 @@ from approvals.tokens import TokenCache
 router = APIRouter(prefix="/api/v1/tokens", tags=["tokens"])
 
 AdminDep = Annotated[Principal, Depends(require_role())]
-T = TypeVar("T")
 
 
 class TokenCreate(BaseModel):
@@ -47,14 +42,6 @@ class TokenCreated(TokenInfo):
     token: str
 
 
-async def _write(engine: EngineDep, work: Callable[[Session], T]) -> T:
-    def run() -> T:
-        with session_scope(engine) as session:
-            return work(session)
-
-    return await run_in_threadpool(run)
-
-
 def _forget(request: Request, hub: HubDep, hashes: list[str]) -> None:
     """Refuse the old secrets in this process now, not at the watcher's next look."""
     cache: TokenCache = request.app.state.token_cache
@@ -70,13 +57,12 @@ async def list_tokens(session: ReadSessionDep, _: AdminDep) -> list[TokenInfo]:
 
 
 @router.post("", status_code=201, responses={409: {"description": "a live token has the name"}})
-async def create_token(body: TokenCreate, engine: EngineDep, _: AdminDep) -> TokenCreated:
+async def create_token(body: TokenCreate, writes: WritesDep, _: AdminDep) -> TokenCreated:
     """Create a token; the answer holds its secret, shown this once."""
     lifetime = (
         timedelta(seconds=body.expires_in_seconds) if body.expires_in_seconds is not None else None
     )
-    info, secret = await _write(
-        engine,
+    info, secret = await writes.run_orm(
         lambda s: token_admin.issue(s, name=body.name, role=body.role, expires_in=lifetime),
     )
     return TokenCreated(**info.model_dump(), token=secret)
@@ -84,19 +70,19 @@ async def create_token(body: TokenCreate, engine: EngineDep, _: AdminDep) -> Tok
 
 @router.delete("/{name}", responses={404: {"description": "no live token has the name"}})
 async def revoke_token(
-    name: str, request: Request, engine: EngineDep, hub: HubDep, _: AdminDep
+    name: str, request: Request, writes: WritesDep, hub: HubDep, _: AdminDep
 ) -> dict[str, str | int]:
     """Revoke the live token with this name; it is refused from now on."""
-    hashes = await _write(engine, lambda s: token_admin.revoke(s, name))
+    hashes = await writes.run_orm(lambda s: token_admin.revoke(s, name))
     _forget(request, hub, hashes)
     return {"name": name, "revoked": len(hashes)}
 
 
 @router.post("/{name}/rotate", responses={404: {"description": "no live token has the name"}})
 async def rotate_token(
-    name: str, request: Request, engine: EngineDep, hub: HubDep, _: AdminDep
+    name: str, request: Request, writes: WritesDep, hub: HubDep, _: AdminDep
 ) -> TokenCreated:
     """A new secret for this name (same role and expiry); the old secret is refused now."""
-    info, secret, old = await _write(engine, lambda s: token_admin.rotate(s, name))
+    info, secret, old = await writes.run_orm(lambda s: token_admin.rotate(s, name))
     _forget(request, hub, old)
     return TokenCreated(**info.model_dump(), token=secret)

@@ -85,16 +85,16 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def _on_db(url: str | None, work: Callable[[Session], T]) -> T:
     """Run `work` in a write session on the (migrated) database at `url`."""
     from approvals import migrate
-    from approvals.db import make_engine, session_scope
+    from approvals.db import make_engine
     from approvals.settings import get_settings
+    from approvals.store import Store
 
     settings = get_settings()  # also when --db is given: a bad SIGNOFF_* value is reported
     url = url or settings.database_url
     migrate.upgrade(url)
     engine = make_engine(url)
     try:
-        with session_scope(engine) as session:
-            return work(session)
+        return Store(engine).run_orm_now(work)
     finally:
         engine.dispose()
 

@@ -21,10 +21,11 @@ from sqlalchemy.engine import Connection, Engine
 from sqlmodel import col
 from sqlmodel import select as select_rows
 
-from approvals.db import read_session, session_scope
+from approvals.db import WriteScope, read_session
 from approvals.models import utcnow
 from approvals.outbox.core import Delivery
 from approvals.outbox.models import DELIVERIES, DeliveryRow, DeliveryStatus
+from approvals.store import Store
 
 _c = DELIVERIES.c
 _older = DELIVERIES.alias("older")
@@ -112,9 +113,10 @@ def settle_and_claim(
     if not finished and (not claiming or (not lock and not _has_due(engine, channels, now))):
         return [], []
     lease_until = now + timedelta(seconds=lease_seconds)
-    claimed: list[Claimed] = []
-    with session_scope(engine) as session:
-        conn = session.connection()
+
+    def write(scope: WriteScope) -> tuple[list[bool], list[Claimed]]:
+        claimed: list[Claimed] = []
+        conn = scope.connection()
         kept = [_record(conn, outcome, now) for outcome in finished]
         rows = conn.execute(_due(channels, now, limit, lock=lock)).all() if claiming else []
         for row in rows:
@@ -129,8 +131,10 @@ def settle_and_claim(
             )
             if taken.rowcount == 1:
                 claimed.append(Claimed(_delivery(row, row.attempts + 1), lease_until))
-        session.commit()
-    return kept, claimed
+        scope.commit()
+        return kept, claimed
+
+    return Store(engine).run_now(write)
 
 
 def _record(conn: Connection, outcome: Finished, now: datetime) -> bool:
@@ -153,14 +157,17 @@ def _record(conn: Connection, outcome: Finished, now: datetime) -> bool:
 def renew(engine: Engine, claimed: Claimed, lease_seconds: float) -> bool:
     """Hold the row `lease_seconds` longer; False if the lease was lost meanwhile."""
     until = utcnow() + timedelta(seconds=lease_seconds)
-    with session_scope(engine) as session:
-        result = session.connection().execute(
+
+    def write(scope: WriteScope) -> bool:
+        result = scope.connection().execute(
             update(DELIVERIES)
             .where(_c.id == claimed.delivery.id, _c.lease_until == claimed.lease_until)
             .values(lease_until=until)
         )
-        session.commit()
-    if result.rowcount != 1:
+        scope.commit()
+        return bool(result.rowcount == 1)
+
+    if not Store(engine).run_now(write):
         return False
     claimed.lease_until = until
     return True

@@ -33,17 +33,15 @@ from urllib.parse import parse_qs
 from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
-from sqlalchemy.engine import Engine
 
 from approvals import edits, lifecycle
 from approvals.api.errors import error_body
 from approvals.api.limits import json_refusal
-from approvals.db import session_scope
-from approvals.events import EventHub, attach_hub
 from approvals.models import RequestStatus
 from approvals.schemas import RequestPublic
 from approvals.slack import cards
 from approvals.slack.client import SlackApi, SlackCallFailed
+from approvals.store import Store
 from gateway_plugin.policy import Policy
 
 if TYPE_CHECKING:
@@ -69,14 +67,12 @@ class InteractionHandlers:
 
     def __init__(
         self,
-        engine: Engine,
-        hub: EventHub,
+        store: Store,
         policy: Callable[[], Policy | None],
         api: SlackApi | None,
         refresh: Callable[[str], None] | None = None,
     ) -> None:
-        self.engine = engine
-        self.hub = hub
+        self.store = store
         self.policy = policy
         self.api = api
         self.refresh = refresh
@@ -179,7 +175,7 @@ class InteractionHandlers:
 
     def _refusal(self, request_id: str, approver: str) -> str | None:
         """Why `approver` may not decide `request_id` now (checked again by decide)."""
-        with session_scope(self.engine) as session:
+        with self.store.read() as session:
             try:
                 request = lifecycle.get_request(session, request_id)
             except lifecycle.NotFound as exc:
@@ -190,7 +186,7 @@ class InteractionHandlers:
             return lifecycle.may_decide(request, approver)
 
     def _public(self, request_id: str) -> RequestPublic:
-        with session_scope(self.engine) as session:
+        with self.store.read() as session:
             return lifecycle.readable(session, lifecycle.get_request(session, request_id))
 
     async def _open_edit(
@@ -227,30 +223,8 @@ class InteractionHandlers:
             )
 
     def _tool(self, request_id: str) -> str:
-        with session_scope(self.engine) as session:
+        with self.store.read() as session:
             return lifecycle.get_request(session, request_id).tool
-
-    def _decide_now(
-        self,
-        request_id: str,
-        approver: str,
-        decision: str,
-        comment: str | None,
-        edit: Edit | None = None,
-    ) -> None:
-        with session_scope(self.engine) as session:
-            attach_hub(session, self.hub)
-            lifecycle.decide(
-                session,
-                request_id,
-                approver=approver,
-                decision=decision,
-                comment=comment,
-                channel="slack",
-                arguments=edit.arguments if edit else None,
-                seen_hash=edit.seen_hash if edit else None,
-                policy=self.policy() if edit else None,
-            )
 
     async def _decide(
         self,
@@ -262,7 +236,19 @@ class InteractionHandlers:
         edit: Edit | None = None,
     ) -> None:
         try:
-            await run_in_threadpool(self._decide_now, request_id, approver, decision, comment, edit)
+            await self.store.run(
+                lambda scope: lifecycle.decide(
+                    scope,
+                    request_id,
+                    approver=approver,
+                    decision=decision,
+                    comment=comment,
+                    channel="slack",
+                    arguments=edit.arguments if edit else None,
+                    seen_hash=edit.seen_hash if edit else None,
+                    policy=self.policy() if edit else None,
+                )
+            )
         except lifecycle.LifecycleError as exc:
             await self._tell(where, f"Nothing changed: {exc.message}")
             if exc.code == "already_decided" and self.refresh is not None:

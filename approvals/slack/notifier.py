@@ -36,12 +36,12 @@ from pydantic import BaseModel
 from sqlalchemy import update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import col, select
+from sqlmodel import Session, col, select
 
 from approvals import lifecycle
 from approvals.audit import record as audit
 from approvals.audit.models import AuditEvent
-from approvals.db import session_scope
+from approvals.db import WriteScope, read_session
 from approvals.events import Event
 from approvals.models import ApprovalRequest, RequestStatus, utcnow
 from approvals.outbox import Delivery, DeliveryFailed, DeliveryRow, DeliveryStatus, Notification
@@ -51,6 +51,7 @@ from approvals.settings import Settings
 from approvals.slack import cards
 from approvals.slack.client import SlackApi, SlackCallFailed
 from approvals.slack.models import SlackMessage
+from approvals.store import Store
 from gateway_plugin.policy import Policy
 
 log = logging.getLogger(__name__)
@@ -132,7 +133,8 @@ def claim_card(engine: Engine, request_id: str, channel: str) -> bool:
     taken over. (If that attempt had reached Slack, the card is posted twice; a card
     is never lost.)
     """
-    with session_scope(engine) as session:
+
+    def claim(session: Session) -> bool:
         session.add(SlackMessage(request_id=request_id, channel=channel, created_at=utcnow()))
         try:
             session.commit()
@@ -146,6 +148,8 @@ def claim_card(engine: Engine, request_id: str, channel: str) -> bool:
             session.commit()
             return bool(taken.rowcount == 1)  # type: ignore[attr-defined]
         return True
+
+    return Store(engine).run_orm_now(claim)
 
 
 class SlackNotifier:
@@ -163,6 +167,8 @@ class SlackNotifier:
     ) -> None:
         self.api = api
         self.engine = engine
+        # Its writes (card rows, notes in the audit log) publish no events.
+        self.store = Store(engine)
         self.settings = settings
         self.policy = policy
         # Tells the outbox worker that `refresh` or `resync` queued work.
@@ -195,10 +201,13 @@ class SlackNotifier:
             raise
 
     def _enqueue(self, jobs: Sequence[Notification]) -> None:
-        with session_scope(self.engine) as session:
+
+        def enqueue(scope: WriteScope) -> None:
             for job in jobs:
-                enqueue_notification(session, job)
-            session.commit()
+                enqueue_notification(scope, job)
+            scope.commit()
+
+        self.store.run_now(enqueue)
 
     def refresh(self, request_id: str) -> None:
         """Bring the card of `request_id` up to date (e.g. after a click on a stale card)."""
@@ -230,21 +239,23 @@ class SlackNotifier:
         return self.settings.slack_default_channel
 
     def _snapshot(self, request_id: str) -> Snapshot:
-        with session_scope(self.engine) as session:
+        with read_session(self.engine) as session:
             row = lifecycle.get_request(session, request_id)
             message = session.get(SlackMessage, request_id)
             history = _thread_history(audit.timeline(session, request_id))
             return Snapshot(lifecycle.readable(session, row), row.version, message, history)
 
     def _unclaim(self, request_id: str) -> None:
-        with session_scope(self.engine) as session:
+        def unclaim(session: Session) -> None:
             row = session.get(SlackMessage, request_id)
             if row is not None and row.ts is None:
                 session.delete(row)
                 session.commit()
 
+        self.store.run_orm_now(unclaim)
+
     def _posted(self, request_id: str, channel: str, ts: str, version: int) -> None:
-        with session_scope(self.engine) as session:
+        def posted(session: Session) -> None:
             row = session.get(SlackMessage, request_id)
             assert row is not None
             row.channel, row.ts, row.rendered_version = channel, ts, version
@@ -252,9 +263,11 @@ class SlackNotifier:
             session.add(row)
             session.commit()
 
+        self.store.run_orm_now(posted)
+
     def _rendered(self, request_id: str, version: int) -> None:
-        with session_scope(self.engine) as session:
-            session.execute(
+        def rendered(scope: WriteScope) -> None:
+            scope.connection().execute(
                 update(SlackMessage)
                 .where(
                     col(SlackMessage.request_id) == request_id,
@@ -262,13 +275,16 @@ class SlackNotifier:
                 )
                 .values(rendered_version=version, updated_at=utcnow())
             )
-            session.commit()
+            scope.commit()
+
+        self.store.run_now(rendered)
 
     def _notified(self, request_id: str, recipients: list[str]) -> None:
-        with session_scope(self.engine) as session:
-            lifecycle.record_notification(
-                session, request_id, channel="slack", recipients=recipients
+        self.store.run_now(
+            lambda scope: lifecycle.record_notification(
+                scope, request_id, channel="slack", recipients=recipients
             )
+        )
 
     def _card(self, request: RequestPublic) -> cards.Card:
         return cards.request_card(request, base_url=self.settings.base_url(), policy=self.policy())
@@ -304,8 +320,9 @@ class SlackNotifier:
 
     def _claim_reply(self, request_id: str, index: int) -> bool:
         """Take reply number `index` (0-based) of the thread; False if it is taken."""
-        with session_scope(self.engine) as session:
-            result = session.execute(
+
+        def claim(scope: WriteScope) -> bool:
+            result = scope.connection().execute(
                 update(SlackMessage)
                 .where(
                     col(SlackMessage.request_id) == request_id,
@@ -313,12 +330,15 @@ class SlackNotifier:
                 )
                 .values(replies_posted=index + 1)
             )
-            session.commit()
-            return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+            scope.commit()
+            return bool(result.rowcount == 1)
+
+        return self.store.run_now(claim)
 
     def _unclaim_reply(self, request_id: str, index: int) -> None:
-        with session_scope(self.engine) as session:
-            session.execute(
+
+        def unclaim(scope: WriteScope) -> None:
+            scope.connection().execute(
                 update(SlackMessage)
                 .where(
                     col(SlackMessage.request_id) == request_id,
@@ -326,7 +346,9 @@ class SlackNotifier:
                 )
                 .values(replies_posted=index)
             )
-            session.commit()
+            scope.commit()
+
+        self.store.run_now(unclaim)
 
     async def _sync(self, request_id: str) -> None:
         snap = await run_in_threadpool(self._snapshot, request_id)
@@ -375,7 +397,7 @@ class SlackNotifier:
             )
             .scalar_subquery()
         )
-        with session_scope(self.engine) as session:
+        with read_session(self.engine) as session:
             unposted = session.exec(
                 select(ApprovalRequest.id)
                 .outerjoin(SlackMessage, col(SlackMessage.request_id) == col(ApprovalRequest.id))

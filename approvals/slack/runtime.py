@@ -8,9 +8,7 @@ import logging
 from collections.abc import Callable
 
 from fastapi import FastAPI
-from sqlalchemy.engine import Engine
 
-from approvals.events import EventHub
 from approvals.outbox import Outbox
 from approvals.settings import Settings
 from approvals.slack import interactions
@@ -19,6 +17,7 @@ from approvals.slack.interactions import InteractionHandlers
 from approvals.slack.notifier import SlackNotifier, slack_router
 from approvals.slack.signing import SignatureGuard
 from approvals.slack.socket_mode import SocketModeListener
+from approvals.store import Store
 from gateway_plugin.policy import Policy
 
 log = logging.getLogger(__name__)
@@ -39,15 +38,13 @@ class SlackRuntime:
     def __init__(
         self,
         settings: Settings,
-        engine: Engine,
-        hub: EventHub,
+        store: Store,
         policy: Callable[[], Policy | None],
         outbox: Outbox,
     ) -> None:
         self.outbox = outbox
         self.settings = settings
-        self.engine = engine
-        self.hub = hub
+        self.engine = store.engine
         self.policy = policy
         self.guard = (
             SignatureGuard(settings.slack_signing_secret) if settings.slack_signing_secret else None
@@ -55,7 +52,7 @@ class SlackRuntime:
         self.api: SlackApi | None = None
         self.notifier: SlackNotifier | None = None
         self.socket_mode: SocketModeListener | None = None
-        self.handlers = InteractionHandlers(engine, hub, policy, None)
+        self.handlers = InteractionHandlers(store, policy, None)
         self._checks: set[asyncio.Task[None]] = set()
 
     @property
@@ -121,14 +118,10 @@ class SlackRuntime:
                 await self.notifier.stop()
 
 
-def install(
-    app: FastAPI, settings: Settings, engine: Engine, hub: EventHub, outbox: Outbox
-) -> SlackRuntime:
+def install(app: FastAPI, settings: Settings, store: Store, outbox: Outbox) -> SlackRuntime:
     """Add `POST /slack/interactions` to `app`; start the returned runtime in the lifespan
     (before `outbox.start()`: it registers the Slack channel)."""
-    runtime = SlackRuntime(
-        settings, engine, hub, lambda: getattr(app.state, "policy", None), outbox
-    )
+    runtime = SlackRuntime(settings, store, lambda: getattr(app.state, "policy", None), outbox)
     app.state.slack = runtime
     app.include_router(interactions.router)
     return runtime

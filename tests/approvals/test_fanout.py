@@ -15,17 +15,20 @@ from sqlalchemy import text
 from support import enforced_policy, held_call
 
 from approvals import fanout, lifecycle, migrate
-from approvals.db import make_engine, session_scope
-from approvals.events import MISSED, Event, EventHub, attach_hub
+from approvals.db import make_engine, read_session
+from approvals.events import MISSED, Event, EventHub
+from approvals.store import Store
 
 
 def create(engine: Any, arguments: dict[str, Any], hub: EventHub | None = None) -> str:
     data = held_call(arguments=arguments)
-    with session_scope(engine) as session:
-        attach_hub(session, hub)
-        return lifecycle.create_request(
-            session, data, policy=enforced_policy(), created_by="gw"
-        ).request.id
+    return Store(engine, hub).run_now(
+        lambda scope: (
+            lifecycle.create_request(
+                scope, data, policy=enforced_policy(), created_by="gw"
+            ).request.id
+        )
+    )
 
 
 @pytest.fixture
@@ -54,7 +57,7 @@ def test_a_small_event_travels_whole_and_is_marked_remote(engine: Any) -> None:
 
 def test_a_big_event_travels_as_a_reference_and_is_read_back(engine: Any) -> None:
     request_id = create(engine, {"script": "é" * 6000})  # > 8000 bytes as JSON
-    with session_scope(engine) as session:
+    with read_session(engine) as session:
         view = lifecycle.public(session, lifecycle.get_request(session, request_id))
     evt = Event(type="request.created", request_id=request_id, request=view.model_dump(mode="json"))
     payload = fanout.encode(evt, "replica-a")
@@ -71,9 +74,12 @@ def test_the_relay_sees_exactly_the_committed_events(engine: Any) -> None:
     hub.relay = lambda session, events: relayed.append([e.type for e in events])
     request_id = create(engine, {"a": 1}, hub)
     assert relayed == [["request.created"]]
-    with session_scope(engine) as session, pytest.raises(lifecycle.Forbidden):
-        attach_hub(session, hub)
-        lifecycle.decide(session, request_id, approver="mallory", decision="approve")
+    with pytest.raises(lifecycle.Forbidden):
+        Store(engine, hub).run_now(
+            lambda scope: lifecycle.decide(
+                scope, request_id, approver="mallory", decision="approve"
+            )
+        )
     assert relayed == [["request.created"]]
 
 

@@ -29,7 +29,7 @@ from approvals.events import EventHub, Subscriber
 from approvals.migrate import upgrade
 from approvals.models import ApiToken, ApprovalRequest, utcnow
 from approvals.schemas import RequestCreate
-from approvals.writes import WriteRunner
+from approvals.store import Store
 
 pytestmark = pytest.mark.anyio
 
@@ -65,14 +65,14 @@ _POLICY = enforced_policy()
 _TIMEOUT_SECONDS = 600
 
 
-def _listening_runner(engine: Engine) -> tuple[WriteRunner, Subscriber]:
+def _listening_runner(engine: Engine) -> tuple[Store, Subscriber]:
     """A runner on this loop, and a subscriber that hears every event it publishes."""
     hub = EventHub()
     hub.bind(asyncio.get_running_loop())
-    return WriteRunner(engine, hub), hub.subscribe()
+    return Store(engine, hub), hub.subscribe()
 
 
-async def _create(writes: WriteRunner, n: int) -> lifecycle.Created:
+async def _create(writes: Store, n: int) -> lifecycle.Created:
     return await writes.run(
         lambda s: lifecycle.create_request(s, _call(n), policy=_POLICY, created_by="gw")
     )

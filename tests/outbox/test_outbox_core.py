@@ -13,8 +13,8 @@ from sqlalchemy.engine import Engine
 from support import enforced_policy, held_call
 
 from approvals import lifecycle
-from approvals.db import make_engine, session_scope
-from approvals.events import Event, EventHub, attach_hub, emit
+from approvals.db import WriteScope, make_engine
+from approvals.events import Event, EventHub, emit
 from approvals.migrate import upgrade
 from approvals.outbox import (
     Delivery,
@@ -26,7 +26,7 @@ from approvals.outbox import (
 )
 from approvals.outbox import store as outbox_store
 from approvals.settings import Settings
-from approvals.writes import WriteRunner
+from approvals.store import Store
 
 pytestmark = pytest.mark.anyio
 
@@ -99,7 +99,7 @@ async def test_a_created_request_is_delivered_after_a_failed_attempt_with_one_ev
     outbox.add_channel(recorder)
     await outbox.start()
     try:
-        writes = WriteRunner(engine, hub)
+        writes = Store(engine, hub)
         created = await writes.run(
             lambda s: lifecycle.create_request(
                 s, held_call(caller="agent"), policy=enforced_policy(), created_by="gw"
@@ -122,16 +122,19 @@ async def test_a_change_that_rolls_back_leaves_nothing_in_the_outbox(engine: Eng
     hub = EventHub()
     outbox = Outbox(engine, hub, _settings())
     outbox.add_router(_route)
-    with session_scope(engine) as session:
-        attach_hub(session, hub)
-        created = lifecycle.create_request(
-            session, held_call(caller="agent"), policy=enforced_policy(), created_by="gw"
+    store = Store(engine, hub)
+    created = store.run_now(
+        lambda scope: lifecycle.create_request(
+            scope, held_call(caller="agent"), policy=enforced_policy(), created_by="gw"
         )
-    with session_scope(engine) as session:
-        attach_hub(session, hub)
-        view = lifecycle.public(session, created.request)
-        emit(session, Event(type="request.cancelled", request_id=view.id, request=view))
-        session.rollback()
+    )
+
+    def cancelled_then_undone(scope: WriteScope) -> None:
+        view = lifecycle.public(scope, created.request)
+        emit(scope, Event(type="request.cancelled", request_id=view.id, request=view))
+        scope.rollback()
+
+    store.run_now(cancelled_then_undone)
     assert [r.event_type for r in outbox_store.listing(engine)] == ["request.created"]
 
 
@@ -142,7 +145,7 @@ async def test_later_events_of_a_request_wait_for_the_earlier_one(engine: Engine
     recorder = Recorder(fail_first=2)
     outbox.add_router(_route)
     outbox.add_channel(recorder)
-    writes = WriteRunner(engine, hub)
+    writes = Store(engine, hub)
     created = await writes.run(
         lambda s: lifecycle.create_request(
             s, held_call(caller="agent"), policy=enforced_policy(), created_by="gw"
@@ -200,7 +203,7 @@ async def test_a_slow_delivery_keeps_its_row_and_a_second_worker_never_sends_it_
         outbox.add_router(_route)
         outbox.add_channel(slow)
         workers.append((outbox, slow))
-    writes = WriteRunner(engine, workers[0][0].hub)
+    writes = Store(engine, workers[0][0].hub)
     for n in range(3):
         await writes.run(
             lambda s, n=n: lifecycle.create_request(
@@ -232,7 +235,7 @@ async def test_a_shutdown_mid_delivery_hands_the_row_back_at_once(engine: Engine
     outbox.add_router(_route)
     outbox.add_channel(slow)
     await outbox.start()
-    writes = WriteRunner(engine, hub)
+    writes = Store(engine, hub)
     await writes.run(
         lambda s: lifecycle.create_request(
             s, held_call(caller="agent"), policy=enforced_policy(), created_by="gw"

@@ -18,12 +18,13 @@ from support import held_call
 
 from approvals import lifecycle, migrate
 from approvals.audit.models import AuditEvent
-from approvals.db import make_engine, session_scope
-from approvals.events import EventHub, attach_hub
+from approvals.db import make_engine, read_session
+from approvals.events import EventHub
 from approvals.outbox import DeliveryRow, Outbox
 from approvals.settings import Settings
 from approvals.slack.client import RetryPolicy, SlackApi
 from approvals.slack.notifier import SlackNotifier, slack_router
+from approvals.store import Store
 from gateway_plugin.policy import load_policy
 
 pytestmark = pytest.mark.anyio
@@ -60,13 +61,12 @@ async def test_two_replicas_post_one_card_and_one_reply_per_vote(
     try:
 
         def create() -> str:
-            with session_scope(engine) as session:
-                attach_hub(session, origin)
-                data = held_call(arguments={"sessionId": "replicas"}, quorum=2)
-                request = lifecycle.create_request(
-                    session, data, policy=policy, created_by="gw"
-                ).request
-            return request.id
+            data = held_call(arguments={"sessionId": "replicas"}, quorum=2)
+            return Store(engine, origin).run_now(
+                lambda scope: (
+                    lifecycle.create_request(scope, data, policy=policy, created_by="gw").request.id
+                )
+            )
 
         request_id = await anyio.to_thread.run_sync(create)
         with anyio.fail_after(10):
@@ -74,9 +74,11 @@ async def test_two_replicas_post_one_card_and_one_reply_per_vote(
                 await anyio.sleep(0.02)
 
         def vote(approver: str, hub: EventHub) -> None:
-            with session_scope(engine) as session:
-                attach_hub(session, hub)
-                lifecycle.decide(session, request_id, approver=approver, decision="approve")
+            Store(engine, hub).run_now(
+                lambda scope: lifecycle.decide(
+                    scope, request_id, approver=approver, decision="approve"
+                )
+            )
 
         # One vote arrives at each replica.
         await anyio.to_thread.run_sync(vote, "alice", replicas[0][0])
@@ -101,7 +103,7 @@ async def test_two_replicas_post_one_card_and_one_reply_per_vote(
             ":white_check_mark: alice approved via the API (1 of 2)",
             ":white_check_mark: bob approved via the API (2 of 2)",
         ]
-        with session_scope(engine) as session:
+        with read_session(engine) as session:
             notified = session.exec(
                 select(AuditEvent).where(
                     AuditEvent.request_id == request_id, AuditEvent.type == "request.notified"

@@ -1,7 +1,12 @@
-"""How the API's write routes run their unit of work: group commit.
+"""The one write path: every state change, from every channel, is a unit of work here.
 
-A unit of work is a function of a `db.WriteScope` that does one request's writes
-and commits (a `lifecycle` call).
+A unit of work is a function of a `db.WriteScope` (or, for work written with the
+ORM, of a `Session`) that does one change and commits it (a `lifecycle` call, a
+token issued, an outbox lease taken). The API, the dashboard, Slack, the CLI, the
+sweeper and the outbox worker all hand their units to a `Store`; its events go
+to the hub only after the transaction that holds them has committed, and a unit
+or a commit that fails publishes nothing of what it rolled back. Reads never come
+here: they use `Store.read` (`db.read_session`), which takes no write lock.
 
 Only one writer runs at a time anyway: on SQLite the file has one write lock,
 and on PostgreSQL every write appends to the audit chain, whose head row
@@ -10,10 +15,10 @@ unit made every unit queue on that row, each waiting for a thread to be
 scheduled in turn; holding it once per batch does not. A commit costs about as much
 as the rest of a unit (every index page touched is written to the WAL), and
 handing work to a thread and back cost more than the unit itself, because the
-thread and the loop take turns at the GIL. So units are run in batches, on the
-event loop thread: the units that arrived during one turn of the loop run one
-after another in one transaction, each in its own SAVEPOINT, and one COMMIT
-makes them all durable.
+thread and the loop take turns at the GIL. So units given to `run` on the event
+loop are run in batches, on the loop thread: the units that arrived during one
+turn of the loop run one after another in one transaction, each in its own
+SAVEPOINT, and one COMMIT makes them all durable.
 A unit that fails rolls back to its savepoint and fails alone; if the commit
 fails, every unit of the batch fails with it. Answers and events go out only
 after the commit. A batch runs on the loop only when the write turn is free
@@ -26,20 +31,27 @@ loop reads the requests of the next batch (twice the throughput of running it
 on the loop, measured with bench/store_throughput.py). It locks the chain's
 head first, and relays its events to the other replicas (one `pg_notify`
 statement) just before its COMMIT.
+
+Code without an event loop (the CLI, a worker thread) calls `run_now`: the same
+transaction, savepoint and publication code with a batch of one, waiting for
+the write turn in the calling thread.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 import anyio.to_thread
+from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
+from sqlmodel import Session
 
 from approvals.audit.record import HELD_HEAD_KEY, HeldHead, store_head, take_head
-from approvals.db import WriteScope, WriteTurn, is_postgresql, session_scope, write_turn_of
+from approvals.db import WriteScope, WriteTurn, read_session, write_turn_of
 from approvals.events import Event, EventHub, attach_hub, take_pending
 
 T = TypeVar("T")
@@ -50,8 +62,11 @@ MAX_BATCH = 64
 
 @dataclass
 class _Unit(Generic[T]):
-    work: Callable[[WriteScope], T]
-    future: asyncio.Future[T]
+    work: Callable[[Any], T]
+    # Where the caller waits for the answer; None for `run_now`, which answers itself.
+    future: asyncio.Future[T] | None
+    # True: `work` takes an ORM `Session` (see `_SessionUnit`).
+    orm: bool = False
     result: Any = None
     error: BaseException | None = None
     events: list[Event] = field(default_factory=list)
@@ -115,34 +130,97 @@ class _UnitScope:
             self._open = False
 
 
-class WriteRunner:
-    """Runs units of write work for the API; see the module docstring."""
+class _SessionUnit:
+    """A unit written with the ORM (tokens, Slack cards, the sweeper's queries): a
+    `Session` on the batch's connection whose transactions are savepoints in the
+    batch's. Its commit keeps its events for the batch's COMMIT; its rollback drops
+    them and puts back the chain's head, as `_UnitScope` does. Only such units pay
+    for the Session's savepoints; the hot paths use `_UnitScope`."""
 
-    def __init__(self, engine: Engine, hub: EventHub) -> None:
+    def __init__(self, conn: Connection, head: HeldHead) -> None:
+        self._head = head
+        self._mark = head.mark()
+        self.events: list[Event] = []
+        self.session = Session(
+            bind=conn, join_transaction_mode="create_savepoint", expire_on_commit=False
+        )
+        self.session.info[HELD_HEAD_KEY] = head
+        event.listen(self.session, "after_begin", self._began)
+        event.listen(self.session, "after_commit", self._committed)
+        event.listen(self.session, "after_rollback", self._rolled_back)
+
+    def _began(self, *_: object) -> None:
+        self._mark = self._head.mark()
+
+    def _committed(self, _session: Session) -> None:
+        self.events.extend(take_pending(self.session))
+
+    def _rolled_back(self, _session: Session) -> None:
+        take_pending(self.session)
+        self._head.restore(self._mark)
+
+    def close(self) -> None:
+        """End the unit; what it did not commit is undone."""
+        if self.session.in_transaction():
+            self.session.rollback()
+        self.session.close()
+
+
+class Store:
+    """Runs every channel's units of write work; see the module docstring.
+
+    `hub` hears the committed events (none for a CLI, which has no listeners)."""
+
+    def __init__(self, engine: Engine, hub: EventHub | None = None) -> None:
         self.engine = engine
         self.hub = hub
         self._turn: WriteTurn | None = write_turn_of(engine)
-        self._postgresql = is_postgresql(str(engine.url))
         self._queue: list[_Unit[Any]] = []
         # The batch waiting for the turn in a thread, if any: later units queue behind it.
         self._waiting: asyncio.Task[None] | None = None
 
+    def read(self) -> AbstractContextManager[Session]:
+        """A session for reads only: it never takes the write turn or SQLite's write lock."""
+        return read_session(self.engine)
+
     async def run(self, work: Callable[[WriteScope], T]) -> T:
-        """The result of `work(scope)` once its transaction has committed."""
-        if self._turn is None and not self._postgresql:
-            return await anyio.to_thread.run_sync(self._run_alone, work)
+        """The result of `work(scope)` once its transaction has committed (on the loop)."""
+        return await self._submit(_Unit(work, asyncio.get_running_loop().create_future()))
+
+    async def run_orm(self, work: Callable[[Session], T]) -> T:
+        """`run` for work written with the ORM: it is given a `Session`."""
         loop = asyncio.get_running_loop()
-        unit: _Unit[T] = _Unit(work, loop.create_future())
+        return await self._submit(_Unit(work, loop.create_future(), orm=True))
+
+    def run_now(self, work: Callable[[WriteScope], T]) -> T:
+        """`run` for code without an event loop (a thread, the CLI): waits here for the
+        write turn, commits `work` as a batch of one, publishes, answers. Never call it
+        on the event loop's thread: it blocks."""
+        return self._run_now(_Unit(work, None))
+
+    def run_orm_now(self, work: Callable[[Session], T]) -> T:
+        """`run_now` for work written with the ORM."""
+        return self._run_now(_Unit(work, None, orm=True))
+
+    def _run_now(self, unit: _Unit[T]) -> T:
+        if self._turn is None:
+            self._commit([unit])
+        else:
+            with self._turn.held():
+                self._commit([unit])
+        self._publish([unit])
+        if unit.error is not None:
+            raise unit.error
+        result: T = unit.result
+        return result
+
+    async def _submit(self, unit: _Unit[T]) -> T:
+        assert unit.future is not None
         self._queue.append(unit)
         if len(self._queue) == 1 and self._waiting is None:
             # Units that arrive before the loop gets back to this join the batch.
-            loop.call_soon(self._flush)
+            asyncio.get_running_loop().call_soon(self._flush)
         return await unit.future
-
-    def _run_alone(self, work: Callable[[WriteScope], T]) -> T:
-        with session_scope(self.engine) as session:
-            attach_hub(session, self.hub)
-            return work(session)
 
     def _flush(self) -> None:
         if self._waiting is not None or not self._queue:
@@ -194,7 +272,7 @@ class WriteRunner:
                 for unit in batch:
                     self._run_unit(conn, head, unit)
                 store_head(conn, head)
-                relay = self.hub.relay
+                relay = self.hub.relay if self.hub is not None else None
                 if relay is not None:
                     events = [evt for unit in batch for evt in unit.events]
                     if events:
@@ -203,11 +281,16 @@ class WriteRunner:
             _fail(batch, exc)
 
     def _run_unit(self, conn: Connection, head: HeldHead, unit: _Unit[Any]) -> None:
-        scope = _UnitScope(conn, head)
-        # Its events are published by `_settle`; the hub's in-transaction hooks need it.
-        attach_hub(scope, self.hub)
+        scope: _UnitScope | _SessionUnit
+        if unit.orm:
+            scope = _SessionUnit(conn, head)
+            given: WriteScope = scope.session
+        else:
+            scope = given = _UnitScope(conn, head)
+        # Its events are published by `_publish`; the hub's in-transaction hooks need it.
+        attach_hub(given, self.hub)
         try:
-            unit.result = unit.work(scope)
+            unit.result = unit.work(given)
         except Exception as exc:
             unit.error = exc
         finally:
@@ -216,13 +299,19 @@ class WriteRunner:
         # expiry) lands with the batch, so its events must go out too.
         unit.events = scope.events
 
-    def _settle(self, batch: list[_Unit[Any]]) -> None:
-        """After the commit: publish the batch's events and answer its callers."""
+    def _publish(self, batch: list[_Unit[Any]]) -> None:
+        """After the commit: the batch's events to the hub (none if the commit failed)."""
+        if self.hub is None:
+            return
         for unit in batch:
             for evt in unit.events:
                 self.hub.publish(evt)
+
+    def _settle(self, batch: list[_Unit[Any]]) -> None:
+        """After the commit: publish the batch's events and answer its callers."""
+        self._publish(batch)
         for unit in batch:
-            if unit.future.done():  # the caller went away
+            if unit.future is None or unit.future.done():  # the caller went away
                 continue
             if unit.error is not None:
                 unit.future.set_exception(unit.error)
