@@ -7,7 +7,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import RedirectResponse, Response
 
 from approvals import grants, lifecycle
-from approvals.api.deps import EngineDep
+from approvals.api.deps import EngineDep, WritesDep
 from approvals.dashboard.auth import CSRF_HEADER, load_session
 from approvals.dashboard.routes import (
     FragmentPersonDep,
@@ -17,7 +17,7 @@ from approvals.dashboard.routes import (
     _page,
     _signer,
 )
-from approvals.db import read_session, session_scope
+from approvals.db import WriteScope, read_session
 
 router = APIRouter(include_in_schema=False)
 
@@ -41,7 +41,7 @@ def grants_fragment(request: Request, engine: EngineDep, person: FragmentPersonD
 
 
 @router.post("/grants/{grant_id}/revoke")
-async def revoke(request: Request, grant_id: str, engine: EngineDep) -> Response:
+async def revoke(request: Request, grant_id: str, engine: EngineDep, writes: WritesDep) -> Response:
     """Revoke a grant (CSRF-checked; the same rules as DELETE /api/v1/grants/{id})."""
     signer = _signer(request)
     form = await request.form()
@@ -53,17 +53,15 @@ async def revoke(request: Request, grant_id: str, engine: EngineDep) -> Response
         return _csrf_refused(request, wants_json=False)
     policy = request.app.state.policy
 
-    def run() -> None:
-        with session_scope(engine) as session:
-            if not person.may_decide_at_all:
-                raise lifecycle.Forbidden(f"a token with role {person.role} cannot revoke grants")
-            grants.revoke(
-                session, grant_id, policy=policy, by=person.name, role=person.role,
-                channel="dashboard",
-            )  # fmt: skip
+    def run(scope: WriteScope) -> None:
+        if not person.may_decide_at_all:
+            raise lifecycle.Forbidden(f"a token with role {person.role} cannot revoke grants")
+        grants.revoke(
+            scope, grant_id, policy=policy, by=person.name, role=person.role, channel="dashboard"
+        )
 
     try:
-        await run_in_threadpool(run)
+        await writes.run(run)
     except lifecycle.LifecycleError as exc:
         return _page(
             request,

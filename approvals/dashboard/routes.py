@@ -8,17 +8,21 @@ that keeps the queue live over `WS /api/v1/events`. Decisions go through
 from __future__ import annotations
 
 import secrets
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
+from sqlalchemy.engine import Engine
+from starlette.datastructures import FormData
 
 from approvals import lifecycle, queries
-from approvals.api.deps import EngineDep
+from approvals.api.deps import EngineDep, WritesDep
 from approvals.api.errors import ApiError, error_body
 from approvals.dashboard import decisions
 from approvals.dashboard.auth import (
@@ -43,9 +47,9 @@ from approvals.dashboard.queue import (
     pending_page,
     search_text,
 )
-from approvals.db import read_session, session_scope
-from approvals.events import attach_hub
+from approvals.db import read_session
 from approvals.models import utcnow
+from approvals.schemas import RequestPublic
 from approvals.tokens import authenticate
 
 HERE = Path(__file__).resolve().parent
@@ -53,6 +57,8 @@ templates = Jinja2Templates(directory=HERE / "templates")
 templates.env.globals.update(age=age, countdown=countdown, stamp=stamp)
 
 router = APIRouter(include_in_schema=False)
+
+T = TypeVar("T")
 
 # Pages allow only our own scripts, styles and same-origin connections (the websocket).
 SECURITY_HEADERS = {
@@ -303,9 +309,26 @@ def item_fragment(
     return _page(request, "_item.html", {"person": person, "item": item, "match": match})
 
 
-@router.post("/requests/{request_id}/decide")
-async def decide(request: Request, request_id: str, engine: EngineDep) -> Response:
-    """Approve or reject from the dashboard (CSRF-checked; same rules as the API)."""
+@dataclass(frozen=True)
+class DecisionPost:
+    """A decision form from a signed-in person whose CSRF token matched."""
+
+    person: DashboardSession
+    form: FormData
+    wants_json: bool
+    # Where the page goes back to (same-site paths only).
+    next_path: str
+
+
+async def decide_from_form(
+    request: Request,
+    engine: Engine,
+    record: Callable[[DecisionPost], Awaitable[T]],
+    answer: Callable[[DecisionPost, T], Response],
+) -> Response:
+    """A decision form, single or several at once: checks who sent it and its CSRF token,
+    `record`s it through the store, and answers a rule's refusal as JSON (for a fetch)
+    or as a page."""
     wants_json = "application/json" in request.headers.get("accept", "")
     signer = _signer(request)
     form = await request.form()
@@ -317,25 +340,9 @@ async def decide(request: Request, request_id: str, engine: EngineDep) -> Respon
     presented = request.headers.get(CSRF_HEADER) or form.get("csrf_token")
     if not signer.check_csrf(person.nonce, presented if isinstance(presented, str) else None):
         return _csrf_refused(request, wants_json=wants_json)
-    comment = _text(form.get("comment")).strip()
-    next_path = _safe_next(_text(form.get("next")) or None)
-    choice = decisions.DecisionForm(
-        decision=_text(form.get("decision")),
-        comment=comment[:4000] or None,
-        arguments=_text(form.get("arguments")) or None,
-        seen_hash=_text(form.get("arguments_hash")) or None,
-    )
-    policy = request.app.state.policy
-
-    def run() -> Any:
-        with session_scope(engine) as session:
-            attach_hub(session, request.app.state.hub)
-            return decisions.run(
-                session, choice, request_id=request_id, person=person, policy=policy
-            )
-
+    post = DecisionPost(person, form, wants_json, _safe_next(_text(form.get("next")) or None))
     try:
-        public = await run_in_threadpool(run)
+        outcome = await record(post)
     except lifecycle.LifecycleError as exc:
         if wants_json:
             return JSONResponse(error_body(exc.code, exc.message), status_code=exc.status)
@@ -343,12 +350,40 @@ async def decide(request: Request, request_id: str, engine: EngineDep) -> Respon
             request,
             "error.html",
             {"person": person, "page": "error", "title": "Not recorded", "message": exc.message,
-             "back": next_path},
+             "back": post.next_path},
             status_code=exc.status,
         )  # fmt: skip
-    if wants_json:
-        return JSONResponse({"request": public.model_dump(mode="json")})
-    return RedirectResponse(next_path, status_code=303)
+    return answer(post, outcome)
+
+
+@router.post("/requests/{request_id}/decide")
+async def decide(
+    request: Request, request_id: str, engine: EngineDep, writes: WritesDep
+) -> Response:
+    """Approve or reject from the dashboard (CSRF-checked; same rules as the API)."""
+    policy = request.app.state.policy
+
+    async def record(post: DecisionPost) -> RequestPublic:
+        form = post.form
+        comment = _text(form.get("comment")).strip()
+        choice = decisions.DecisionForm(
+            decision=_text(form.get("decision")),
+            comment=comment[:4000] or None,
+            arguments=_text(form.get("arguments")) or None,
+            seen_hash=_text(form.get("arguments_hash")) or None,
+        )
+        return await writes.run(
+            lambda scope: decisions.run(
+                scope, choice, request_id=request_id, person=post.person, policy=policy
+            )
+        )
+
+    def answer(post: DecisionPost, public: RequestPublic) -> Response:
+        if post.wants_json:
+            return JSONResponse({"request": public.model_dump(mode="json")})
+        return RedirectResponse(post.next_path, status_code=303)
+
+    return await decide_from_form(request, engine, record, answer)
 
 
 def _text(value: object) -> str:
