@@ -10,8 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import event, func, insert, select
+from sqlalchemy import event, func, insert, select, update
 from sqlalchemy.engine import Engine
+from sqlmodel import Session
 from support import enforced_policy, held_call
 
 from approvals import lifecycle
@@ -25,7 +26,7 @@ from approvals.db import (
     session_scope,
     write_turn_of,
 )
-from approvals.events import EventHub, Subscriber
+from approvals.events import Event, EventHub, Subscriber, emit
 from approvals.migrate import upgrade
 from approvals.models import ApiToken, ApprovalRequest, utcnow
 from approvals.schemas import RequestCreate
@@ -34,6 +35,7 @@ from approvals.store import Store
 pytestmark = pytest.mark.anyio
 
 TOKENS = ApiToken.__table__  # type: ignore[attr-defined]
+REQUESTS = ApprovalRequest.__table__  # type: ignore[attr-defined]
 
 
 @pytest.fixture
@@ -222,3 +224,108 @@ def test_the_same_retry_in_a_plain_session_also_opens_a_new_request(engine: Engi
     assert second.created and second.view.id != first.view.id
     with read_session(engine) as session:
         assert lifecycle.get_request(session, first.view.id).status == "expired"
+
+
+def _observed_after_commit(engine: Engine, hub: EventHub) -> list[tuple[str, str]]:
+    """(event type, the request's status as another connection reads it then), per event
+    published: a status the event's change gave it shows the commit came first."""
+    seen: list[tuple[str, str]] = []
+
+    def observe(evt: Any) -> None:
+        with read_session(engine) as session:
+            seen.append((evt.type, lifecycle.get_request(session, evt.request_id).status))
+
+    hub.observers.append(observe)
+    return seen
+
+
+async def test_code_without_a_loop_publishes_after_its_commit_and_a_failed_unit_nothing(
+    any_engine: Engine,
+) -> None:
+    """The CLI and worker threads (`run_now`) take the API's path: the same commit, the
+    events published once it is durable, nothing of a unit that failed."""
+    engine = any_engine
+    hub = EventHub()
+    hub.bind(asyncio.get_running_loop())
+    heard = hub.subscribe()
+    seen = _observed_after_commit(engine, hub)
+    store = Store(engine, hub)
+
+    def create(n: int) -> lifecycle.Created:
+        return store.run_now(
+            lambda s: lifecycle.create_request(s, _call(n), policy=_POLICY, created_by="gw")
+        )
+
+    created = await asyncio.to_thread(create, 1)
+
+    def cancelled_then_broken(scope: WriteScope) -> None:
+        # Written and announced, but the unit fails before its commit: neither stays.
+        scope.connection().execute(
+            update(REQUESTS).where(REQUESTS.c.id == created.view.id).values(status="cancelled")
+        )
+        emit(
+            scope, Event(type="request.cancelled", request_id=created.view.id, request=created.view)
+        )
+        raise RuntimeError("broke after the change, before its commit")
+
+    with pytest.raises(RuntimeError):
+        await asyncio.to_thread(store.run_now, cancelled_then_broken)
+
+    def disk_full(conn: Any) -> None:
+        raise OSError("disk full")
+
+    event.listen(engine, "commit", disk_full)
+    with pytest.raises(OSError):
+        await asyncio.to_thread(
+            store.run_now,
+            lambda s: lifecycle.decide(s, created.view.id, approver="alice", decision="reject"),
+        )
+    event.remove(engine, "commit", disk_full)
+    await asyncio.sleep(0.05)  # room for a wrongly published event to arrive
+    with read_session(engine) as session:
+        assert lifecycle.get_request(session, created.view.id).status == "pending"
+    assert seen == [("request.created", "pending")]
+
+    decided = await asyncio.to_thread(
+        store.run_now,
+        lambda s: lifecycle.decide(s, created.view.id, approver="alice", decision="approve"),
+    )
+    assert decided.view.status == "approved"
+    assert seen == [("request.created", "pending"), ("request.decided", "approved")]
+    await asyncio.sleep(0.05)
+    types = [heard.queue.get_nowait().type for _ in range(heard.queue.qsize())]
+    assert types == ["request.created", "request.decided"]
+
+
+async def test_the_sweeper_writes_through_the_store_and_announces_after_its_commit(
+    any_engine: Engine,
+) -> None:
+    """ORM units (the sweeper's) share the path: savepoints in the same transaction."""
+    engine = any_engine
+    hub = EventHub()
+    hub.bind(asyncio.get_running_loop())
+    seen = _observed_after_commit(engine, hub)
+    store = Store(engine, hub)
+    created = [await _create(store, n) for n in range(2)]
+    later = utcnow() + timedelta(seconds=_TIMEOUT_SECONDS + 1)
+
+    def expire_then_broken(session: Session) -> None:
+        # Written and announced, but the unit fails before its commit: neither stays.
+        request = session.get(ApprovalRequest, created[0].view.id)
+        assert request is not None
+        request.status = "expired"
+        session.add(request)
+        session.flush()
+        view = created[0].view
+        emit(session, Event(type="request.expired", request_id=view.id, request=view))
+        raise RuntimeError("the sweep broke")
+
+    with pytest.raises(RuntimeError):
+        await asyncio.to_thread(store.run_orm_now, expire_then_broken)
+    expired = await asyncio.to_thread(
+        store.run_orm_now, lambda session: lifecycle.expire_due(session, now=later)
+    )
+    assert sorted(expired) == sorted(c.view.id for c in created)
+    assert seen[2:] == [("request.expired", "expired")] * 2, "none from the broken sweep"
+    verified = verify_chain(engine)
+    assert verified.ok, verified.problem
