@@ -89,8 +89,9 @@ def _tune_sqlite(engine: Engine, *, autocheckpoint: bool) -> None:
 class WriteScope(Protocol):
     """What the business rules need of a transaction to write in.
 
-    A `Session` is one. So is a unit of a group commit (approvals/store.py),
-    whose `commit` and `rollback` end its savepoint rather than the transaction.
+    A unit of work of the store (approvals/store.py) is one: its `commit` and
+    `rollback` end its savepoint rather than the batch's transaction. So is a
+    `Session`.
     """
 
     @property
@@ -198,7 +199,9 @@ def read_session(engine: Engine) -> Iterator[Session]:
 
 @contextmanager
 def session_scope(engine: Engine) -> Iterator[Session]:
-    """A session for writing, closed (and rolled back if uncommitted) on exit.
+    """A bare session for writing, closed (and rolled back if uncommitted) on exit: for
+    migrations, tests and benches setting up data. It publishes no events; the
+    service's channels write through `approvals.store.Store` instead.
 
     On SQLite it holds the file's write turn for its whole scope (its transactions
     take SQLite's write lock anyway, with `BEGIN IMMEDIATE`): keep the work in it
