@@ -20,8 +20,9 @@ On PostgreSQL every writing transaction takes the head lock first (each batch
 of the store, approvals/store.py, with `take_head`; a setup session of
 `db.session_scope` with `lock_head_first`), before any other row lock: one lock
 order, so no deadlock cycle between a batch that holds the head and another
-transaction that holds a request row. A batch of many units holds it once, which is what keeps it from being one
-hot row every transaction queues on; it also keeps the head in memory
+transaction that holds a request row. A batch of many units holds it once,
+which is what keeps it from being one hot row every transaction queues on; it
+also keeps the head in memory
 (`HeldHead`) while its units append, and writes it back once before COMMIT.
 """
 
