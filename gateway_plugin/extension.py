@@ -42,16 +42,14 @@ from gateway_plugin.proxy.context import (
     progress_reporter,
     session_key,
 )
-from gateway_plugin.proxy.fastpath import Screening
 from gateway_plugin.resumable import ResumableHolds
 from gateway_plugin.resume_state import InvalidResumeState, StateSeal
 from gateway_plugin.tasks import TaskBoard, TaskParams
-from gateway_plugin.verdict import Allow, Ask, Deny, refusal
+from gateway_plugin.verdict import Allow, Ask, Deny, Screened, refusal
 
 logger = logging.getLogger(__name__)
 
-_FORWARD: Screening = ("forward", None)
-_INTERCEPT: Screening = ("intercept", None)
+_ALLOW = Allow()
 
 
 class SignoffExtension(Extension):
@@ -98,22 +96,17 @@ class SignoffExtension(Extension):
         assert isinstance(params, TaskParams)
         return await self.tasks.cancel(params.task_id, await self._task_caller(ctx))
 
-    def screen_tool_call(self, name: str, arguments: Mapping[str, Any], session: str) -> Screening:
-        """Settle a call without a request context when no human is needed (the fast path)."""
+    def screen_tool_call(self, name: str, arguments: Mapping[str, Any], session: str) -> Screened:
+        """Settle a call without a request context when no human is needed (the fast path):
+        Allow or Deny, else Ask (the call is held on the full path)."""
         gate = self.gate
         if gate.allows_outright(name, self.server):
-            return _FORWARD
+            return _ALLOW
         call = ToolCall(tool=name, arguments=arguments, server=self.server, session=session)
         evaluation = gate.evaluate(call)
         if gate.needs_human(evaluation):
-            return _INTERCEPT
-        match gate.screen(call, evaluation):
-            case Allow():
-                return _FORWARD
-            case Deny() as denied:
-                return ("reply", refusal(denied))
-            case Ask():  # needs_human said no: only an approval or a confirm asks
-                raise AssertionError("a call that needs nobody was asked for")
+            return Ask(evaluation)
+        return gate.screen(call, evaluation)
 
     def visible_tools(self, tools: list[types.Tool]) -> list[types.Tool]:
         """Drop the tools the policy hides."""

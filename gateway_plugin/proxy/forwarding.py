@@ -1,11 +1,7 @@
-"""Transport-neutral bridge between an upstream MCP client session and the agent-facing server.
+"""Re-sends each agent request to the upstream session and returns its typed result.
 
-`build_proxy_server` turns an initialized upstream `ClientSession` into a
-lowlevel `Server` that mirrors it; `relay.UpstreamRelay` carries what the
-upstream sends on its own (notifications, `roots/list`) to the agent. The stdio host
-(`gateway_plugin.proxy.stdio`) wires the two to stdio. `build_routed_proxy_server`
-is the same server with one upstream session per agent connection, chosen per
-request by an `UpstreamRouter`; the streamable-HTTP host (`proxy.http`) uses it.
+`Forwarder` holds the per-method handlers that `server.build_proxy_server`
+registers; `with_side_calls` wraps the `tools/call` chain.
 
 What passes through (MCP SDK 2.3.0, handshake-era agents):
 
@@ -59,18 +55,15 @@ What does not (limitations in SDK 2.3.0 or deliberate):
 
 from __future__ import annotations
 
-import importlib.metadata
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import AbstractContextManager, asynccontextmanager, nullcontext
-from typing import Any, Protocol, TypeVar, runtime_checkable
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
+from typing import Any, TypeVar
 
 import mcp_types as types
 from mcp.client.session import ClientSession
 from mcp.server.context import HandlerResult, ServerRequestContext
 from mcp.server.extension import Extension, compose_tool_call_handler
-from mcp.server.lowlevel import NotificationOptions, Server
-from mcp.server.models import InitializationOptions
 from mcp.shared.dispatcher import ProgressFnT
 from mcp.shared.exceptions import MCPError
 from mcp_types import (
@@ -79,21 +72,12 @@ from mcp_types import (
     INTERNAL_ERROR,
     PROTOCOL_VERSION_META_KEY,
 )
-from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import BaseModel, ValidationError
 
 from gateway_plugin.preview_call import SIDE_CALL
-from gateway_plugin.proxy.context import ProxyRunState, progress_reporter
-from gateway_plugin.proxy.relay import UpstreamRelay
+from gateway_plugin.proxy.context import progress_reporter
 
-__all__ = [
-    "ProxyServer",
-    "ToolFilter",
-    "UpstreamRouter",
-    "build_proxy_server",
-    "build_routed_proxy_server",
-    "gateway_version",
-]
+__all__ = ["Forwarder", "ToolFilter", "UpstreamResolver", "with_side_calls"]
 
 logger = logging.getLogger(__name__)
 
@@ -120,238 +104,8 @@ _HOP_META_KEYS = frozenset(
 )
 
 
-class ProxyServer(Server[ProxyRunState]):
-    """Lowlevel server whose default initialization options mirror the upstream's `listChanged`.
-
-    Hosts that never pass options explicitly (the streamable-HTTP session
-    manager) still advertise the upstream's notification capabilities.
-    """
-
-    def __init__(
-        self,
-        name: str,
-        *,
-        version: str,
-        instructions: str | None,
-        notification_options: NotificationOptions,
-        run_state: ProxyRunState | None = None,
-    ) -> None:
-        @asynccontextmanager
-        async def lifespan(_: Server[ProxyRunState]) -> AsyncIterator[ProxyRunState]:
-            yield run_state or ProxyRunState()
-
-        super().__init__(name, version=version, instructions=instructions, lifespan=lifespan)
-        self.notification_options = notification_options
-        # Extensions advertised to 2026-07-28 clients only (`server/discover`).
-        self.modern_extensions: dict[str, dict[str, Any]] = {}
-
-    def get_capabilities(
-        self,
-        notification_options: NotificationOptions | None = None,
-        experimental_capabilities: dict[str, dict[str, Any]] | None = None,
-        extensions: dict[str, dict[str, Any]] | None = None,
-        *,
-        protocol_version: str | None = None,
-    ) -> types.ServerCapabilities:
-        """The server's capabilities, plus `modern_extensions` for a 2026-07-28 client."""
-        caps = super().get_capabilities(
-            notification_options,
-            experimental_capabilities,
-            extensions,
-            protocol_version=protocol_version,
-        )
-        if protocol_version in MODERN_PROTOCOL_VERSIONS and self.modern_extensions:
-            merged = {**(caps.extensions or {}), **self.modern_extensions}
-            caps = caps.model_copy(update={"extensions": merged})
-        return caps
-
-    def create_initialization_options(
-        self,
-        notification_options: NotificationOptions | None = None,
-        experimental_capabilities: dict[str, dict[str, Any]] | None = None,
-        extensions: dict[str, dict[str, Any]] | None = None,
-    ) -> InitializationOptions:
-        """Initialization options, defaulting notification flags to the upstream's."""
-        return super().create_initialization_options(
-            notification_options or self.notification_options, experimental_capabilities, extensions
-        )
-
-
-def build_proxy_server(
-    upstream_session: ClientSession,
-    extensions: Sequence[Extension],
-    *,
-    name: str = "signoff-gateway",
-    visible_tool_filter: ToolFilter | None = None,
-    relay: UpstreamRelay | None = None,
-    version: str | None = None,
-    run_state: ProxyRunState | None = None,
-) -> ProxyServer:
-    """Build the agent-facing server that forwards to an already-initialized upstream session.
-
-    `relay` (the one wired into `upstream_session`) attaches each agent
-    connection for upstream notifications; `version` defaults to Signoff's;
-    `run_state` fixes the lifespan state (a host that serves one connection
-    shares it with code outside the server, such as the fast path).
-    """
-    caps = upstream_session.server_capabilities
-    if caps is None:
-        raise RuntimeError("the upstream session must be initialized before building the proxy")
-
-    async def fixed(ctx: ServerRequestContext[Any, Any]) -> ClientSession:
-        return upstream_session
-
-    return _build(
-        caps,
-        upstream_session.instructions,
-        _Forwarder(fixed, visible_tool_filter),
-        extensions,
-        name=name,
-        version=version,
-        run_state=run_state,
-        on_agent_ready=relay.attach_agent if relay is not None else None,
-        forward_roots_changed=relay is not None and relay.forward_roots,
-    )
-
-
-@runtime_checkable
-class ModernExtensions(Protocol):
-    """An extension that advertises protocol extensions to 2026-07-28 clients."""
-
-    def modern_extensions(self) -> dict[str, dict[str, Any]]:
-        """Extension identifier -> settings, for `server/discover`."""
-        ...
-
-
-class UpstreamRouter(Protocol):
-    """Where each agent connection's requests go, for hosts with one upstream session per agent.
-
-    The streamable-HTTP host implements it (`gateway_plugin.proxy.sessions`).
-    """
-
-    async def upstream_for(self, ctx: ServerRequestContext[Any, Any]) -> ClientSession:
-        """The upstream session serving the agent connection `ctx` belongs to."""
-        ...
-
-    def in_flight(self, ctx: ServerRequestContext[Any, Any]) -> AbstractContextManager[None]:
-        """Mark the agent request `ctx` as being forwarded (routes upstream-initiated traffic)."""
-        ...
-
-    def agent_ready(self, ctx: ServerRequestContext[Any, Any]) -> None:
-        """The agent connection of `ctx` completed its handshake."""
-        ...
-
-
-def build_routed_proxy_server(
-    router: UpstreamRouter,
-    handshake: types.InitializeResult,
-    extensions: Sequence[Extension],
-    *,
-    name: str = "signoff-gateway",
-    visible_tool_filter: ToolFilter | None = None,
-    version: str | None = None,
-) -> ProxyServer:
-    """Build a proxy server whose every agent connection has its own upstream session.
-
-    `handshake` is the upstream's `initialize` result (from a probe session):
-    the capabilities and instructions every agent connection is offered. Roots
-    list changes are always passed on: the router only asks the agent for roots
-    when the agent declared them.
-    """
-    return _build(
-        handshake.capabilities,
-        handshake.instructions,
-        _Forwarder(router.upstream_for, visible_tool_filter, router.in_flight),
-        extensions,
-        name=name,
-        version=version,
-        run_state=None,
-        on_agent_ready=router.agent_ready,
-        forward_roots_changed=True,
-    )
-
-
-def _build(
-    caps: types.ServerCapabilities,
-    instructions: str | None,
-    fwd: _Forwarder,
-    extensions: Sequence[Extension],
-    *,
-    name: str,
-    version: str | None,
-    run_state: ProxyRunState | None,
-    on_agent_ready: Callable[[ServerRequestContext[Any, Any]], None] | None,
-    forward_roots_changed: bool,
-) -> ProxyServer:
-    server = ProxyServer(
-        name,
-        version=version if version is not None else gateway_version(),
-        instructions=instructions,
-        notification_options=NotificationOptions(
-            prompts_changed=bool(caps.prompts and caps.prompts.list_changed),
-            resources_changed=bool(caps.resources and caps.resources.list_changed),
-            tools_changed=bool(caps.tools and caps.tools.list_changed),
-        ),
-        run_state=run_state,
-    )
-    if caps.tools is not None:
-        for extension in extensions:
-            # Methods an extension adds (the tasks extension's tasks/get, tasks/cancel).
-            for binding in extension.methods():
-                server.add_request_handler(binding.method, binding.params_type, binding.handler)
-            if isinstance(extension, ModernExtensions):
-                server.modern_extensions.update(extension.modern_extensions())
-        server.add_request_handler("tools/list", types.PaginatedRequestParams, fwd.list_tools)
-        server.add_request_handler(
-            "tools/call", types.CallToolRequestParams, _with_side_calls(fwd, extensions)
-        )
-    if caps.resources is not None:
-        server.add_request_handler(
-            "resources/list", types.PaginatedRequestParams, fwd.list_resources
-        )
-        server.add_request_handler(
-            "resources/templates/list", types.PaginatedRequestParams, fwd.list_resource_templates
-        )
-        server.add_request_handler(
-            "resources/read", types.ReadResourceRequestParams, fwd.read_resource
-        )
-        if caps.resources.subscribe:
-            server.add_request_handler(
-                "resources/subscribe", types.SubscribeRequestParams, fwd.subscribe
-            )
-            server.add_request_handler(
-                "resources/unsubscribe", types.UnsubscribeRequestParams, fwd.unsubscribe
-            )
-    if caps.prompts is not None:
-        server.add_request_handler("prompts/list", types.PaginatedRequestParams, fwd.list_prompts)
-        server.add_request_handler("prompts/get", types.GetPromptRequestParams, fwd.get_prompt)
-    if caps.completions is not None:
-        server.add_request_handler("completion/complete", types.CompleteRequestParams, fwd.complete)
-    if caps.logging is not None:
-        # add_request_handler, not on_set_logging_level=: same capability, no deprecation warning.
-        server.add_request_handler(
-            "logging/setLevel", types.SetLevelRequestParams, fwd.set_logging_level
-        )
-    if on_agent_ready is not None:
-        ready = on_agent_ready
-
-        async def on_initialized(
-            ctx: ServerRequestContext[Any, Any], params: types.NotificationParams
-        ) -> None:
-            ready(ctx)
-
-        server.add_notification_handler(
-            "notifications/initialized", types.NotificationParams, on_initialized
-        )
-    if forward_roots_changed:
-        server.add_notification_handler(
-            "notifications/roots/list_changed", types.NotificationParams, fwd.roots_list_changed
-        )
-    return server
-
-
-def _with_side_calls(
-    fwd: _Forwarder, extensions: Sequence[Extension]
+def with_side_calls(
+    fwd: Forwarder, extensions: Sequence[Extension]
 ) -> Callable[
     [ServerRequestContext[Any, Any], types.CallToolRequestParams], Awaitable[HandlerResult]
 ]:
@@ -373,14 +127,6 @@ def _with_side_calls(
     return handler
 
 
-def gateway_version() -> str:
-    """The installed Signoff version, reported as the proxy's `serverInfo.version`."""
-    try:
-        return importlib.metadata.version("signoff")
-    except importlib.metadata.PackageNotFoundError:
-        return "0+unknown"
-
-
 def _hop_params(params: _ParamsT) -> _ParamsT:
     """Return `params` without the hop-by-hop `_meta` keys."""
     if not params.meta or _HOP_META_KEYS.isdisjoint(params.meta):
@@ -400,7 +146,7 @@ def _progress_relay(ctx: ServerRequestContext[Any, Any]) -> ProgressFnT | None:
     return relay
 
 
-class _Forwarder:
+class Forwarder:
     """The per-method handlers: re-send the agent's request upstream and return the typed result."""
 
     def __init__(
@@ -466,64 +212,15 @@ class _Forwarder:
             ctx, types.CallToolRequest(params=_hop_params(params)), types.CallToolResult
         )
 
-    async def list_resources(
-        self, ctx: ServerRequestContext[Any, Any], params: types.PaginatedRequestParams
-    ) -> types.ListResourcesResult:
-        request = types.ListResourcesRequest(params=_hop_params(params))
-        return await self._send(ctx, request, types.ListResourcesResult)
+    def relay(
+        self, request_type: Callable[..., types.ClientRequest], result_type: type[_ResultT]
+    ) -> Callable[[ServerRequestContext[Any, Any], Any], Awaitable[_ResultT]]:
+        """A handler that re-sends the agent's request as `request_type` and returns its result."""
 
-    async def list_resource_templates(
-        self, ctx: ServerRequestContext[Any, Any], params: types.PaginatedRequestParams
-    ) -> types.ListResourceTemplatesResult:
-        request = types.ListResourceTemplatesRequest(params=_hop_params(params))
-        return await self._send(ctx, request, types.ListResourceTemplatesResult)
+        async def handler(ctx: ServerRequestContext[Any, Any], params: Any) -> _ResultT:
+            return await self._send(ctx, request_type(params=_hop_params(params)), result_type)
 
-    async def read_resource(
-        self, ctx: ServerRequestContext[Any, Any], params: types.ReadResourceRequestParams
-    ) -> types.ReadResourceResult:
-        request = types.ReadResourceRequest(params=_hop_params(params))
-        return await self._send(ctx, request, types.ReadResourceResult)
-
-    async def subscribe(
-        self, ctx: ServerRequestContext[Any, Any], params: types.SubscribeRequestParams
-    ) -> types.EmptyResult:
-        return await self._send(
-            ctx, types.SubscribeRequest(params=_hop_params(params)), types.EmptyResult
-        )
-
-    async def unsubscribe(
-        self, ctx: ServerRequestContext[Any, Any], params: types.UnsubscribeRequestParams
-    ) -> types.EmptyResult:
-        return await self._send(
-            ctx, types.UnsubscribeRequest(params=_hop_params(params)), types.EmptyResult
-        )
-
-    async def list_prompts(
-        self, ctx: ServerRequestContext[Any, Any], params: types.PaginatedRequestParams
-    ) -> types.ListPromptsResult:
-        request = types.ListPromptsRequest(params=_hop_params(params))
-        return await self._send(ctx, request, types.ListPromptsResult)
-
-    async def get_prompt(
-        self, ctx: ServerRequestContext[Any, Any], params: types.GetPromptRequestParams
-    ) -> types.GetPromptResult:
-        return await self._send(
-            ctx, types.GetPromptRequest(params=_hop_params(params)), types.GetPromptResult
-        )
-
-    async def complete(
-        self, ctx: ServerRequestContext[Any, Any], params: types.CompleteRequestParams
-    ) -> types.CompleteResult:
-        return await self._send(
-            ctx, types.CompleteRequest(params=_hop_params(params)), types.CompleteResult
-        )
-
-    async def set_logging_level(
-        self, ctx: ServerRequestContext[Any, Any], params: types.SetLevelRequestParams
-    ) -> types.EmptyResult:
-        return await self._send(
-            ctx, types.SetLevelRequest(params=_hop_params(params)), types.EmptyResult
-        )
+        return handler
 
     async def roots_list_changed(
         self, ctx: ServerRequestContext[Any, Any], params: types.NotificationParams

@@ -32,8 +32,8 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway_plugin.agent_auth import AgentAuthMiddleware, ServiceAgentAuth
-from gateway_plugin.proxy.forwarding import ToolFilter, build_routed_proxy_server, gateway_version
-from gateway_plugin.proxy.sessions import SessionUpstreams, UpstreamTransport
+from gateway_plugin.proxy.server import ToolFilter, build_routed_proxy_server, gateway_version
+from gateway_plugin.proxy.sessions import SessionUpstreams, UpstreamTransport, describe
 from gateway_plugin.proxy.upstream import UpstreamStartError
 
 __all__ = [
@@ -52,12 +52,6 @@ PROBE_TIMEOUT_SECONDS = 30.0
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
-def _describe(exc: BaseException) -> str:
-    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
-        exc = exc.exceptions[0]
-    return str(exc) or type(exc).__name__
-
-
 async def probe_upstream(
     connect: UpstreamTransport, *, what: str, name: str = "signoff-gateway"
 ) -> types.InitializeResult:
@@ -71,7 +65,7 @@ async def probe_upstream(
         raise
     except Exception as exc:
         raise UpstreamStartError(
-            f"could not open an MCP session with the upstream server {what} ({_describe(exc)})"
+            f"could not open an MCP session with the upstream server {what} ({describe(exc)})"
         ) from exc
 
 

@@ -1,6 +1,6 @@
 """One upstream MCP session per agent session, for hosts that serve many agents at once.
 
-`SessionUpstreams` implements `forwarding.UpstreamRouter`. The first request of
+`SessionUpstreams` implements `server.UpstreamRouter`. The first request of
 an agent session (or its `notifications/initialized`) opens an upstream
 session of its own through `connect` (streamable HTTP or a child process), so
 agents never share upstream state: a browser, a codegen session,
@@ -48,7 +48,7 @@ if TYPE_CHECKING:
     from mcp.client._transport import ReadStream, WriteStream
     from mcp.shared.message import SessionMessage
 
-__all__ = ["SessionUpstreams", "UpstreamTransport", "agent_session_id"]
+__all__ = ["SessionUpstreams", "UpstreamTransport", "agent_session_id", "describe"]
 
 logger = logging.getLogger(__name__)
 
@@ -76,7 +76,8 @@ def agent_session_id(ctx: _Ctx) -> str | None:
     return None
 
 
-def _describe(exc: BaseException) -> str:
+def describe(exc: BaseException) -> str:
+    """What went wrong, from the one exception inside nested groups."""
     while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
         exc = exc.exceptions[0]
     return str(exc) or type(exc).__name__
@@ -144,7 +145,7 @@ class SessionUpstreams:
         """How many upstream sessions are open or opening."""
         return len(self._entries)
 
-    # -- forwarding.UpstreamRouter ------------------------------------------------
+    # -- server.UpstreamRouter ---------------------------------------------------
 
     async def upstream_for(self, ctx: _Ctx) -> ClientSession:
         entry = self._entry(ctx)
@@ -245,7 +246,7 @@ class SessionUpstreams:
                 entry.ready.set()
                 await entry.done.wait()
         except Exception as exc:
-            entry.error = _describe(exc)
+            entry.error = describe(exc)
             logger.warning("upstream session of agent session %r ended: %s", entry.key, entry.error)
         finally:
             entry.ready.set()

@@ -30,10 +30,11 @@ from mcp.server.stdio import stdio_server
 
 from gateway_plugin.proxy.context import ProxyRunState
 from gateway_plugin.proxy.fastpath import FastPath
-from gateway_plugin.proxy.forwarding import build_proxy_server, gateway_version
 from gateway_plugin.proxy.pipes import threaded_stdio
+from gateway_plugin.proxy.raw_lines import RawLineRelay
 from gateway_plugin.proxy.relay import UpstreamRelay, open_upstream_session
-from gateway_plugin.proxy.sessions import UpstreamTransport
+from gateway_plugin.proxy.server import build_proxy_server, gateway_version
+from gateway_plugin.proxy.sessions import UpstreamTransport, describe
 from gateway_plugin.proxy.upstream import UpstreamStartError, spawn_upstream
 from gateway_plugin.upstream_env import upstream_environment
 
@@ -78,14 +79,8 @@ async def run_stdio_proxy(
             raise
         raise UpstreamStartError(
             f"the upstream server {what} ended before completing the MCP "
-            f"handshake ({_describe(exc)})"
+            f"handshake ({describe(exc)})"
         ) from exc
-
-
-def _describe(exc: BaseException) -> str:
-    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
-        exc = exc.exceptions[0]
-    return str(exc) or type(exc).__name__
 
 
 async def _serve_transport(
@@ -125,9 +120,10 @@ async def _serve(
 ) -> None:
     relay = UpstreamRelay(forward_roots=forward_roots)
     run_state = ProxyRunState()
-    fast = FastPath(extensions, session=f"connection:{run_state.run_id}")
+    wire = RawLineRelay()
+    fast = FastPath(extensions, wire, session=f"connection:{run_state.run_id}")
     async with (
-        spawn_upstream(upstream, tap=fast) as child,
+        spawn_upstream(upstream, tap=wire) as child,
         open_upstream_session(
             child.read_stream,
             child.write_stream,
@@ -151,12 +147,9 @@ async def _serve(
             stdio_server(agent_lines, agent_out) as (agent_read, agent_write),  # type: ignore[arg-type]
         ):
             handshake = session.initialize_result
-            fast.connect(
-                upstream_version=handshake.protocol_version if handshake else None,
-                # The pipes' own writers: no wrapper calls on the fast path.
-                to_agent=agent_out.pipe.write_line,
-                to_upstream=child.stdin.write_line,
-            )
+            fast.start(handshake.protocol_version if handshake else None)
+            # The pipes' own writers: no wrapper calls on the fast path.
+            wire.connect(to_agent=agent_out.pipe.write_line, to_upstream=child.stdin.write_line)
             agent_lines.intercept = fast.on_agent_line
             async with anyio.create_task_group() as tg:
 
@@ -169,7 +162,7 @@ async def _serve(
                 tg.start_soon(serve)
                 await child.ended.wait()
                 upstream_died = True
-                await anyio.to_thread.run_sync(fast.upstream_closed)
+                await anyio.to_thread.run_sync(wire.upstream_closed)
                 # Requests in flight are failing with CONNECTION_CLOSED right now;
                 # let those answers reach the agent before the loop is torn down.
                 await anyio.sleep(_UPSTREAM_GONE_GRACE_SECONDS)

@@ -64,7 +64,6 @@ class UpstreamProcess:
     read_stream: MemoryObjectReceiveStream[SessionMessage | Exception]
     write_stream: MemoryObjectSendStream[SessionMessage]
     ended: anyio.Event
-    process: asyncio.subprocess.Process
     stdin: PipeWriter
 
 
@@ -122,7 +121,7 @@ async def spawn_upstream(
     read_send, read_receive = anyio.create_memory_object_stream[SessionMessage | Exception](0)
     write_send, write_receive = anyio.create_memory_object_stream[SessionMessage](0)
     stdin = PipeWriter(our_stdin)
-    upstream = UpstreamProcess(read_receive, write_send, anyio.Event(), process, stdin)
+    upstream = UpstreamProcess(read_receive, write_send, anyio.Event(), stdin)
 
     def deliver(line: bytes) -> None:
         call_on_loop(loop, lines.put_nowait, line)

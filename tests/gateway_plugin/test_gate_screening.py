@@ -7,6 +7,7 @@ from typing import Any
 from gateway_plugin.extension import SignoffExtension
 from gateway_plugin.gate import ApprovalGate
 from gateway_plugin.policy import parse_policy
+from gateway_plugin.verdict import Allow, Deny
 
 
 def gate_for(policy: dict[str, Any], **options: Any) -> ApprovalGate:
@@ -20,7 +21,7 @@ ALLOW_ALL = {"version": "1", "default": "allow", "tools": {}}
 def test_a_plain_allow_is_forwarded_without_screening_each_call() -> None:
     gate = gate_for(ALLOW_ALL)
     assert gate.allows_outright("echo")
-    assert SignoffExtension(gate).screen_tool_call("echo", {"x": 1}, "s") == ("forward", None)
+    assert SignoffExtension(gate).screen_tool_call("echo", {"x": 1}, "s") == Allow()
 
 
 def test_rules_limits_and_auditing_each_need_the_full_screen() -> None:
@@ -44,9 +45,9 @@ def test_rules_limits_and_auditing_each_need_the_full_screen() -> None:
     assert not gate_for(ALLOW_ALL, audit_allowed=True).allows_outright("echo")
 
     extension = SignoffExtension(gate)
-    assert extension.screen_tool_call("write_file", {"path": "/etc/passwd"}, "s")[0] == "reply"
-    assert extension.screen_tool_call("search", {}, "s")[0] == "forward"
-    assert extension.screen_tool_call("search", {}, "s")[0] == "reply"  # over the limit
+    assert isinstance(extension.screen_tool_call("write_file", {"path": "/etc/passwd"}, "s"), Deny)
+    assert extension.screen_tool_call("search", {}, "s") == Allow()
+    assert isinstance(extension.screen_tool_call("search", {}, "s"), Deny)  # over the limit
 
 
 def test_a_reloaded_policy_is_asked_again() -> None:
@@ -54,4 +55,4 @@ def test_a_reloaded_policy_is_asked_again() -> None:
     assert gate.allows_outright("echo")
     gate.replace_policy(parse_policy({"version": "1", "default": "deny", "tools": {}}))
     assert not gate.allows_outright("echo")
-    assert SignoffExtension(gate).screen_tool_call("echo", {}, "s")[0] == "reply"
+    assert isinstance(SignoffExtension(gate).screen_tool_call("echo", {}, "s"), Deny)

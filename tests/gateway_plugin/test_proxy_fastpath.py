@@ -8,7 +8,9 @@ from typing import Any
 
 from mcp.server.extension import Extension
 
-from gateway_plugin.proxy.fastpath import FastPath, Screening
+from gateway_plugin.proxy.fastpath import FastPath
+from gateway_plugin.proxy.raw_lines import RawLineRelay
+from gateway_plugin.verdict import Allow, Screened
 
 UPSTREAM_VERSION = "2025-11-25"
 ENVELOPE = {
@@ -20,8 +22,8 @@ ENVELOPE = {
 class AllowAll(Extension):
     identifier = "dev.signoff/test-allow-all"
 
-    def screen_tool_call(self, name: str, arguments: Mapping[str, Any], session: str) -> Screening:
-        return ("forward", None)
+    def screen_tool_call(self, name: str, arguments: Mapping[str, Any], session: str) -> Screened:
+        return Allow()
 
 
 def line(method: str, params: dict[str, Any], request_id: int) -> bytes:
@@ -30,11 +32,11 @@ def line(method: str, params: dict[str, Any], request_id: int) -> bytes:
 
 
 def wired() -> tuple[FastPath, list[bytes]]:
-    fast = FastPath([AllowAll()], session="connection:test")
+    wire = RawLineRelay()
+    fast = FastPath([AllowAll()], wire, session="connection:test")
     upstream: list[bytes] = []
-    fast.connect(
-        upstream_version=UPSTREAM_VERSION, to_agent=lambda _: None, to_upstream=upstream.append
-    )
+    wire.connect(to_agent=lambda _: None, to_upstream=upstream.append)
+    fast.start(UPSTREAM_VERSION)
     return fast, upstream
 
 
