@@ -33,7 +33,7 @@ from mcp_types import (
 from gateway_plugin import messages
 from gateway_plugin.gate import ApprovalGate, Forward, ToolCall, error_result
 from gateway_plugin.policy import Evaluation, canonical_arguments_hash, redact_arguments
-from gateway_plugin.resume_state import CONFIRM_STATE_SECONDS, ResumeState, StateSeal
+from gateway_plugin.resume_state import CONFIRM_STATE_SECONDS, StateSeal
 
 __all__ = ["CONFIRM_KEY", "Confirmations"]
 
@@ -74,17 +74,6 @@ class Confirmations:
         )
         form = ElicitRequest(params=self.question(call, evaluation))
         return InputRequiredResult(input_requests={CONFIRM_KEY: form}, request_state=state)
-
-    async def redeem(self, call: ToolCall, token: object) -> ResumeState:
-        """The state a retry brought back, checked and spent (`InvalidResumeState` if not)."""
-        return self.seal.redeem(
-            token,
-            kind="confirm",
-            tool=call.tool,
-            server=call.server,
-            caller=await self.gate.caller_of(call),
-            arguments_hash=canonical_arguments_hash(dict(call.arguments)),
-        )
 
     @staticmethod
     def answer_in(responses: Mapping[str, object] | None) -> bool:

@@ -33,7 +33,7 @@ from mcp_types import INVALID_PARAMS, MISSING_REQUIRED_CLIENT_CAPABILITY
 from gateway_plugin import messages
 from gateway_plugin.confirm import Confirmations
 from gateway_plugin.gate import ApprovalGate, Forward, ForwardWith, ToolCall, error_result
-from gateway_plugin.policy import Evaluation
+from gateway_plugin.policy import Evaluation, canonical_arguments_hash
 from gateway_plugin.proxy.context import (
     TASKS_EXTENSION,
     ClientFeatures,
@@ -63,7 +63,7 @@ class SignoffExtension(Extension):
         self.gate = gate
         self.server = server
         # Without a secret of the gateway's, states are good in this process only.
-        seal = seal or StateSeal(secrets.token_hex(32))
+        self.seal = seal = seal or StateSeal(secrets.token_hex(32))
         self.confirmations = Confirmations(gate, seal)
         self.rounds = ResumableHolds(gate, seal)
         self.tasks = TaskBoard(gate)
@@ -196,10 +196,15 @@ class SignoffExtension(Extension):
         """A retry with the `requestState` of an earlier round (limits were counted then)."""
         confirm = evaluation.action == "confirm" and features.form_elicitation
         try:
-            if confirm:
-                state = await self.confirmations.redeem(call, params.request_state)
-            else:
-                state = await self.rounds.redeem(call, params.request_state)
+            # Checked against the call it came back with, and spent.
+            state = self.seal.redeem(
+                params.request_state,
+                kind="confirm" if confirm else "held",
+                tool=call.tool,
+                server=call.server,
+                caller=await self.gate.caller_of(call),
+                arguments_hash=canonical_arguments_hash(dict(call.arguments)),
+            )
         except InvalidResumeState as exc:
             logger.warning("refused the requestState of a %s call: %s", call.tool, exc)
             raise MCPError(

@@ -38,17 +38,6 @@ class ResumableHolds:
         self.gate = gate
         self.seal = seal
 
-    async def redeem(self, call: ToolCall, token: object) -> ResumeState:
-        """The state a retry brought back, checked and spent (`InvalidResumeState` if not)."""
-        return self.seal.redeem(
-            token,
-            kind="held",
-            tool=call.tool,
-            server=call.server,
-            caller=await self.gate.caller_of(call),
-            arguments_hash=canonical_arguments_hash(dict(call.arguments)),
-        )
-
     async def first_round(
         self,
         call: ToolCall,
