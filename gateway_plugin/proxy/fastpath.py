@@ -12,8 +12,7 @@ screens each `tools/call` with the extensions and acts on the gate's verdict:
 - `Ask`: hold it: the line continues to the SDK server, whose handler chain
   (`Extension.intercept_tool_call`) asks a person.
 
-How the bytes move (raw lines, id marking, the upstream's answers) is the
-`Wire`'s business (`raw_lines.RawLineRelay`).
+How the bytes move is the `Wire`'s business (`raw_lines.RawLineRelay`).
 
 The fast path is active only when every extension can screen
 (`ScreeningExtension`) and the agent asked for the same protocol version the
@@ -61,11 +60,6 @@ class Wire(Protocol):
 
     relaying: bool
 
-    @property
-    def connected(self) -> bool:
-        """True once both pipes are wired."""
-        ...
-
     def is_ours(self, request_id: Any) -> bool:
         """True for an id the gateway's own SDK session uses."""
         ...
@@ -103,10 +97,13 @@ class FastPath:
         self._active = False
         # The agent spoke the 2026-07-28 era once: the fast path stays off.
         self._modern = False
+        self._started = False
         self._upstream_version: str | None = None
 
     def start(self, upstream_version: str | None) -> None:
-        """The upstream session is initialized and speaks `upstream_version`."""
+        """The upstream session is initialized (speaking `upstream_version`) and the wire is
+        connected."""
+        self._started = True
         self._upstream_version = upstream_version
 
     def _set_active(self, active: bool) -> None:
@@ -136,7 +133,7 @@ class FastPath:
 
     def _watch_handshake(self, line: bytes) -> None:
         """Turn on when the agent asks for the upstream session's protocol version."""
-        if self._screeners is None or not self._wire.connected or b'"initialize"' not in line:
+        if self._screeners is None or not self._started or b'"initialize"' not in line:
             return
         if self._modern:
             return

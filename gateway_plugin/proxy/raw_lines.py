@@ -1,13 +1,9 @@
 """How the fast path moves bytes: raw JSON-RPC lines between the agent and the upstream.
 
 `fastpath.FastPath` decides what happens to each `tools/call` line; this
-module carries out what it decided, without parsing into SDK models or waking
-the event loop:
-
-- an allowed call's line goes upstream unchanged (`forward`), and the
-  upstream's answer and progress go straight back to the agent, also unchanged;
-- a refusal is written to the agent as a JSON-RPC result (`answer`);
-- an agent's `notifications/cancelled` for a relayed call goes upstream (`cancel`).
+module carries it out without parsing into SDK models or waking the event
+loop. A forwarded call's line goes upstream unchanged, and the upstream's
+answer and progress come straight back to the agent, also unchanged.
 
 Lines pass unchanged because the gateway's own SDK session marks its ids
 (`wire_ids`): an unmarked answer from the upstream can only be the agent's.
@@ -57,10 +53,6 @@ class RawLineRelay:
         """Wire the relay to both pipes once the upstream session is initialized."""
         self._to_agent = to_agent
         self._to_upstream = to_upstream
-
-    @property
-    def connected(self) -> bool:
-        return self._to_agent is not None and self._to_upstream is not None
 
     # Agent -> upstream (the agent's reader thread)
 

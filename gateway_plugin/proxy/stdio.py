@@ -147,9 +147,9 @@ async def _serve(
             stdio_server(agent_lines, agent_out) as (agent_read, agent_write),  # type: ignore[arg-type]
         ):
             handshake = session.initialize_result
-            fast.start(handshake.protocol_version if handshake else None)
             # The pipes' own writers: no wrapper calls on the fast path.
             wire.connect(to_agent=agent_out.pipe.write_line, to_upstream=child.stdin.write_line)
+            fast.start(handshake.protocol_version if handshake else None)
             agent_lines.intercept = fast.on_agent_line
             async with anyio.create_task_group() as tg:
 
