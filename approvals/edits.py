@@ -2,7 +2,7 @@
 
 Edited arguments are hostile input like any other: bounded in size and depth, a
 JSON object, and never a way to smuggle a secret into the database or to reach a
-call the policy puts under other terms (approvals/lifecycle.py `decide` checks
+call the policy puts under other terms (approvals/lifecycle `decide` checks
 those against the service's policy). Secret-looking and `redact`ed values are
 masked (`***`) wherever people see a request; an approver cannot see them, so
 may not set them either: a masked key keeps `***` (the gateway then runs the
@@ -15,6 +15,7 @@ import json
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from approvals.errors import TooLarge, Unprocessable
 from gateway_plugin.policy import MASK, canonical_json
 
 # Far above any real tool call's arguments, far below the 1 MiB body limit.
@@ -22,16 +23,6 @@ MAX_EDIT_BYTES = 64 * 1024
 MAX_EDIT_DEPTH = 32
 
 Path = tuple[str | int, ...]
-
-
-class EditRefused(Exception):
-    """The edited arguments break a rule; `status` is the HTTP status that says so."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
 
 
 def _depth(value: Any) -> int:
@@ -52,43 +43,41 @@ def _depth(value: Any) -> int:
 def check_shape(arguments: Any) -> None:
     """Refuse edited arguments that are not a bounded JSON object."""
     if not isinstance(arguments, dict):
-        raise EditRefused(422, "invalid_arguments", "edited arguments must be a JSON object")
+        raise Unprocessable("edited arguments must be a JSON object", code="invalid_arguments")
     if _depth(arguments) > MAX_EDIT_DEPTH:
-        raise EditRefused(
-            422,
-            "arguments_too_deep",
+        raise Unprocessable(
             f"edited arguments may nest at most {MAX_EDIT_DEPTH} levels deep",
+            code="arguments_too_deep",
         )
     try:
         size = len(canonical_json(arguments).encode("utf-8"))
     except (TypeError, ValueError, UnicodeEncodeError):
-        raise EditRefused(
-            422, "invalid_arguments", "edited arguments must be valid JSON text"
+        raise Unprocessable(
+            "edited arguments must be valid JSON text", code="invalid_arguments"
         ) from None
     if size > MAX_EDIT_BYTES:
-        raise EditRefused(
-            413,
-            "arguments_too_large",
+        raise TooLarge(
             f"edited arguments are {size} bytes as JSON; at most {MAX_EDIT_BYTES} are taken",
+            code="arguments_too_large",
         )
 
 
 def parse_object(text: str | None) -> dict[str, Any]:
     """Edited arguments typed as JSON text (dashboard, Slack): bounded before parsing."""
     if not text or not text.strip():
-        raise EditRefused(422, "invalid_arguments", "the edited arguments are empty")
+        raise Unprocessable("the edited arguments are empty", code="invalid_arguments")
     if len(text.encode("utf-8", "surrogatepass")) > MAX_EDIT_BYTES:
-        raise EditRefused(
-            413, "arguments_too_large", f"the edited arguments are over {MAX_EDIT_BYTES} bytes"
+        raise TooLarge(
+            f"the edited arguments are over {MAX_EDIT_BYTES} bytes", code="arguments_too_large"
         )
     try:
         value = json.loads(text)
     except (ValueError, RecursionError):
-        raise EditRefused(
-            422, "invalid_arguments", "the edited arguments are not valid JSON"
+        raise Unprocessable(
+            "the edited arguments are not valid JSON", code="invalid_arguments"
         ) from None
     if not isinstance(value, dict):
-        raise EditRefused(422, "invalid_arguments", "the edited arguments must be a JSON object")
+        raise Unprocessable("the edited arguments must be a JSON object", code="invalid_arguments")
     check_shape(value)
     return value
 
@@ -114,20 +103,18 @@ def check_masks(
     Every masked key must keep the mask, and only where the original call had a masked
     value at the same place."""
     if shown != edited:
-        raise EditRefused(
-            422,
-            "masked_value_edited",
+        raise Unprocessable(
             "a masked (secret or redacted) value cannot be set by an approver: keep it as "
             f"{MASK!r} to run the caller's own value, or leave the key out",
+            code="masked_value_edited",
         )
     allowed = set(mask_paths(original))
     stray = [p for p in mask_paths(edited) if p not in allowed]
     if stray:
         where = ".".join(str(part) for part in stray[0]) or "(top level)"
-        raise EditRefused(
-            422,
-            "masked_value_edited",
+        raise Unprocessable(
             f"{MASK!r} at {where} stands for no masked value of the original call",
+            code="masked_value_edited",
         )
 
 

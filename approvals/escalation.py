@@ -21,17 +21,16 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from sqlalchemy import Table, and_, bindparam, select, update
+from sqlalchemy import and_, bindparam, select, update
 from sqlmodel import Session
 
-from approvals import lifecycle
+from approvals import errors
 from approvals import request_store as store
 from approvals.audit import record as audit
-from approvals.models import ApprovalRequest, RequestStatus, utcnow
-from approvals.request_store import RequestRow
+from approvals.lifecycle.changes import fact, queue_event, record_facts, transition
+from approvals.models import RequestStatus, utcnow
+from approvals.request_store import REQUESTS, RequestRecord
 from approvals.schemas import RequestPublic
-
-REQUESTS: Table = ApprovalRequest.__table__  # type: ignore[attr-defined]
 
 _MOVE_REMINDER = (
     update(REQUESTS)
@@ -62,10 +61,12 @@ def _due(session: Session, column: str, now: datetime, batch: int) -> list[str]:
     return [row.id for row in rows]
 
 
-def _next_reminder(request: RequestRow, now: datetime) -> datetime | None:
+def _next_reminder(request: RequestRecord, now: datetime) -> datetime | None:
     """The reminder after this one, or None when the request expires first."""
+    if request.remind_every_seconds is None or request.next_reminder_at is None:
+        return None
     every = timedelta(seconds=request.remind_every_seconds)
-    following: datetime = request.next_reminder_at + every
+    following = request.next_reminder_at + every
     # A sweeper that was down does not send the missed reminders in a burst.
     if following <= now:
         following = now + every
@@ -92,11 +93,11 @@ def remind_due(session: Session, *, now: datetime | None = None, batch: int = 20
         )
         if moved.rowcount != 1:
             continue  # another replica reminded, or the request was decided meanwhile
-        view = lifecycle._emit(session, "request.reminded", request)
+        view = queue_event(session, "request.reminded", request)
         waiting = waiting_on(view)
-        lifecycle._audit(
+        record_facts(
             session,
-            lifecycle._fact(
+            fact(
                 audit.REQUEST_REMINDED,
                 request,
                 actor="system",
@@ -132,16 +133,16 @@ def escalate_due(session: Session, *, now: datetime | None = None, batch: int = 
             # it announces as the last announced one (the notifiers ask its group).
             for index in range(start, done):
                 following = _step_time(request, index + 1) if index + 1 < len(steps) else None
-                lifecycle._transition(
+                request = transition(
                     session, request, escalated=index + 1, next_escalation_at=following
                 )
-                lifecycle._emit(session, "request.escalated", request)
-        except lifecycle.Conflict:
+                queue_event(session, "request.escalated", request)
+        except errors.Conflict:
             continue  # decided or escalated elsewhere meanwhile (rolled back)
-        lifecycle._audit(
+        record_facts(
             session,
             *(
-                lifecycle._fact(
+                fact(
                     audit.REQUEST_ESCALATED,
                     request,
                     actor="system",
@@ -161,7 +162,7 @@ def escalate_due(session: Session, *, now: datetime | None = None, batch: int = 
     return escalated
 
 
-def _step_time(request: RequestRow, index: int) -> datetime:
+def _step_time(request: RequestRecord, index: int) -> datetime:
     seconds = request.escalations[index]["after_seconds"]
     at: datetime = request.created_at + timedelta(seconds=seconds)
     return at

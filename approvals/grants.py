@@ -21,16 +21,10 @@ from sqlalchemy import Table, and_, or_, select, update
 
 from approvals.audit import record as audit
 from approvals.db import WriteScope
+from approvals.errors import Conflict, Forbidden, NotFound, Unprocessable
 from approvals.events import GrantEvent, announce
 from approvals.grant_schemas import GrantCreate, GrantPublic, GrantUse
-from approvals.lifecycle import (
-    Conflict,
-    Forbidden,
-    NotFound,
-    Unprocessable,
-    eligibility,
-    new_request_id,
-)
+from approvals.lifecycle import eligibility, new_request_id
 from approvals.models import ApiToken, Grant, Role, utcnow
 from gateway_plugin.policy import (
     Evaluation,

@@ -10,11 +10,13 @@ from sqlalchemy import ColumnElement, Text, and_, cast, func, or_
 from sqlmodel import Session, col, select
 from sqlmodel.sql.expression import SelectOfScalar
 
-from approvals.lifecycle import LifecycleError
+from approvals import request_store as store
+from approvals.errors import BadRequest
 from approvals.models import ApprovalRequest, RequestStatus
+from approvals.request_store import RequestRecord
 
 
-def _encode_cursor(request: ApprovalRequest) -> str:
+def _encode_cursor(request: RequestRecord) -> str:
     raw = json.dumps([request.created_at.isoformat(), request.id])
     return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
@@ -34,7 +36,7 @@ def _decode_cursor(cursor: str) -> tuple[datetime, str]:
             raise ValueError("the time has no time zone")
         return created.astimezone(UTC), rid
     except (ValueError, TypeError, OverflowError, RecursionError) as exc:
-        raise LifecycleError("cursor is not valid", code="invalid_cursor") from exc
+        raise BadRequest("cursor is not valid", code="invalid_cursor") from exc
 
 
 def search_clause(q: str) -> ColumnElement[bool]:
@@ -60,7 +62,7 @@ def _conditions(status: str | None, tool: str | None, q: str | None) -> list[Col
     if status is not None:
         if status not in {s.value for s in RequestStatus}:
             allowed = ", ".join(s.value for s in RequestStatus)
-            raise LifecycleError(f"status must be one of {allowed}", code="invalid_status")
+            raise BadRequest(f"status must be one of {allowed}", code="invalid_status")
         conditions.append(col(ApprovalRequest.status) == status)
     if tool is not None:
         conditions.append(col(ApprovalRequest.tool) == tool)
@@ -77,7 +79,7 @@ def list_requests(
     q: str | None = None,
     limit: int = 50,
     cursor: str | None = None,
-) -> tuple[list[ApprovalRequest], str | None]:
+) -> tuple[list[RequestRecord], str | None]:
     """Requests newest first, filtered, with the cursor of the next page (None on the last)."""
     query = select(ApprovalRequest).where(*_conditions(status, tool, q))
     return page_newest_first(session, query, limit=limit, cursor=cursor)
@@ -103,7 +105,7 @@ def page_newest_first(
     *,
     limit: int,
     cursor: str | None,
-) -> tuple[list[ApprovalRequest], str | None]:
+) -> tuple[list[RequestRecord], str | None]:
     """One page of `query` newest first, and the cursor of the next page (None on the last)."""
     if cursor is not None:
         created, rid = _decode_cursor(cursor)
@@ -114,6 +116,6 @@ def page_newest_first(
             )
         )
     query = query.order_by(col(ApprovalRequest.created_at).desc(), col(ApprovalRequest.id).desc())
-    rows = list(session.exec(query.limit(limit + 1)).all())
+    rows = store.records(session.connection(), query.limit(limit + 1))
     next_cursor = _encode_cursor(rows[limit - 1]) if len(rows) > limit else None
     return rows[:limit], next_cursor

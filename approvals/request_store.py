@@ -1,22 +1,22 @@
-"""Rows of requests and votes read and written with SQLAlchemy Core.
+"""Requests and votes as stored: frozen records, read and written with SQLAlchemy Core.
 
 Creating a request and deciding it are the service's hot paths: every held call
 pays for both. Loading and flushing ORM objects cost several times more than
 the SQL itself, and on SQLite that time is spent holding the database's only
-write lock. So the rules in `approvals.lifecycle` work on plain rows here:
-statements are built once, rows come back as `RequestRow`s with the same
-attribute names as `ApprovalRequest`, and nothing is tracked by a session.
-The ORM models stay the schema and serve every path that is not hot.
+write lock. So every channel works on `RequestRecord`s read here: statements are
+built once, nothing is tracked by a session, and a change is a new record
+(approvals.lifecycle's compare-and-set). The ORM models stay the schema.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping, Sequence
-from types import SimpleNamespace
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, Table, and_, bindparam, insert, or_, select, update
+from sqlalchemy import Executable, Row, Table, and_, bindparam, insert, or_, select, update
 from sqlalchemy.engine import Connection
 
 from approvals.models import ApprovalRequest, Decision, RequestStatus, call_allowed
@@ -25,12 +25,64 @@ REQUESTS: Table = ApprovalRequest.__table__  # type: ignore[attr-defined]
 DECISIONS: Table = Decision.__table__  # type: ignore[attr-defined]
 
 
-class RequestRow(SimpleNamespace):
-    """A stored request as plain attributes, named as on `ApprovalRequest`."""
+@dataclass(frozen=True, slots=True)
+class RequestRecord:
+    """A stored request, named as the columns of `ApprovalRequest` (see it for meanings)."""
+
+    id: str
+    status: str
+    tool: str
+    server: str
+    caller: str
+    session_id: str | None
+    arguments: dict[str, Any]
+    arguments_hash: str
+    binding_hash: str
+    policy_key: str | None
+    reason: str | None
+    approver_group: str | None
+    approvers: list[str]
+    quorum: int
+    approvals_count: int
+    on_timeout: str
+    created_by: str
+    idempotency_key: str | None
+    created_at: datetime
+    expires_at: datetime
+    decided_at: datetime | None
+    decided_by: str | None
+    decision_comment: str | None
+    decision_channel: str | None
+    claimed_at: datetime | None
+    outcome_is_error: bool | None
+    outcome_summary: str | None
+    outcome_at: datetime | None
+    editable: bool
+    approved_arguments: dict[str, Any] | None
+    approved_arguments_hash: str | None
+    edited_by: str | None
+    preview: dict[str, Any] | None
+    version: int
+    escalations: list[dict[str, Any]]
+    escalated: int
+    next_escalation_at: datetime | None
+    remind_every_seconds: float | None
+    next_reminder_at: datetime | None
 
     def allows_call(self) -> bool:
         """True when the suspended call may run (see `ApprovalRequest.allows_call`)."""
         return call_allowed(self.status, self.on_timeout)
+
+
+@dataclass(frozen=True, slots=True)
+class VoteRecord:
+    """One approver's vote as the public view shows it."""
+
+    approver: str
+    decision: str
+    comment: str | None
+    channel: str
+    created_at: datetime
 
 
 _BY_ID = select(REQUESTS).where(REQUESTS.c.id == bindparam("request_id"))
@@ -66,38 +118,52 @@ _DECISIONS_OF = (
 )
 
 
-def _row(row: Row[Any] | None) -> RequestRow | None:
-    return None if row is None else RequestRow(**row._mapping)
+def _row(row: Row[Any] | None) -> RequestRecord | None:
+    return None if row is None else RequestRecord(**row._mapping)
 
 
-def load(conn: Connection, request_id: str) -> RequestRow | None:
+def records(conn: Connection, query: Executable) -> list[RequestRecord]:
+    """The requests a query of `REQUESTS` (or of `ApprovalRequest`) finds, in its order."""
+    return [RequestRecord(**row._mapping) for row in conn.execute(query)]
+
+
+def load(conn: Connection, request_id: str) -> RequestRecord | None:
     """The request with this id as stored now, or None."""
     return _row(conn.execute(_BY_ID, {"request_id": request_id}).first())
 
 
-def by_idempotency_key(conn: Connection, created_by: str, key: str) -> RequestRow | None:
+def by_idempotency_key(conn: Connection, created_by: str, key: str) -> RequestRecord | None:
     """The request this caller created with this Idempotency-Key, if any."""
     params = {"created_by": created_by, "idempotency_key": key}
     return _row(conn.execute(_BY_IDEMPOTENCY_KEY, params).first())
 
 
-def open_for_binding(conn: Connection, binding: str, created_by: str) -> list[RequestRow]:
+def open_for_binding(conn: Connection, binding: str, created_by: str) -> list[RequestRecord]:
     """Unclaimed pending, approved or expired requests one gateway made for one exact call,
     newest first."""
     rows = conn.execute(_OPEN_FOR_BINDING, {"binding": binding, "created_by": created_by}).all()
-    return [RequestRow(**row._mapping) for row in rows]
+    return [RequestRecord(**row._mapping) for row in rows]
 
 
-def insert_request(conn: Connection, values: Mapping[str, Any]) -> RequestRow:
-    """Insert a new request; `values` names every column. Returns it as a row."""
+def insert_request(conn: Connection, values: Mapping[str, Any]) -> RequestRecord:
+    """Insert a new request; `values` names every column. Returns its record."""
     conn.execute(_INSERT_REQUEST, dict(values))
-    return RequestRow(**values)
+    return RequestRecord(**values)
 
 
-def insert_vote(conn: Connection, values: Mapping[str, Any]) -> SimpleNamespace:
-    """Insert a vote (IntegrityError if this approver already voted). Returns it as a row."""
-    conn.execute(_INSERT_VOTE, dict(values))
-    return SimpleNamespace(**values)
+def insert_vote(conn: Connection, request_id: str, vote: VoteRecord) -> None:
+    """Insert a vote (IntegrityError if this approver already voted)."""
+    conn.execute(
+        _INSERT_VOTE,
+        {
+            "request_id": request_id,
+            "approver": vote.approver,
+            "decision": vote.decision,
+            "comment": vote.comment,
+            "channel": vote.channel,
+            "created_at": vote.created_at,
+        },
+    )
 
 
 def void_approvals(conn: Connection, request_id: str) -> list[str]:
@@ -117,9 +183,10 @@ def void_approvals(conn: Connection, request_id: str) -> list[str]:
     return sorted(str(row[0]) for row in rows)
 
 
-def decisions_of(conn: Connection, request_id: str) -> Sequence[Any]:
-    """The votes on a request, oldest first (attributes as on `Decision`)."""
-    return conn.execute(_DECISIONS_OF, {"request_id": request_id}).all()
+def decisions_of(conn: Connection, request_id: str) -> list[VoteRecord]:
+    """The votes on a request, oldest first."""
+    rows = conn.execute(_DECISIONS_OF, {"request_id": request_id})
+    return [VoteRecord(**row._mapping) for row in rows]
 
 
 @functools.cache

@@ -9,8 +9,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_core import PydanticCustomError, PydanticSerializationError
 
-from approvals.models import ApprovalRequest, Decision, RequestStatus
-from approvals.request_store import RequestRow
+from approvals.models import RequestStatus
+from approvals.request_store import RequestRecord, VoteRecord
 from gateway_plugin.policy.preview import PREVIEW_ERROR_MAX_CHARS, cap_text
 
 Channel = Literal["api", "cli", "dashboard", "slack", "gateway", "sweeper"]
@@ -199,10 +199,8 @@ class RequestPublic(BaseModel):
     escalations: list[EscalationPublic] = []
 
     @classmethod
-    def build(
-        cls, request: ApprovalRequest | RequestRow, decisions: Sequence[Decision | Any]
-    ) -> RequestPublic:
-        """Assemble the public view of a stored request (`decisions`: objects or rows)."""
+    def build(cls, request: RequestRecord, decisions: Sequence[VoteRecord]) -> RequestPublic:
+        """Assemble the public view of a stored request and its votes."""
         outcome = None
         if request.outcome_is_error is not None:
             outcome = OutcomePublic(

@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 from pydantic import BaseModel
 from sqlmodel import Session, col, or_, select
 
-from approvals.lifecycle import Conflict, NotFound
+from approvals.errors import Conflict, NotFound
 from approvals.models import ApiToken, Role, utcnow
 from approvals.tokens import check_identity, new_token
 

@@ -13,7 +13,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from approvals.db import read_session
-from approvals.lifecycle import LifecycleError
+from approvals.errors import BadRequest
 from approvals.models import ApiToken, Role, utcnow
 
 TOKEN_PREFIX = "so_"
@@ -29,12 +29,12 @@ def hash_token(token: str) -> str:
 
 
 def check_identity(name: str, role: str) -> None:
-    """Refuse a token name or role that cannot be stored (LifecycleError)."""
+    """Refuse a token name or role that cannot be stored (BadRequest)."""
     if role not in {r.value for r in Role}:
         allowed = ", ".join(r.value for r in Role)
-        raise LifecycleError(f"role must be one of {allowed}", code="invalid_role")
+        raise BadRequest(f"role must be one of {allowed}", code="invalid_role")
     if not _NAME.match(name):
-        raise LifecycleError(
+        raise BadRequest(
             "name must be 1-128 characters: letters, digits, and . _ @ - (not first)",
             code="invalid_name",
         )

@@ -9,7 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from approvals.lifecycle import LifecycleError
+from approvals.errors import ServiceError
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +58,8 @@ def install_error_handlers(app: FastAPI) -> None:
             error_body(exc.code, exc.message), status_code=exc.status, headers=exc.headers
         )
 
-    @app.exception_handler(LifecycleError)
-    async def _rule_refused(_: Request, exc: LifecycleError) -> JSONResponse:
+    @app.exception_handler(ServiceError)
+    async def _rule_refused(_: Request, exc: ServiceError) -> JSONResponse:
         return JSONResponse(error_body(exc.code, exc.message), status_code=exc.status)
 
     @app.exception_handler(RequestValidationError)

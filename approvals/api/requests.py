@@ -9,7 +9,7 @@ from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from sqlmodel import Session
 
-from approvals import activity, lifecycle, queries
+from approvals import activity, errors, lifecycle, queries
 from approvals.api.deps import (
     AnyPrincipalDep,
     ApproverDep,
@@ -99,7 +99,7 @@ def _readable(session: Session, request_id: str, principal: Principal) -> Reques
     """The request as `principal` may see it; another gateway's request is not found."""
     found = lifecycle.get_request(session, request_id)
     if not lifecycle.may_read(found, principal.name, principal.role):
-        raise lifecycle.NotFound(f"no request with id {request_id!r}")
+        raise errors.NotFound(f"no request with id {request_id!r}")
     return lifecycle.readable(session, found)
 
 

@@ -18,7 +18,7 @@ from approvals.roles import Role
 if TYPE_CHECKING:
     from sqlmodel import Session
 
-    from approvals.lifecycle import LifecycleError
+    from approvals.errors import ServiceError
 
 T = TypeVar("T")
 
@@ -99,7 +99,7 @@ def _on_db(url: str | None, work: Callable[[Session], T]) -> T:
         engine.dispose()
 
 
-def _refused(exc: LifecycleError) -> int:
+def _refused(exc: ServiceError) -> int:
     # A taken name or an unknown token is an answer about the data, not a usage
     # error: exit 1 (usage errors exit 2).
     print(f"signoff: {exc.message}", file=sys.stderr)
@@ -108,7 +108,7 @@ def _refused(exc: LifecycleError) -> int:
 
 def _create(args: argparse.Namespace) -> int:
     from approvals import token_admin
-    from approvals.lifecycle import Conflict, LifecycleError, NotFound
+    from approvals.errors import Conflict, NotFound, ServiceError
 
     lifetime = None
     if args.expires_in is not None:
@@ -123,7 +123,7 @@ def _create(args: argparse.Namespace) -> int:
         )
     except (Conflict, NotFound) as exc:
         return _refused(exc)
-    except LifecycleError as exc:
+    except ServiceError as exc:
         raise CliError(exc.message) from exc
     print(secret)
     until = f", expires {_when(info.expires_at)}" if info.expires_at else ""
@@ -165,11 +165,11 @@ def _list(args: argparse.Namespace) -> int:
 
 def _revoke(args: argparse.Namespace) -> int:
     from approvals import token_admin
-    from approvals.lifecycle import LifecycleError
+    from approvals.errors import ServiceError
 
     try:
         revoked = _on_db(args.db, lambda s: token_admin.revoke(s, args.name))
-    except LifecycleError as exc:
+    except ServiceError as exc:
         return _refused(exc)
     print(f"revoked {len(revoked)} token(s) named {args.name}", file=sys.stderr)
     return 0
@@ -177,11 +177,11 @@ def _revoke(args: argparse.Namespace) -> int:
 
 def _rotate(args: argparse.Namespace) -> int:
     from approvals import token_admin
-    from approvals.lifecycle import LifecycleError
+    from approvals.errors import ServiceError
 
     try:
         info, secret, _ = _on_db(args.db, lambda s: token_admin.rotate(s, args.name))
-    except LifecycleError as exc:
+    except ServiceError as exc:
         return _refused(exc)
     print(secret)
     print(

@@ -19,7 +19,7 @@ from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 
-from approvals import lifecycle
+from approvals import errors, lifecycle
 from approvals.api.deps import EngineDep, WritesDep
 from approvals.dashboard.routes import DecisionPost, _page, decide_from_form
 from approvals.db import WriteScope
@@ -37,12 +37,12 @@ async def decide_selected(request: Request, engine: EngineDep, writes: WritesDep
     async def record(post: DecisionPost) -> list[lifecycle.Decided | lifecycle.Refused]:
         person, form = post.person, post.form
         if not person.may_decide_at_all:
-            raise lifecycle.Forbidden(
+            raise errors.Forbidden(
                 f"a token with role {person.role} cannot decide requests", code="forbidden"
             )
         ids = [i for i in form.getlist("ids") if isinstance(i, str)]
         if not ids:
-            raise lifecycle.Unprocessable("select at least one request", code="nothing_selected")
+            raise errors.Unprocessable("select at least one request", code="nothing_selected")
         comment = form.get("comment")
         comment_text = comment.strip()[:4000] if isinstance(comment, str) else ""
         # Each card sends the hash of the arguments it showed: a vote on a call someone

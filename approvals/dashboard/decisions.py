@@ -9,9 +9,8 @@ tool, any arguments; approvals/grants.py decides whether this person may grant i
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
-from approvals import edits, grants, lifecycle
+from approvals import edits, errors, grants, lifecycle
 from approvals.dashboard.auth import DashboardSession
 from approvals.db import WriteScope
 from approvals.grant_schemas import GrantCreate
@@ -32,16 +31,6 @@ class DecisionForm:
     seen_hash: str | None
 
 
-def parse_arguments(text: str | None) -> dict[str, Any]:
-    """The edited arguments: a JSON object, bounded before it is parsed."""
-    try:
-        return edits.parse_object(text)
-    except edits.EditRefused as exc:
-        error = lifecycle.LifecycleError(exc.message, code=exc.code)
-        error.status = exc.status
-        raise error from None
-
-
 def _seen(value: str | None) -> str | None:
     if value and len(value) == 64 and all(c in "0123456789abcdef" for c in value):
         return value
@@ -58,14 +47,14 @@ def run(
 ) -> RequestPublic:
     """Record the person's decision (and grant, for "approve_grant"); the request after it."""
     if not person.may_decide_at_all:
-        raise lifecycle.Forbidden(
+        raise errors.Forbidden(
             f"a token with role {person.role} cannot decide requests", code="forbidden"
         )
     if form.decision not in DECISIONS:
-        raise lifecycle.LifecycleError(
+        raise errors.BadRequest(
             "decision must be approve, reject, edit or approve_grant", code="invalid_decision"
         )
-    arguments = parse_arguments(form.arguments) if form.decision == "edit" else None
+    arguments = edits.parse_object(form.arguments) if form.decision == "edit" else None
     result = lifecycle.decide(
         session,
         request_id,

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import RedirectResponse, Response
 
-from approvals import grants, lifecycle
+from approvals import errors, grants
 from approvals.api.deps import EngineDep, WritesDep
 from approvals.dashboard.auth import CSRF_HEADER, load_session
 from approvals.dashboard.routes import (
@@ -55,14 +55,14 @@ async def revoke(request: Request, grant_id: str, engine: EngineDep, writes: Wri
 
     def run(scope: WriteScope) -> None:
         if not person.may_decide_at_all:
-            raise lifecycle.Forbidden(f"a token with role {person.role} cannot revoke grants")
+            raise errors.Forbidden(f"a token with role {person.role} cannot revoke grants")
         grants.revoke(
             scope, grant_id, policy=policy, by=person.name, role=person.role, channel="dashboard"
         )
 
     try:
         await writes.run(run)
-    except lifecycle.LifecycleError as exc:
+    except errors.ServiceError as exc:
         return _page(
             request,
             "error.html",

@@ -8,9 +8,10 @@ from datetime import UTC, date, datetime, time, timedelta
 from sqlalchemy import and_, exists, or_
 from sqlmodel import Session, col, select
 
-from approvals.lifecycle import LifecycleError
+from approvals.errors import ServiceError
 from approvals.models import ApprovalRequest, Decision, RequestStatus
 from approvals.queries import page_newest_first
+from approvals.request_store import RequestRecord
 
 
 @dataclass(frozen=True)
@@ -40,7 +41,7 @@ def parse_day(text: str | None) -> date | None:
 
 def search(
     session: Session, filters: Filters, *, limit: int = 50, cursor: str | None = None
-) -> tuple[list[ApprovalRequest], str | None]:
+) -> tuple[list[RequestRecord], str | None]:
     """Requests matching `filters`, newest first, and the cursor of the next page."""
     query = select(ApprovalRequest)
     if filters.status in {s.value for s in RequestStatus}:
@@ -63,6 +64,6 @@ def search(
         query = query.where(col(ApprovalRequest.created_at) < end)
     try:
         return page_newest_first(session, query, limit=limit, cursor=cursor)
-    except LifecycleError:
+    except ServiceError:
         # A mangled link: start from the newest rather than show an error page.
         return page_newest_first(session, query, limit=limit, cursor=None)

@@ -8,7 +8,7 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from approvals import lifecycle
+from approvals import errors, lifecycle
 from approvals.api.deps import EngineDep
 from approvals.dashboard import history
 from approvals.dashboard.present import STATUS_LABELS, view
@@ -73,7 +73,7 @@ def detail_page(
     with read_session(engine) as session:
         try:
             item = view(session, lifecycle.get_request(session, request_id), person)
-        except lifecycle.NotFound:
+        except errors.NotFound:
             return _page(
                 request,
                 "error.html",

@@ -11,7 +11,8 @@ from sqlmodel import Session
 
 from approvals import lifecycle
 from approvals.dashboard.auth import DashboardSession
-from approvals.models import ApprovalRequest, RequestStatus, utcnow
+from approvals.models import RequestStatus, utcnow
+from approvals.request_store import RequestRecord
 from approvals.schemas import RequestPublic
 
 
@@ -88,7 +89,7 @@ class RequestView:
         return STATUS_LABELS.get(self.r.status, str(self.r.status))
 
 
-def view(session: Session, request: ApprovalRequest, person: DashboardSession) -> RequestView:
+def view(session: Session, request: RequestRecord, person: DashboardSession) -> RequestView:
     """The view of `request` for `person`; buttons only when the rules would accept the vote."""
     public = lifecycle.readable(session, request)
     my_vote = next((d.decision for d in public.decisions if d.approver == person.name), None)

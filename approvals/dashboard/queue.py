@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.engine import Engine
 
-from approvals import lifecycle, queries
+from approvals import errors, queries
 from approvals.dashboard.auth import DashboardSession
 from approvals.dashboard.present import RequestView, view
 from approvals.db import read_session
@@ -46,7 +46,7 @@ def pending_page(
             rows, next_cursor = queries.list_requests(
                 session, status=RequestStatus.PENDING, q=q or None, limit=limit, cursor=cursor
             )
-        except lifecycle.LifecycleError:  # a mangled link: start from the newest
+        except errors.ServiceError:  # a mangled link: start from the newest
             rows, next_cursor = queries.list_requests(
                 session, status=RequestStatus.PENDING, q=q or None, limit=limit
             )

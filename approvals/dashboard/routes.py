@@ -21,7 +21,7 @@ from fastapi.templating import Jinja2Templates
 from sqlalchemy.engine import Engine
 from starlette.datastructures import FormData
 
-from approvals import lifecycle, queries
+from approvals import errors, lifecycle, queries
 from approvals.api.deps import EngineDep, WritesDep
 from approvals.api.errors import ApiError, error_body
 from approvals.dashboard import decisions
@@ -303,7 +303,7 @@ def item_fragment(
     with read_session(engine) as session:
         try:
             item = view(session, lifecycle.get_request(session, request_id), person)
-        except lifecycle.NotFound:
+        except errors.NotFound:
             return JSONResponse(error_body("not_found", "no such request"), status_code=404)
         match = not q or queries.matches(session, request_id, q)
     return _page(request, "_item.html", {"person": person, "item": item, "match": match})
@@ -343,7 +343,7 @@ async def decide_from_form(
     post = DecisionPost(person, form, wants_json, _safe_next(_text(form.get("next")) or None))
     try:
         outcome = await record(post)
-    except lifecycle.LifecycleError as exc:
+    except errors.ServiceError as exc:
         if wants_json:
             return JSONResponse(error_body(exc.code, exc.message), status_code=exc.status)
         return _page(

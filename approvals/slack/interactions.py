@@ -34,7 +34,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
-from approvals import edits, lifecycle
+from approvals import edits, errors, lifecycle
 from approvals.api.errors import error_body
 from approvals.api.limits import json_refusal
 from approvals.models import RequestStatus
@@ -178,7 +178,7 @@ class InteractionHandlers:
         with self.store.read() as session:
             try:
                 request = lifecycle.get_request(session, request_id)
-            except lifecycle.NotFound as exc:
+            except errors.NotFound as exc:
                 return exc.message
             if request.status != RequestStatus.PENDING:
                 who = f" by {request.decided_by}" if request.decided_by else ""
@@ -249,7 +249,7 @@ class InteractionHandlers:
                     policy=self.policy() if edit else None,
                 )
             )
-        except lifecycle.LifecycleError as exc:
+        except errors.ServiceError as exc:
             await self._tell(where, f"Nothing changed: {exc.message}")
             if exc.code == "already_decided" and self.refresh is not None:
                 self.refresh(request_id)  # the card the user clicked may be out of date
@@ -286,7 +286,7 @@ class InteractionHandlers:
             return
         try:
             arguments = edits.parse_object(edited_text(view))
-        except edits.EditRefused as exc:
+        except errors.ServiceError as exc:
             await self._tell(where, f"Nothing changed: {exc.message}")
             return
         seen = meta.get("seen")
@@ -317,7 +317,7 @@ def edit_errors(payload: dict[str, Any]) -> dict[str, Any] | None:
         return None
     try:
         edits.parse_object(edited_text(view))
-    except edits.EditRefused as exc:
+    except errors.ServiceError as exc:
         return {"response_action": "errors", "errors": {cards.EDITED_BLOCK: exc.message}}
     except (AttributeError, TypeError):
         return {"response_action": "errors", "errors": {cards.EDITED_BLOCK: "not understood"}}

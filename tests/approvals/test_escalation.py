@@ -16,7 +16,7 @@ import pytest
 from sqlmodel import select
 from support import held_call
 
-from approvals import escalation, lifecycle, migrate
+from approvals import errors, escalation, lifecycle, migrate
 from approvals.audit.models import AuditEvent
 from approvals.db import make_engine, session_scope
 from gateway_plugin.policy import Policy, parse_policy
@@ -87,12 +87,12 @@ def test_an_escalation_member_is_refused_before_the_step_and_decides_after(
 ) -> None:
     request_id, created = create(engine, policy)
 
-    with pytest.raises(lifecycle.Forbidden) as refused:
+    with pytest.raises(errors.Forbidden) as refused:
         vote(engine, request_id, "carol", created + timedelta(seconds=29))
     assert refused.value.status == 403
     assert "escalates to oncall" in refused.value.message
     # A later step's member (erin) waits for her own step, not the first one.
-    with pytest.raises(lifecycle.Forbidden):
+    with pytest.raises(errors.Forbidden):
         vote(engine, request_id, "erin", created + timedelta(seconds=45))
 
     decided = vote(engine, request_id, "carol", created + timedelta(seconds=30))
@@ -104,7 +104,7 @@ def test_an_escalation_member_is_refused_before_the_step_and_decides_after(
 def test_someone_in_no_group_is_refused_at_any_time(engine: Any, policy: Policy) -> None:
     request_id, created = create(engine, policy)
 
-    with pytest.raises(lifecycle.Forbidden) as refused:
+    with pytest.raises(errors.Forbidden) as refused:
         vote(engine, request_id, "mallory", created + timedelta(seconds=90))
 
     assert "not a member of qa-leads" in refused.value.message
@@ -115,7 +115,7 @@ def test_the_caller_stays_refused_even_if_an_escalation_group_names_them(
 ) -> None:
     request_id, created = create(engine, policy, caller="carol")
 
-    with pytest.raises(lifecycle.Forbidden) as refused:
+    with pytest.raises(errors.Forbidden) as refused:
         vote(engine, request_id, "carol", created + timedelta(seconds=50))
 
     assert "cannot approve" in refused.value.message
@@ -198,7 +198,7 @@ def test_a_request_without_reminders_or_escalation_is_never_touched(
         later = created + timedelta(seconds=99)
         assert escalation.remind_due(session, now=later) == []
         assert escalation.escalate_due(session, now=later) == []
-    with pytest.raises(lifecycle.Forbidden):
+    with pytest.raises(errors.Forbidden):
         vote(engine, request_id, "carol", created + timedelta(seconds=99))
 
 

@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import text
 from support import enforced_policy, held_call
 
-from approvals import fanout, lifecycle, migrate
+from approvals import errors, fanout, lifecycle, migrate
 from approvals.db import make_engine, read_session
 from approvals.events import MISSED, Event, EventHub
 from approvals.store import Store
@@ -74,7 +74,7 @@ def test_the_relay_sees_exactly_the_committed_events(engine: Any) -> None:
     hub.relay = lambda session, events: relayed.append([e.type for e in events])
     request_id = create(engine, {"a": 1}, hub)
     assert relayed == [["request.created"]]
-    with pytest.raises(lifecycle.Forbidden):
+    with pytest.raises(errors.Forbidden):
         Store(engine, hub).run_now(
             lambda scope: lifecycle.decide(
                 scope, request_id, approver="mallory", decision="approve"

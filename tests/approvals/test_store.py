@@ -15,7 +15,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 from support import enforced_policy, held_call
 
-from approvals import lifecycle
+from approvals import errors, lifecycle
 from approvals.audit.chain import verify_chain
 from approvals.audit.record import REQUEST_CREATED, record_event
 from approvals.db import (
@@ -121,7 +121,7 @@ async def test_calls_that_arrive_together_share_one_commit_and_fail_alone(
     created = results[:3] + results[6:]
     missing, broken, unchained = results[3:6]
     assert all(isinstance(r, lifecycle.Created) and r.created for r in created)
-    assert isinstance(missing, lifecycle.NotFound)
+    assert isinstance(missing, errors.NotFound)
     assert isinstance(broken, RuntimeError) and isinstance(unchained, RuntimeError)
     assert len(begun) == 1, "the eight units should have run in one transaction"
     assert _count(engine, ApprovalRequest) == 5

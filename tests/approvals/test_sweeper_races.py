@@ -11,6 +11,7 @@ from support import enforced_policy, held_call
 
 from approvals import lifecycle, migrate
 from approvals.db import make_engine, session_scope
+from approvals.lifecycle import expiry
 from approvals.models import utcnow
 
 
@@ -36,10 +37,10 @@ def test_after_losing_one_request_the_sweeper_leaves_a_decided_one_alone(
 ) -> None:
     ids = [create(engine, n) for n in range(3)]
     later = utcnow() + timedelta(seconds=700)  # past the 10-minute timeout
-    real_expire = lifecycle._expire
+    real_expire = expiry.expire
     calls: list[str] = []
 
-    def racing_expire(session: Any, request: Any, now: Any) -> None:
+    def racing_expire(session: Any, request: Any, now: Any) -> Any:
         if len(calls) == 1:  # between two commits of this sweeper's batch:
             with session_scope(engine) as other:  # another replica expires the 2nd,
                 real_expire(other, lifecycle.get_request(other, ids[1]), now)
@@ -47,9 +48,9 @@ def test_after_losing_one_request_the_sweeper_leaves_a_decided_one_alone(
             with session_scope(engine) as other:  # and Alice's vote (in time) approves the 3rd
                 lifecycle.decide(other, ids[2], approver="alice", decision="approve")
         calls.append(request.id)
-        real_expire(session, request, now)
+        return real_expire(session, request, now)
 
-    monkeypatch.setattr(lifecycle, "_expire", racing_expire)
+    monkeypatch.setattr(expiry, "expire", racing_expire)
     with session_scope(engine) as session:
         assert lifecycle.expire_due(session, now=later) == ids[:1]
     monkeypatch.undo()

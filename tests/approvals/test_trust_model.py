@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from sqlalchemy import text
 from support import ServiceProcess, dashboard_sign_in, held_call, held_call_body
 
-from approvals import lifecycle
+from approvals import errors, lifecycle
 from approvals.db import make_engine
 from approvals.schemas import POLICY_FIELDS
 from gateway_plugin.policy import canonical_arguments_hash
@@ -77,7 +77,7 @@ def test_only_calls_the_policy_holds_can_be_queued(tokens: Any) -> None:
 
 
 def test_without_a_policy_nothing_can_be_approved() -> None:
-    with pytest.raises(lifecycle.Conflict) as refused:
+    with pytest.raises(errors.Conflict) as refused:
         lifecycle.approval_terms(None, held_call())
     assert refused.value.code == "no_policy"
 
