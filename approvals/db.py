@@ -51,7 +51,7 @@ def make_engine(url: str, *, background_checkpoints: bool = False) -> Engine:
         _tune_sqlite(engine, autocheckpoint=not background_checkpoints)
         return engine
     # PostgreSQL: READ COMMITTED; state changes are compare-and-set on `version`
-    # (lifecycle._transition) and the audit head is locked with FOR UPDATE, so no
+    # (lifecycle.changes.transition) and the audit head is locked with FOR UPDATE, so no
     # stricter level (and no serialization retries) is needed.
     return create_engine(
         url,

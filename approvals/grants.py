@@ -9,7 +9,7 @@ the gateway asks it for every call (`use`), the call's own arguments are checked
 against the policy again (a call that now needs other approvers or a quorum is
 not covered), and the use is counted with a compare-and-set so racing gateways
 never exceed `max_uses`. Writes go through Core on the scope's connection, like
-the request lifecycle (approvals/lifecycle.py).
+the request lifecycle (approvals/lifecycle).
 """
 
 from __future__ import annotations

@@ -63,15 +63,9 @@ TERMINAL_STATUSES = frozenset(
 )
 
 
-def call_allowed(status: str, on_timeout: str) -> bool:
-    """True when a request in `status` lets its call run: approved, or expired with allow."""
-    return status == RequestStatus.APPROVED or (
-        status == RequestStatus.EXPIRED and on_timeout == "allow"
-    )
-
-
 class ApprovalRequest(SQLModel, table=True):
-    """A suspended tool call waiting for (or past) a human decision."""
+    """A suspended tool call waiting for (or past) a human decision; read as a frozen
+    `request_store.RequestRecord` everywhere but in queries."""
 
     __tablename__ = "approval_requests"
     __table_args__ = (
@@ -138,10 +132,6 @@ class ApprovalRequest(SQLModel, table=True):
     # When the approvers are reminded next (None: never again); moved on by the
     # sweeper with a compare-and-set of its own, so a reminder is no state change.
     next_reminder_at: datetime | None = _utc_column(index=True)
-
-    def allows_call(self) -> bool:
-        """True when the suspended call may run: approved, or timed out with on_timeout allow."""
-        return call_allowed(self.status, self.on_timeout)
 
 
 class Decision(SQLModel, table=True):

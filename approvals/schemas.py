@@ -59,7 +59,7 @@ class RequestCreate(BaseModel):
     """What a gateway sends when it suspends a tool call: the call, nothing about its approval.
 
     The service computes the arguments hash and takes approvers, quorum, timeout and
-    reason from its own policy (approvals/lifecycle.py `create_request`).
+    reason from its own policy (approvals/lifecycle `create_request`).
     """
 
     model_config = ConfigDict(extra="forbid")

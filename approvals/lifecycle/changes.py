@@ -8,7 +8,6 @@ facts join the same transaction.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -99,14 +98,14 @@ def get_request(session: WriteScope | Session, request_id: str) -> RequestRecord
     return request
 
 
-def transition(session: WriteScope, request: RequestRecord, **changes: Any) -> RequestRecord:
+def transition(session: WriteScope, request: RequestRecord, **changes: object) -> RequestRecord:
     """Compare-and-set: apply `changes` only if nobody changed the request since we read it.
 
     Returns the request as now stored, at its new version."""
     if not store.compare_and_set(session.connection(), request.id, request.version, changes):
         session.rollback()
         raise Conflict("the request was changed by someone else at the same time; reload it")
-    return replace(request, version=request.version + 1, **changes)
+    return request.changed({**changes, "version": request.version + 1})
 
 
 def require_pending(request: RequestRecord) -> None:

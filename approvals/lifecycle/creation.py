@@ -42,36 +42,6 @@ class Created:
     view: RequestPublic
 
 
-# The columns of a new request that only later events fill in.
-_UNDECIDED: dict[str, object] = {
-    "decided_at": None,
-    "decided_by": None,
-    "decision_comment": None,
-    "decision_channel": None,
-    "claimed_at": None,
-    "outcome_is_error": None,
-    "outcome_summary": None,
-    "outcome_at": None,
-    "approved_arguments": None,
-    "approved_arguments_hash": None,
-    "edited_by": None,
-    "version": 0,
-    "escalated": 0,
-}
-
-
-def _schedule(terms: ApprovalTerms, now: datetime) -> dict[str, object]:
-    """The columns that say when a new request is reminded and escalated."""
-    remind = terms.remind_every_seconds
-    first_step = terms.escalations[0]["after_seconds"] if terms.escalations else None
-    return {
-        "escalations": list(terms.escalations),
-        "remind_every_seconds": remind,
-        "next_reminder_at": None if remind is None else now + timedelta(seconds=remind),
-        "next_escalation_at": None if first_step is None else now + timedelta(seconds=first_step),
-    }
-
-
 def create_request(
     session: WriteScope,
     data: RequestCreate,
@@ -100,37 +70,39 @@ def create_request(
     if open_request is not None:
         return Created(open_request, created=False, view=public(session, open_request))
 
+    remind = terms.remind_every_seconds
+    first_step = terms.escalations[0]["after_seconds"] if terms.escalations else None
+    request = RequestRecord(
+        id=new_request_id(),
+        status=RequestStatus.PENDING,
+        tool=data.tool,
+        server=data.server,
+        caller=data.caller,
+        session_id=data.session_id,
+        arguments=terms.shown_arguments,
+        arguments_hash=terms.arguments_hash,
+        binding_hash=binding,
+        policy_key=terms.policy_key,
+        reason=terms.reason,
+        approver_group=terms.approver_group,
+        approvers=terms.approvers,
+        quorum=terms.quorum,
+        approvals_count=0,
+        on_timeout=terms.on_timeout,
+        editable=terms.editable,
+        created_by=created_by,
+        idempotency_key=idempotency_key,
+        created_at=now,
+        expires_at=now + timedelta(seconds=terms.timeout_seconds),
+        preview=shown_preview(data, terms),
+        escalations=list(terms.escalations),
+        remind_every_seconds=remind,
+        next_reminder_at=None if remind is None else now + timedelta(seconds=remind),
+        next_escalation_at=None if first_step is None else now + timedelta(seconds=first_step),
+    )
     try:
-        request = store.insert_request(
-            # Not kept from the start: a commit above (an expiry) releases it.
-            session.connection(),
-            {
-                "id": new_request_id(),
-                "status": RequestStatus.PENDING,
-                "tool": data.tool,
-                "server": data.server,
-                "caller": data.caller,
-                "session_id": data.session_id,
-                "arguments": terms.shown_arguments,
-                "arguments_hash": terms.arguments_hash,
-                "binding_hash": binding,
-                "policy_key": terms.policy_key,
-                "reason": terms.reason,
-                "approver_group": terms.approver_group,
-                "approvers": terms.approvers,
-                "quorum": terms.quorum,
-                "approvals_count": 0,
-                "on_timeout": terms.on_timeout,
-                "editable": terms.editable,
-                "created_by": created_by,
-                "idempotency_key": idempotency_key,
-                "created_at": now,
-                "expires_at": now + timedelta(seconds=terms.timeout_seconds),
-                "preview": shown_preview(data, terms),
-                **_UNDECIDED,
-                **_schedule(terms, now),
-            },
-        )
+        # Not kept from the start: a commit above (an expiry) releases it.
+        store.insert_request(session.connection(), request)
     except IntegrityError:
         # A concurrent retry with the same Idempotency-Key won; hand back its request.
         session.rollback()

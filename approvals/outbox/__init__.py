@@ -15,7 +15,7 @@ The interface other channels plug into:
   also carries `event_id` (stable across retries), `attempt` (1, 2, ...), `target`.
 
 A new kind of event (request.reminded, request.escalated) needs no outbox change:
-emit it from the lifecycle (`lifecycle._emit(session, "request.reminded", request)`
+queue it from the lifecycle (`changes.queue_event(session, "request.reminded", request)`
 before the commit) and every router sees it in that transaction; the webhook router
 sends it to the webhooks subscribed to it, the Slack router syncs the card.
 Rows of one (channel, target, request_id) go out in order, so give a channel's
