@@ -74,7 +74,8 @@ async def list_deliveries(
     channel: Annotated[str | None, Query(max_length=32)] = None,
     request_id: Annotated[str | None, Query(max_length=32)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    cursor: Annotated[str | None, Query(max_length=20, pattern=r"^[0-9]+$")] = None,
+    # 18 digits: a longer number overflows the database's 64-bit integer (a 500, not a 422).
+    cursor: Annotated[str | None, Query(max_length=18, pattern=r"^[0-9]+$")] = None,
 ) -> DeliveryPage:
     """Notifications newest first, filtered by status, channel and request (admins only)."""
     rows = await run_in_threadpool(
