@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from approvals.events import Event
+from approvals.live_events import LiveEvent
 from approvals.models import RequestStatus
 from approvals.schemas import RequestPublic
 
@@ -28,7 +28,7 @@ def _facts(view: RequestPublic, **more: Any) -> dict[str, Any]:
     }
 
 
-def log_event(evt: Event) -> None:
+def log_event(evt: LiveEvent) -> None:
     """The line for a committed event (the hub calls it for this process's changes)."""
     view = evt.request
     if not isinstance(view, RequestPublic):  # relayed from a replica: logged there

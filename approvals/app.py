@@ -24,8 +24,8 @@ from approvals.api.limits import InputLimits
 from approvals.audit import api as audit_api
 from approvals.checkpoints import WalCheckpointer
 from approvals.db import is_sqlite, make_engine
-from approvals.events import EventHub
 from approvals.fanout import PgFanout
+from approvals.live_events import EventHub
 from approvals.mail.channel import install as install_mail
 from approvals.metrics import HttpTimer, Metrics
 from approvals.outbox import Outbox

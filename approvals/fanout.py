@@ -36,7 +36,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection, Engine
 
 from approvals.db import read_session
-from approvals.events import Event, EventHub, GrantEvent
+from approvals.live_events import EventHub, GrantEvent, LiveEvent
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ def new_replica_id() -> str:
     return secrets.token_hex(6)
 
 
-def encode(evt: Event, origin: str) -> str:
+def encode(evt: LiveEvent, origin: str) -> str:
     """The NOTIFY payload for `evt`: the whole event, or a reference when it is too big."""
     full = json.dumps({"origin": origin, "event": evt.to_json()}, separators=(",", ":"))
     if len(full.encode()) <= MAX_PAYLOAD_BYTES:
@@ -72,7 +72,7 @@ def encode(evt: Event, origin: str) -> str:
     return json.dumps({"origin": origin, "ref": ref}, separators=(",", ":"))
 
 
-def decode(data: dict[str, Any], engine: Engine) -> Event:
+def decode(data: dict[str, Any], engine: Engine) -> LiveEvent:
     """The event in a parsed payload; a reference is completed from the database."""
     if "event" in data and "grant_id" in data["event"]:
         body = data["event"]
@@ -89,7 +89,7 @@ def decode(data: dict[str, Any], engine: Engine) -> Event:
     else:
         body = data["ref"]
         request = _load_public(engine, body["request_id"])
-    return Event(
+    return LiveEvent(
         type=body["type"],
         request_id=body["request_id"],
         request=request,
@@ -99,7 +99,7 @@ def decode(data: dict[str, Any], engine: Engine) -> Event:
 
 
 def _load_public(engine: Engine, request_id: str) -> dict[str, Any]:
-    from approvals import lifecycle  # lifecycle imports events; keep this module light
+    from approvals import lifecycle  # lifecycle imports live_events; keep this module light
 
     with read_session(engine) as session:
         request = lifecycle.get_request(session, request_id)
@@ -132,7 +132,7 @@ class PgFanout:
         self.received = 0  # events from other replicas handed to the hub
         hub.relay = self.relay
 
-    def relay(self, conn: Connection, events: list[Event]) -> None:
+    def relay(self, conn: Connection, events: list[LiveEvent]) -> None:
         """Called just before commit, in the same transaction: one round trip for all."""
         conn.execute(
             _NOTIFY_ALL,

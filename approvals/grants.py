@@ -22,9 +22,9 @@ from sqlalchemy import Table, and_, or_, select, update
 from approvals.audit import record as audit
 from approvals.db import WriteScope
 from approvals.errors import Conflict, Forbidden, NotFound, Unprocessable
-from approvals.events import GrantEvent, announce
 from approvals.grant_schemas import GrantCreate, GrantPublic, GrantUse
 from approvals.lifecycle import eligibility, new_request_id
+from approvals.live_events import GrantEvent, announce
 from approvals.models import ApiToken, Grant, Role, utcnow
 from gateway_plugin.policy import (
     Evaluation,
@@ -66,7 +66,7 @@ def _record(
     audit.append_rows(
         session,
         [
-            audit.EventDraft(
+            audit.AuditEventDraft(
                 type=event_type,
                 actor=actor,
                 channel=channel,

@@ -26,7 +26,7 @@ from sqlmodel import select
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from approvals.db import read_session
-from approvals.events import Event, EventHub
+from approvals.live_events import EventHub, LiveEvent
 from approvals.models import ApprovalRequest, RequestStatus
 from approvals.outbox import store as outbox_store
 from approvals.schemas import RequestPublic
@@ -190,7 +190,7 @@ class Metrics:
         registry.register(_OutboxCollector(engine))
         registry.register(_SlackFailures(slack_failures))
 
-    def observe_event(self, evt: Event) -> None:
+    def observe_event(self, evt: LiveEvent) -> None:
         """Count a committed change made in this process (the hub calls it on publish)."""
         view = evt.request
         if not isinstance(view, RequestPublic):  # relayed from a replica: counted there

@@ -134,8 +134,8 @@ class ApprovalRequest(SQLModel, table=True):
     next_reminder_at: datetime | None = _utc_column(index=True)
 
 
-class Decision(SQLModel, table=True):
-    """One approver's vote on a request."""
+class Vote(SQLModel, table=True):
+    """One approver's vote on a request (the table and the API keep the name "decisions")."""
 
     __tablename__ = "approval_decisions"
     __table_args__ = (UniqueConstraint("request_id", "approver", name="uq_decisions_one_vote"),)

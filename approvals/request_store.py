@@ -19,10 +19,10 @@ from typing import Any
 from sqlalchemy import Executable, Row, Table, and_, bindparam, insert, or_, select, update
 from sqlalchemy.engine import Connection
 
-from approvals.models import ApprovalRequest, Decision, RequestStatus
+from approvals.models import ApprovalRequest, RequestStatus, Vote
 
 REQUESTS: Table = ApprovalRequest.__table__  # type: ignore[attr-defined]
-DECISIONS: Table = Decision.__table__  # type: ignore[attr-defined]
+VOTES: Table = Vote.__table__  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True)
@@ -120,17 +120,17 @@ _OPEN_FOR_BINDING = (
     .order_by(REQUESTS.c.created_at.desc())
 )
 _INSERT_REQUEST = insert(REQUESTS)
-_INSERT_VOTE = insert(DECISIONS)
-_DECISIONS_OF = (
+_INSERT_VOTE = insert(VOTES)
+_VOTES_OF = (
     select(
-        DECISIONS.c.approver,
-        DECISIONS.c.decision,
-        DECISIONS.c.comment,
-        DECISIONS.c.channel,
-        DECISIONS.c.created_at,
+        VOTES.c.approver,
+        VOTES.c.decision,
+        VOTES.c.comment,
+        VOTES.c.channel,
+        VOTES.c.created_at,
     )
-    .where(DECISIONS.c.request_id == bindparam("request_id"))
-    .order_by(DECISIONS.c.id)
+    .where(VOTES.c.request_id == bindparam("request_id"))
+    .order_by(VOTES.c.id)
 )
 
 
@@ -185,22 +185,20 @@ def void_approvals(conn: Connection, request_id: str) -> list[str]:
     """Delete the approvals given so far on a request (its arguments were changed since):
     those approvers may vote again. Returns their names. The audit log keeps the votes."""
     rows = conn.execute(
-        select(DECISIONS.c.approver).where(
-            DECISIONS.c.request_id == request_id, DECISIONS.c.decision == "approve"
+        select(VOTES.c.approver).where(
+            VOTES.c.request_id == request_id, VOTES.c.decision == "approve"
         )
     ).all()
     if rows:
         conn.execute(
-            DECISIONS.delete().where(
-                DECISIONS.c.request_id == request_id, DECISIONS.c.decision == "approve"
-            )
+            VOTES.delete().where(VOTES.c.request_id == request_id, VOTES.c.decision == "approve")
         )
     return sorted(str(row[0]) for row in rows)
 
 
-def decisions_of(conn: Connection, request_id: str) -> list[VoteRecord]:
+def votes_of(conn: Connection, request_id: str) -> list[VoteRecord]:
     """The votes on a request, oldest first."""
-    rows = conn.execute(_DECISIONS_OF, {"request_id": request_id})
+    rows = conn.execute(_VOTES_OF, {"request_id": request_id})
     return [VoteRecord(**row._mapping) for row in rows]
 
 

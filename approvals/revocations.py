@@ -24,7 +24,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import col, select
 
 from approvals.db import read_session
-from approvals.events import EventHub, Subscriber
+from approvals.live_events import EventHub, Subscriber
 from approvals.models import ApiToken, utcnow
 from approvals.tokens import TokenCache, hash_token
 

@@ -52,7 +52,7 @@ from sqlmodel import Session
 
 from approvals.audit.record import HELD_HEAD_KEY, HeldHead, store_head, take_head
 from approvals.db import WriteScope, WriteTurn, read_session, write_turn_of
-from approvals.events import Event, EventHub, attach_hub, take_pending
+from approvals.live_events import EventHub, LiveEvent, attach_hub, take_pending
 
 T = TypeVar("T")
 
@@ -69,7 +69,7 @@ class _Unit(Generic[T]):
     orm: bool = False
     result: Any = None
     error: BaseException | None = None
-    events: list[Event] = field(default_factory=list)
+    events: list[LiveEvent] = field(default_factory=list)
 
 
 def _fail(batch: list[_Unit[Any]], exc: Exception) -> None:
@@ -101,7 +101,7 @@ class _UnitScope:
         self._mark = head.mark()
         self._open = False
         self.info: dict[Any, Any] = {HELD_HEAD_KEY: head}
-        self.events: list[Event] = []
+        self.events: list[LiveEvent] = []
 
     def connection(self) -> Connection:
         if not self._open:
@@ -140,7 +140,7 @@ class _SessionUnit:
     def __init__(self, conn: Connection, head: HeldHead) -> None:
         self._head = head
         self._mark = head.mark()
-        self.events: list[Event] = []
+        self.events: list[LiveEvent] = []
         self.session = Session(
             bind=conn, join_transaction_mode="create_savepoint", expire_on_commit=False
         )

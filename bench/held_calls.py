@@ -82,7 +82,7 @@ async def _create_all(url: str, policy_path: Path, owners: list[str]) -> list[st
     """One pending request per entry of `owners` (a gateway token's name), in batches."""
     from approvals import lifecycle
     from approvals.db import make_engine
-    from approvals.events import EventHub
+    from approvals.live_events import EventHub
     from approvals.store import Store
     from gateway_plugin.policy import load_policy
 

@@ -13,7 +13,7 @@ from sqlmodel import Session
 
 from approvals.api.errors import ApiError
 from approvals.db import read_session
-from approvals.events import EventHub
+from approvals.live_events import EventHub
 from approvals.metrics import Metrics
 from approvals.models import Role
 from approvals.revocations import RevocationWatcher

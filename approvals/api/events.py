@@ -50,7 +50,7 @@ from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from approvals.dashboard.auth import DASHBOARD_ROLES, SESSION_COOKIE, Signer
 from approvals.db import read_session
-from approvals.events import EventHub, Subscriber
+from approvals.live_events import EventHub, Subscriber
 from approvals.models import ApiToken, Role, utcnow
 from approvals.settings import Settings
 from approvals.tokens import TokenCache, hash_token, plausible_token

@@ -26,7 +26,7 @@ from approvals.api.deps import (
     WritesDep,
 )
 from approvals.db import WriteScope, read_session
-from approvals.events import Event
+from approvals.live_events import LiveEvent
 from approvals.models import RequestStatus, Role
 from approvals.schemas import (
     CancelCreate,
@@ -148,7 +148,7 @@ async def wait_for_decision(
                 # The watch heard everything until now: the next ask may start from here.
                 hub.remember(request_id, view)
                 break
-            if isinstance(heard, Event):
+            if isinstance(heard, LiveEvent):
                 view = _view_of(heard)
             else:  # events may have gone by unheard
                 view = await run_in_threadpool(load)
@@ -157,7 +157,7 @@ async def wait_for_decision(
         hub.unwatch(watch)
 
 
-def _view_of(evt: Event) -> RequestPublic:
+def _view_of(evt: LiveEvent) -> RequestPublic:
     """The request as an event carries it (made here, or JSON from another replica)."""
     request = evt.request
     view = request if isinstance(request, RequestPublic) else RequestPublic.model_validate(request)

@@ -106,7 +106,7 @@ CHANNELS: tuple[str, ...] = (
 
 
 @dataclass
-class EventDraft:
+class AuditEventDraft:
     """An event before it is chained: everything but id, prev_hash and hash."""
 
     type: str
@@ -203,12 +203,12 @@ def _lock_head(conn: Connection) -> tuple[int, str]:
     return 0, GENESIS_HASH
 
 
-def append_events(session: WriteScope, drafts: Sequence[EventDraft]) -> list[AuditEvent]:
+def append_events(session: WriteScope, drafts: Sequence[AuditEventDraft]) -> list[AuditEvent]:
     """Chain and insert `drafts` in order, in the session's open transaction (no commit)."""
     return [AuditEvent(**row) for row in append_rows(session, drafts)]
 
 
-def append_rows(session: WriteScope, drafts: Sequence[EventDraft]) -> list[dict[str, Any]]:
+def append_rows(session: WriteScope, drafts: Sequence[AuditEventDraft]) -> list[dict[str, Any]]:
     """`append_events` for callers that need no objects back: the inserted rows as dicts."""
     if not drafts:
         return []
@@ -277,7 +277,7 @@ def record_event(
     time: datetime | None = None,
 ) -> AuditEvent:
     """Append one event in the session's transaction; the caller commits."""
-    draft = EventDraft(
+    draft = AuditEventDraft(
         type=type,
         actor=actor,
         channel=channel,

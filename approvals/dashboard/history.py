@@ -9,7 +9,7 @@ from sqlalchemy import and_, exists, or_
 from sqlmodel import Session, col, select
 
 from approvals.errors import ServiceError
-from approvals.models import ApprovalRequest, Decision, RequestStatus
+from approvals.models import ApprovalRequest, RequestStatus, Vote
 from approvals.queries import page_newest_first
 from approvals.request_store import RequestRecord
 
@@ -51,8 +51,8 @@ def search(
     if filters.approver:
         voted = exists().where(
             and_(
-                col(Decision.request_id) == col(ApprovalRequest.id),
-                col(Decision.approver) == filters.approver,
+                col(Vote.request_id) == col(ApprovalRequest.id),
+                col(Vote.approver) == filters.approver,
             )
         )
         query = query.where(or_(voted, col(ApprovalRequest.decided_by) == filters.approver))

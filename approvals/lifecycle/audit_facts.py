@@ -74,7 +74,7 @@ def record_gateway_facts(
         if at.tzinfo is None:
             at = at.replace(tzinfo=UTC)
         drafts.append(
-            audit.EventDraft(
+            audit.AuditEventDraft(
                 type=fact.type,
                 actor=gateway,
                 channel="gateway",

@@ -17,7 +17,7 @@ from approvals import request_store as store
 from approvals.audit import record as audit
 from approvals.db import WriteScope
 from approvals.errors import Conflict, NotFound
-from approvals.events import Event, emit
+from approvals.live_events import LiveEvent, emit
 from approvals.models import RequestStatus
 from approvals.request_store import RequestRecord, VoteRecord
 from approvals.schemas import RequestPublic, printable
@@ -28,7 +28,7 @@ def public(
 ) -> RequestPublic:
     """The public view of `request` with its votes (read unless the caller knows them)."""
     if votes is None:
-        votes = store.decisions_of(session.connection(), request.id)
+        votes = store.votes_of(session.connection(), request.id)
     return RequestPublic.build(request, votes)
 
 
@@ -45,7 +45,7 @@ def queue_event(
 ) -> RequestPublic:
     """Queue the event for after the commit; the public view it carries is returned."""
     view = public(session, request, votes)
-    emit(session, Event(type=event_type, request_id=request.id, request=view))
+    emit(session, LiveEvent(type=event_type, request_id=request.id, request=view))
     return view
 
 
@@ -61,10 +61,10 @@ def fact(
     with_arguments: bool = False,
     arguments: dict[str, Any] | None = None,
     arguments_hash: str | None = None,
-) -> audit.EventDraft:
+) -> audit.AuditEventDraft:
     """An audit event about `request` (see approvals/audit/record.py for the types)."""
     edited = request.approved_arguments_hash
-    return audit.EventDraft(
+    return audit.AuditEventDraft(
         type=event_type,
         actor=actor,
         channel=channel,
@@ -85,7 +85,7 @@ def fact(
     )
 
 
-def record_facts(session: WriteScope, *facts: audit.EventDraft) -> None:
+def record_facts(session: WriteScope, *facts: audit.AuditEventDraft) -> None:
     """Append audit events to this transaction; every caller commits right after."""
     audit.append_rows(session, facts)
 

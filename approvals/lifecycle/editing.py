@@ -34,7 +34,7 @@ class ArgumentEdit:
 
     def draft(
         self, request: RequestRecord, *, approver: str, channel: str, now: datetime
-    ) -> audit.EventDraft:
+    ) -> audit.AuditEventDraft:
         voided = f"; approvals voided: {', '.join(self.voided)}" if self.voided else ""
         return fact(
             audit.ARGUMENTS_EDITED,

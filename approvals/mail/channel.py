@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict
 from sqlalchemy.engine import Engine
 
 from approvals import escalation, notices
-from approvals.events import Event
+from approvals.live_events import LiveEvent
 from approvals.mail import addresses
 from approvals.mail.message import build_message
 from approvals.mail.smtp import SmtpRefused, SmtpServer, send
@@ -57,7 +57,7 @@ class EmailRouter:
         self.settings = settings
         self.policy = policy
 
-    def __call__(self, evt: Event) -> Sequence[Notification]:
+    def __call__(self, evt: LiveEvent) -> Sequence[Notification]:
         # Runs inside the decision's transaction: a bug here must cost the notification
         # (loudly), never the decision.
         try:
@@ -66,7 +66,7 @@ class EmailRouter:
             log.exception("email: could not route %s for request %s", evt.type, evt.request_id)
             return []
 
-    def _route(self, evt: Event) -> Sequence[Notification]:
+    def _route(self, evt: LiveEvent) -> Sequence[Notification]:
         sender = self.settings.smtp_from
         policy = self.policy()
         request = evt.request

@@ -4,7 +4,7 @@ send them, and the worker between them.
 Wiring (done once in approvals/app.py):
 
     outbox = Outbox(engine, hub, settings)       # hooks routing into the hub
-    outbox.add_router(webhook_router)            # Event -> [Notification, ...]
+    outbox.add_router(webhook_router)            # LiveEvent -> [Notification, ...]
     outbox.add_channel(WebhookChannel(...))      # has .name and async deliver()
     await outbox.start(); ...; await outbox.stop()
 
@@ -25,14 +25,14 @@ from collections.abc import Callable, Sequence
 from sqlalchemy.engine import Engine
 
 from approvals.db import WriteScope
-from approvals.events import Event, EventHub
+from approvals.live_events import EventHub, LiveEvent
 from approvals.outbox.core import Channel, Notification, RetrySchedule, enqueue
 from approvals.outbox.worker import OutboxWorker, Outcome
 from approvals.settings import Settings
 
 log = logging.getLogger(__name__)
 
-Router = Callable[[Event], Sequence[Notification]]
+Router = Callable[[LiveEvent], Sequence[Notification]]
 
 
 class Outbox:
@@ -78,12 +78,12 @@ class Outbox:
         if timeout is not None:
             self.worker.timeouts[channel.name] = timeout
 
-    def _route(self, scope: WriteScope, evt: Event) -> None:
+    def _route(self, scope: WriteScope, evt: LiveEvent) -> None:
         for router in self.routers:
             for notification in router(evt):
                 enqueue(scope, notification, now=evt.at)
 
-    def _committed(self, evt: Event) -> None:
+    def _committed(self, evt: LiveEvent) -> None:
         if self.routers:
             self.worker.wake()
 

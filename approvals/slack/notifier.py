@@ -42,7 +42,7 @@ from approvals import lifecycle
 from approvals.audit import record as audit
 from approvals.audit.models import AuditEvent
 from approvals.db import WriteScope, read_session
-from approvals.events import Event
+from approvals.live_events import LiveEvent
 from approvals.models import ApprovalRequest, RequestStatus, utcnow
 from approvals.outbox import Delivery, DeliveryFailed, DeliveryRow, DeliveryStatus, Notification
 from approvals.outbox import enqueue as enqueue_notification
@@ -80,7 +80,7 @@ def job_for(request_id: str, event_type: str, kind: JobKind) -> Notification:
     )
 
 
-def slack_router(evt: Event) -> Sequence[Notification]:
+def slack_router(evt: LiveEvent) -> Sequence[Notification]:
     """The outbox router of the Slack channel: one job per event."""
     if evt.type == "request.reminded":
         return [job_for(evt.request_id, evt.type, "remind")]

@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict
 from sqlalchemy.engine import Engine
 
 from approvals import escalation, notices
-from approvals.events import Event
+from approvals.live_events import LiveEvent
 from approvals.notices import Notice, NoticeKind, notice_of
 from approvals.outbox import Delivery, DeliveryFailed, Notification, Outbox
 from approvals.schemas import RequestPublic
@@ -61,7 +61,7 @@ class TeamsRouter:
         self.settings = settings
         self.policy = policy
 
-    def __call__(self, evt: Event) -> Sequence[Notification]:
+    def __call__(self, evt: LiveEvent) -> Sequence[Notification]:
         # Runs inside the decision's transaction: a bug here must cost the notification
         # (loudly), never the decision.
         try:
@@ -70,7 +70,7 @@ class TeamsRouter:
             log.exception("teams: could not route %s for request %s", evt.type, evt.request_id)
             return []
 
-    def _route(self, evt: Event) -> Sequence[Notification]:
+    def _route(self, evt: LiveEvent) -> Sequence[Notification]:
         policy = self.policy()
         request = evt.request
         if policy is None or not isinstance(request, RequestPublic):

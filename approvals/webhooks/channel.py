@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 import httpx
 from pydantic import BaseModel
 
-from approvals.events import Event
+from approvals.live_events import LiveEvent
 from approvals.outbox.core import Delivery, DeliveryFailed, Notification, new_event_id
 from approvals.version import installed_version
 from approvals.webhooks.signing import HEADER, header_value, secrets_of
@@ -42,7 +42,7 @@ class WebhookPayload(BaseModel):
     body: str
 
 
-def body_of(evt: Event, event_id: str) -> str:
+def body_of(evt: LiveEvent, event_id: str) -> str:
     """The JSON body a webhook receiver gets for `evt`."""
     # Built in the change's transaction (on the write path): the request view is
     # serialized by pydantic-core, and the envelope around it by hand.
@@ -66,10 +66,10 @@ def body_of(evt: Event, event_id: str) -> str:
 
 def webhook_router(
     policy: Callable[[], Policy | None],
-) -> Callable[[Event], Sequence[Notification]]:
+) -> Callable[[LiveEvent], Sequence[Notification]]:
     """The outbox router for the webhooks of the service's current policy."""
 
-    def route(evt: Event) -> Sequence[Notification]:
+    def route(evt: LiveEvent) -> Sequence[Notification]:
         current = policy()
         if current is None or not current.webhooks:
             return []

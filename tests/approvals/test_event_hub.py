@@ -8,13 +8,13 @@ import time
 
 import pytest
 
-from approvals.events import Event, EventHub
+from approvals.live_events import EventHub, LiveEvent
 
 pytestmark = pytest.mark.anyio
 
 
-def event(n: int, kind: str = "request.created") -> Event:
-    return Event(type=kind, request_id=f"r{n}", request={"id": f"r{n}", "status": "pending"})
+def event(n: int, kind: str = "request.created") -> LiveEvent:
+    return LiveEvent(type=kind, request_id=f"r{n}", request={"id": f"r{n}", "status": "pending"})
 
 
 async def test_every_subscriber_gets_every_event_in_order() -> None:

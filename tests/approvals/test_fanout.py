@@ -16,7 +16,7 @@ from support import enforced_policy, held_call
 
 from approvals import errors, fanout, lifecycle, migrate
 from approvals.db import make_engine, read_session
-from approvals.events import MISSED, Event, EventHub
+from approvals.live_events import MISSED, EventHub, LiveEvent
 from approvals.store import Store
 
 
@@ -41,7 +41,7 @@ def engine(tmp_path: Path) -> Any:
 
 
 def test_a_small_event_travels_whole_and_is_marked_remote(engine: Any) -> None:
-    evt = Event(type="request.created", request_id="r1", request={"id": "r1", "x": "é"})
+    evt = LiveEvent(type="request.created", request_id="r1", request={"id": "r1", "x": "é"})
     payload = fanout.encode(evt, "replica-a")
     data = json.loads(payload)
     assert data["origin"] == "replica-a" and "event" in data
@@ -59,7 +59,9 @@ def test_a_big_event_travels_as_a_reference_and_is_read_back(engine: Any) -> Non
     request_id = create(engine, {"script": "é" * 6000})  # > 8000 bytes as JSON
     with read_session(engine) as session:
         view = lifecycle.public(session, lifecycle.get_request(session, request_id))
-    evt = Event(type="request.created", request_id=request_id, request=view.model_dump(mode="json"))
+    evt = LiveEvent(
+        type="request.created", request_id=request_id, request=view.model_dump(mode="json")
+    )
     payload = fanout.encode(evt, "replica-a")
     assert len(payload.encode()) < 8000
     data = json.loads(payload)
@@ -91,7 +93,7 @@ async def test_a_remote_event_reaches_local_waiters_and_own_events_are_skipped(
     hub.bind(asyncio.get_running_loop())
     relay = fanout.PgFanout(engine, hub, replica_id="me")
     sub = hub.subscribe()
-    evt = Event(type="request.decided", request_id="r9", request={"id": "r9"})
+    evt = LiveEvent(type="request.decided", request_id="r9", request={"id": "r9"})
     await relay._handle(fanout.encode(evt, "me"))
     assert sub.queue.empty()
     waiter = asyncio.create_task(hub.wait_for("r9", 5))
@@ -170,7 +172,7 @@ async def test_a_listening_connection_that_goes_silent_is_replaced_and_watches_r
         assert await watch.next(10) is MISSED
         await asyncio.wait_for(relay.listening.wait(), 10)
         # The new connection hears another replica's events again.
-        evt = Event(type="request.decided", request_id="r1", request={"id": "r1"})
+        evt = LiveEvent(type="request.decided", request_id="r1", request={"id": "r1"})
         direct = make_engine(url.render_as_string(hide_password=False))
         try:
             with direct.begin() as conn:
@@ -181,7 +183,7 @@ async def test_a_listening_connection_that_goes_silent_is_replaced_and_watches_r
         finally:
             direct.dispose()
         heard = await watch.next(10)
-        assert isinstance(heard, Event) and heard.remote and heard.request_id == "r1"
+        assert isinstance(heard, LiveEvent) and heard.remote and heard.request_id == "r1"
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):

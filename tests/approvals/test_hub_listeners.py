@@ -7,19 +7,19 @@ import asyncio
 
 import pytest
 
-from approvals.events import Event, EventHub
+from approvals.live_events import EventHub, LiveEvent
 
 pytestmark = pytest.mark.anyio
 
 
-def event(n: int, gateway: str | None) -> Event:
+def event(n: int, gateway: str | None) -> LiveEvent:
     request: dict[str, object] = {"id": f"r{n}", "status": "pending"}
     if gateway is not None:
         request["gateway"] = gateway
-    return Event(type="request.created", request_id=f"r{n}", request=request)
+    return LiveEvent(type="request.created", request_id=f"r{n}", request=request)
 
 
-def drained(queue: asyncio.Queue[Event]) -> list[str]:
+def drained(queue: asyncio.Queue[LiveEvent]) -> list[str]:
     return [queue.get_nowait().request_id for _ in range(queue.qsize())]
 
 

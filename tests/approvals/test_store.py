@@ -26,7 +26,7 @@ from approvals.db import (
     session_scope,
     write_turn_of,
 )
-from approvals.events import Event, EventHub, Subscriber, emit
+from approvals.live_events import EventHub, LiveEvent, Subscriber, emit
 from approvals.migrate import upgrade
 from approvals.models import ApiToken, ApprovalRequest, utcnow
 from approvals.schemas import RequestCreate
@@ -264,7 +264,8 @@ async def test_code_without_a_loop_publishes_after_its_commit_and_a_failed_unit_
             update(REQUESTS).where(REQUESTS.c.id == created.view.id).values(status="cancelled")
         )
         emit(
-            scope, Event(type="request.cancelled", request_id=created.view.id, request=created.view)
+            scope,
+            LiveEvent(type="request.cancelled", request_id=created.view.id, request=created.view),
         )
         raise RuntimeError("broke after the change, before its commit")
 
@@ -317,7 +318,7 @@ async def test_the_sweeper_writes_through_the_store_and_announces_after_its_comm
         session.add(request)
         session.flush()
         view = created[0].view
-        emit(session, Event(type="request.expired", request_id=view.id, request=view))
+        emit(session, LiveEvent(type="request.expired", request_id=view.id, request=view))
         raise RuntimeError("the sweep broke")
 
     with pytest.raises(RuntimeError):

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from mail_support import MAIL_POLICY
 
-from approvals.events import Event
+from approvals.live_events import LiveEvent
 from approvals.mail.channel import EmailPayload, EmailRouter
 from approvals.schemas import RequestPublic
 from approvals.settings import Settings
@@ -41,7 +41,7 @@ def view(**overrides: Any) -> RequestPublic:
 
 def routed(event_type: str, request: RequestPublic, policy: Any = POLICY) -> list[EmailPayload]:
     router = EmailRouter(SETTINGS, lambda: policy)
-    notifications = router(Event(type=event_type, request_id=request.id, request=request))
+    notifications = router(LiveEvent(type=event_type, request_id=request.id, request=request))
     payloads = [n.payload for n in notifications]
     assert all(isinstance(p, EmailPayload) for p in payloads)
     assert [n.target for n in notifications] == [p.address for p in payloads]  # type: ignore[attr-defined]
@@ -89,10 +89,10 @@ def test_endings_send_no_mail(event_type: str) -> None:
 
 def test_without_smtp_nothing_is_enqueued_and_a_broken_policy_costs_only_the_mail() -> None:
     quiet = EmailRouter(Settings(), lambda: POLICY)
-    assert quiet(Event(type="request.created", request_id="x", request=view())) == []
+    assert quiet(LiveEvent(type="request.created", request_id="x", request=view())) == []
 
     def broken() -> Policy:
         raise RuntimeError("policy store unavailable")
 
     router = EmailRouter(SETTINGS, broken)
-    assert router(Event(type="request.created", request_id="x", request=view())) == []
+    assert router(LiveEvent(type="request.created", request_id="x", request=view())) == []

@@ -14,7 +14,7 @@ from support import enforced_policy, held_call
 
 from approvals import lifecycle
 from approvals.db import WriteScope, make_engine
-from approvals.events import Event, EventHub, emit
+from approvals.live_events import EventHub, LiveEvent, emit
 from approvals.migrate import upgrade
 from approvals.outbox import (
     Delivery,
@@ -52,7 +52,7 @@ class Recorder:
         self.arrived.set()
 
 
-def _route(evt: Event) -> Sequence[Notification]:
+def _route(evt: LiveEvent) -> Sequence[Notification]:
     return [
         Notification(
             channel="recorder",
@@ -131,7 +131,7 @@ async def test_a_change_that_rolls_back_leaves_nothing_in_the_outbox(engine: Eng
 
     def cancelled_then_undone(scope: WriteScope) -> None:
         view = lifecycle.public(scope, created.request)
-        emit(scope, Event(type="request.cancelled", request_id=view.id, request=view))
+        emit(scope, LiveEvent(type="request.cancelled", request_id=view.id, request=view))
         scope.rollback()
 
     store.run_now(cancelled_then_undone)

@@ -19,7 +19,7 @@ from support import held_call
 from approvals import lifecycle, migrate
 from approvals.audit.models import AuditEvent
 from approvals.db import make_engine, read_session
-from approvals.events import EventHub
+from approvals.live_events import EventHub
 from approvals.outbox import DeliveryRow, Outbox
 from approvals.settings import Settings
 from approvals.slack.client import RetryPolicy, SlackApi

@@ -1,5 +1,6 @@
-"""In-process event hub: state changes are published once their transaction commits.
+"""Live events and their hub: state changes reach websockets and long-polls once committed.
 
+A `LiveEvent` is what clients hear (not an audit row: that is an `AuditEvent`).
 Lifecycle functions call `emit(scope, ...)`; the events are held on the unit of
 work and handed to the hub by the store (approvals/store.py) only after its
 transaction has committed, so no client ever hears about a change that was
@@ -54,7 +55,7 @@ EVENT_TYPES = (
 
 
 @dataclass(frozen=True)
-class Event:
+class LiveEvent:
     """One fact about a request, as streamed to clients."""
 
     type: str
@@ -100,7 +101,7 @@ class Event:
 
 
 @dataclass(frozen=True)
-class GrantEvent(Event):
+class GrantEvent(LiveEvent):
     """A grant was created, revoked or used (`type` grant.created / grant.revoked /
     grant.used; `request_id` holds the grant's id). Only a signal: listeners read the
     grants again (GET /api/v1/grants, the dashboard's Grants page), whose rules say who
@@ -127,7 +128,7 @@ class Subscriber:
         expires_at: float | None = None,
     ) -> None:
         # Always bounded: asyncio treats a maxsize of 0 as "no limit".
-        self.queue: asyncio.Queue[Event] = asyncio.Queue(max(1, maxsize))
+        self.queue: asyncio.Queue[LiveEvent] = asyncio.Queue(max(1, maxsize))
         # Set when the queue overflowed (the subscriber missed events and must resync),
         # or when the service ended the subscription (`ended_because` then says why).
         self.dropped = asyncio.Event()
@@ -142,7 +143,7 @@ class Subscriber:
             self.ended_because = reason
         self.dropped.set()
 
-    def offer(self, evt: Event) -> bool:
+    def offer(self, evt: LiveEvent) -> bool:
         """Queue `evt` without waiting; False (and dropped) when the queue is full."""
         if self.dropped.is_set():
             return False
@@ -169,15 +170,15 @@ class Watch:
 
     def __init__(self, request_id: str) -> None:
         self.request_id = request_id
-        self._items: deque[Event | Missed] = deque()
+        self._items: deque[LiveEvent | Missed] = deque()
         self._wake: asyncio.Future[None] | None = None
 
-    def put(self, item: Event | Missed) -> None:
+    def put(self, item: LiveEvent | Missed) -> None:
         self._items.append(item)
         if self._wake is not None and not self._wake.done():
             self._wake.set_result(None)
 
-    async def next(self, timeout: float) -> Event | Missed | None:
+    async def next(self, timeout: float) -> LiveEvent | Missed | None:
         """The next event (or MISSED), or None once `timeout` seconds went by without one."""
         if not self._items:
             loop = asyncio.get_running_loop()
@@ -213,20 +214,20 @@ class EventHub:
         self._subscribers: set[Subscriber] = set()
         # Set by approvals.fanout on PostgreSQL: called with a transaction's events
         # just before it commits, on its connection (to NOTIFY the other replicas).
-        self.relay: Callable[[Connection, list[Event]], None] | None = None
+        self.relay: Callable[[Connection, list[LiveEvent]], None] | None = None
         # Called with each committed change made in this process (not those relayed
         # from other replicas), on the publishing thread: metrics and the activity log.
-        self.observers: list[Callable[[Event], None]] = []
+        self.observers: list[Callable[[LiveEvent], None]] = []
         # Called with each event as it is emitted, in the emitting transaction (before
         # its commit): what they write commits or rolls back with the change itself.
         # The outbox enqueues notifications here (approvals/outbox/service.py).
-        self.in_transaction: list[Callable[[WriteScope, Event], None]] = []
+        self.in_transaction: list[Callable[[WriteScope, LiveEvent], None]] = []
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         """Attach the hub to the event loop its subscribers run on."""
         self._loop = loop
 
-    def publish(self, evt: Event) -> None:
+    def publish(self, evt: LiveEvent) -> None:
         """Deliver `evt` to every waiter for its request."""
         if not evt.remote:
             for observe in self.observers:
@@ -236,7 +237,7 @@ class EventHub:
                     logging.getLogger(__name__).exception("observer failed on %s", evt.type)
         call_on_loop(self._loop, self._deliver, evt)
 
-    def _deliver(self, evt: Event) -> None:
+    def _deliver(self, evt: LiveEvent) -> None:
         self._last_seen.pop(evt.request_id, None)
         for watch in self._watches.get(evt.request_id, ()):
             watch.put(evt)
@@ -343,14 +344,14 @@ class EventHub:
     def watch_count(self) -> int:
         return self._watch_count
 
-    async def wait_for(self, request_id: str, timeout: float) -> Event | None:
+    async def wait_for(self, request_id: str, timeout: float) -> LiveEvent | None:
         """Wait up to `timeout` seconds for the next event about `request_id`."""
         found = self.watch(request_id)
         try:
             item = await found.next(timeout)
         finally:
             self.unwatch(found)
-        return item if isinstance(item, Event) else None
+        return item if isinstance(item, LiveEvent) else None
 
 
 def attach_hub(scope: WriteScope, hub: EventHub | None) -> None:
@@ -365,7 +366,7 @@ def hub_of(scope: WriteScope) -> EventHub | None:
     return hub
 
 
-def emit(scope: WriteScope, evt: Event) -> None:
+def emit(scope: WriteScope, evt: LiveEvent) -> None:
     """Queue `evt` for publication when `scope` commits; let the hub's `in_transaction`
     hooks write what must commit with it."""
     scope.info.setdefault(_PENDING_KEY, []).append(evt)
@@ -381,7 +382,7 @@ def announce(scope: WriteScope, evt: GrantEvent) -> None:
     scope.info.setdefault(_PENDING_KEY, []).append(evt)
 
 
-def take_pending(scope: WriteScope) -> list[Event]:
+def take_pending(scope: WriteScope) -> list[LiveEvent]:
     """The events emitted in `scope` since its last commit or rollback, taken from it."""
-    pending: list[Event] = scope.info.pop(_PENDING_KEY, [])
+    pending: list[LiveEvent] = scope.info.pop(_PENDING_KEY, [])
     return pending
