@@ -50,7 +50,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     engine = make_engine(settings.database_url, background_checkpoints=True)
     checkpoints = WalCheckpointer(engine) if is_sqlite(settings.database_url) else None
     hub = EventHub(queue_size=settings.ws_queue_size)
-    writes = Store(engine, hub)
+    store = Store(engine, hub)
     # Several replicas on one PostgreSQL hear each other's events through LISTEN/NOTIFY.
     fanout = PgFanout(engine, hub) if engine.dialect.name == "postgresql" else None
 
@@ -60,7 +60,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if checkpoints is not None:
             checkpoints.start()
         sweeper = asyncio.create_task(
-            run_sweeper(writes, settings.sweep_interval_seconds), name="signoff-sweeper"
+            run_sweeper(store, settings.sweep_interval_seconds), name="signoff-sweeper"
         )
         background = [
             sweeper,
@@ -103,7 +103,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.engine = engine
     app.state.hub = hub
-    app.state.writes = writes
+    app.state.store = store
     app.state.fanout = fanout
     # Approvers' Slack ids and groups' channels (validated by `signoff serve` at start).
     app.state.policy = load_service_policy(settings.policy) if settings.policy else None
@@ -152,6 +152,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(deliveries_api.router)
     dashboard.install(app, settings)
     openapi.install(app)
-    slack = install_slack(app, settings, writes, outbox)
+    slack = install_slack(app, settings, store, outbox)
 
     return app

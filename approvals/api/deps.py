@@ -55,9 +55,9 @@ async def get_metrics(request: Request) -> Metrics:
     return metrics
 
 
-async def get_writes(request: Request) -> Store:
-    writes: Store = request.app.state.writes
-    return writes
+async def get_store(request: Request) -> Store:
+    store: Store = request.app.state.store
+    return store
 
 
 EngineDep = Annotated[Engine, Depends(get_engine)]
@@ -65,7 +65,7 @@ HubDep = Annotated[EventHub, Depends(get_hub)]
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 # The one write path: runs a route's unit of work (see approvals/store.py).
-WritesDep = Annotated[Store, Depends(get_writes)]
+StoreDep = Annotated[Store, Depends(get_store)]
 
 
 def get_read_session(engine: EngineDep) -> Iterator[Session]:

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Header, Request
 
 from approvals import grants
-from approvals.api.deps import ApproverDep, GatewayDep, ListerDep, ReadSessionDep, WritesDep
+from approvals.api.deps import ApproverDep, GatewayDep, ListerDep, ReadSessionDep, StoreDep
 from approvals.grant_schemas import GrantCreate, GrantList, GrantPublic, GrantUse
 
 router = APIRouter(prefix="/api/v1")
@@ -17,7 +17,7 @@ router = APIRouter(prefix="/api/v1")
 async def create_grant(
     request: Request,
     body: GrantCreate,
-    writes: WritesDep,
+    store: StoreDep,
     principal: ApproverDep,
     x_signoff_channel: Annotated[Literal["api", "cli"], Header()] = "api",
 ) -> GrantPublic:
@@ -26,7 +26,7 @@ async def create_grant(
     Only an approver who could approve such a call alone may: the service's policy must
     say require_approval with quorum 1 and list them (403 otherwise)."""
     policy = request.app.state.policy
-    return await writes.run(
+    return await store.run(
         lambda session: grants.create(
             session,
             body,
@@ -48,13 +48,13 @@ def list_grants(session: ReadSessionDep, _: ListerDep) -> GrantList:
 async def revoke_grant(
     request: Request,
     grant_id: str,
-    writes: WritesDep,
+    store: StoreDep,
     principal: ApproverDep,
     x_signoff_channel: Annotated[Literal["api", "cli"], Header()] = "api",
 ) -> GrantPublic:
     """End a grant now (its creator, an approver listed for the tool, or an admin)."""
     policy = request.app.state.policy
-    return await writes.run(
+    return await store.run(
         lambda session: grants.revoke(
             session,
             grant_id,
@@ -68,11 +68,11 @@ async def revoke_grant(
 
 @router.post("/grants/use", responses={404: {"description": "No grant covers the call"}})
 async def use_grant(
-    request: Request, body: GrantUse, writes: WritesDep, principal: GatewayDep
+    request: Request, body: GrantUse, store: StoreDep, principal: GatewayDep
 ) -> GrantPublic:
     """A gateway runs a call under a grant: one use is counted and audited (grant.used),
     or 404 `no_grant` when no grant in force covers the call."""
     policy = request.app.state.policy
-    return await writes.run(
+    return await store.run(
         lambda session: grants.use(session, body, policy=policy, gateway=principal.name)
     )

@@ -23,7 +23,7 @@ from approvals.api.deps import (
     ReaderDep,
     ReadSessionDep,
     SettingsDep,
-    WritesDep,
+    StoreDep,
 )
 from approvals.db import WriteScope, read_session
 from approvals.live_events import LiveEvent
@@ -57,13 +57,13 @@ def whoami(principal: AnyPrincipalDep) -> TokenIdentity:
 async def create_request(
     request: Request,
     body: RequestCreate,
-    writes: WritesDep,
+    store: StoreDep,
     principal: GatewayDep,
     idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
 ) -> Response:
     """Queue a suspended tool call (or return the open one for the identical call)."""
     policy = request.app.state.policy  # read once: a reload mid-request changes nothing
-    result = await writes.run(
+    result = await store.run(
         lambda session: lifecycle.create_request(
             session,
             body,
@@ -169,7 +169,7 @@ async def decide(
     request: Request,
     request_id: str,
     body: DecisionCreate,
-    writes: WritesDep,
+    store: StoreDep,
     principal: ApproverDep,
     x_signoff_channel: Annotated[Literal["api", "cli"], Header()] = "api",
 ) -> Response:
@@ -178,7 +178,7 @@ async def decide(
     With `arguments`, approve the call with these arguments instead of the agent's
     (quorum > 1: earlier approvals are void, this one counts for the new arguments)."""
     policy = request.app.state.policy
-    result = await writes.run(
+    result = await store.run(
         lambda session: lifecycle.decide(
             session,
             request_id,
@@ -198,7 +198,7 @@ async def decide(
 @router.post("/requests/{request_id}/cancel")
 async def cancel(
     request_id: str,
-    writes: WritesDep,
+    store: StoreDep,
     principal: CancellerDep,
     body: CancelCreate | None = None,
 ) -> RequestPublic:
@@ -215,19 +215,19 @@ async def cancel(
         )
         return lifecycle.public(session, request)
 
-    return await writes.run(work)
+    return await store.run(work)
 
 
 @router.post("/requests/{request_id}/claim")
 async def claim(
-    request_id: str, writes: WritesDep, principal: GatewayDep, metrics: MetricsDep
+    request_id: str, store: StoreDep, principal: GatewayDep, metrics: MetricsDep
 ) -> RequestPublic:
     """Use the approval for its one execution; 409 if it was already used or is not approved."""
 
     def work(session: WriteScope) -> RequestPublic:
         return lifecycle.public(session, lifecycle.claim(session, request_id, by=principal.name))
 
-    view = await writes.run(work)
+    view = await store.run(work)
     # A claim publishes no event, so it is counted and logged here, once committed.
     metrics.claims.inc()
     activity.log_claimed(view, principal.name)
@@ -238,7 +238,7 @@ async def claim(
 async def record_outcome(
     request_id: str,
     body: OutcomeCreate,
-    writes: WritesDep,
+    store: StoreDep,
     principal: GatewayDep,
     metrics: MetricsDep,
 ) -> RequestPublic:
@@ -250,6 +250,6 @@ async def record_outcome(
         )
         return lifecycle.public(session, request)
 
-    view = await writes.run(work)
+    view = await store.run(work)
     metrics.gateway_outcomes.labels("error" if body.is_error else "ok").inc()
     return view

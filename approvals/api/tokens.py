@@ -15,7 +15,7 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from approvals import token_admin
-from approvals.api.deps import HubDep, Principal, ReadSessionDep, WritesDep, require_role
+from approvals.api.deps import HubDep, Principal, ReadSessionDep, StoreDep, require_role
 from approvals.models import Role
 from approvals.revocations import REVOKED_REASON
 from approvals.token_admin import TokenInfo
@@ -57,12 +57,12 @@ async def list_tokens(session: ReadSessionDep, _: AdminDep) -> list[TokenInfo]:
 
 
 @router.post("", status_code=201, responses={409: {"description": "a live token has the name"}})
-async def create_token(body: TokenCreate, writes: WritesDep, _: AdminDep) -> TokenCreated:
+async def create_token(body: TokenCreate, store: StoreDep, _: AdminDep) -> TokenCreated:
     """Create a token; the answer holds its secret, shown this once."""
     lifetime = (
         timedelta(seconds=body.expires_in_seconds) if body.expires_in_seconds is not None else None
     )
-    info, secret = await writes.run_orm(
+    info, secret = await store.run_orm(
         lambda s: token_admin.issue(s, name=body.name, role=body.role, expires_in=lifetime),
     )
     return TokenCreated(**info.model_dump(), token=secret)
@@ -70,19 +70,19 @@ async def create_token(body: TokenCreate, writes: WritesDep, _: AdminDep) -> Tok
 
 @router.delete("/{name}", responses={404: {"description": "no live token has the name"}})
 async def revoke_token(
-    name: str, request: Request, writes: WritesDep, hub: HubDep, _: AdminDep
+    name: str, request: Request, store: StoreDep, hub: HubDep, _: AdminDep
 ) -> dict[str, str | int]:
     """Revoke the live token with this name; it is refused from now on."""
-    hashes = await writes.run_orm(lambda s: token_admin.revoke(s, name))
+    hashes = await store.run_orm(lambda s: token_admin.revoke(s, name))
     _forget(request, hub, hashes)
     return {"name": name, "revoked": len(hashes)}
 
 
 @router.post("/{name}/rotate", responses={404: {"description": "no live token has the name"}})
 async def rotate_token(
-    name: str, request: Request, writes: WritesDep, hub: HubDep, _: AdminDep
+    name: str, request: Request, store: StoreDep, hub: HubDep, _: AdminDep
 ) -> TokenCreated:
     """A new secret for this name (same role and expiry); the old secret is refused now."""
-    info, secret, old = await writes.run_orm(lambda s: token_admin.rotate(s, name))
+    info, secret, old = await store.run_orm(lambda s: token_admin.rotate(s, name))
     _forget(request, hub, old)
     return TokenCreated(**info.model_dump(), token=secret)

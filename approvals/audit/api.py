@@ -17,7 +17,7 @@ from approvals.api.deps import (
     GatewayDep,
     MetricsDep,
     Principal,
-    WritesDep,
+    StoreDep,
     require_role,
 )
 from approvals.api.errors import ApiError
@@ -33,10 +33,10 @@ AuditorDep = Annotated[Principal, Depends(require_role(Role.AUDITOR))]
 
 @router.post("/events", status_code=201)
 async def record_gateway_events(
-    body: GatewayFactBatch, writes: WritesDep, principal: GatewayDep, metrics: MetricsDep
+    body: GatewayFactBatch, store: StoreDep, principal: GatewayDep, metrics: MetricsDep
 ) -> RecordedFacts:
     """Record calls the gateway settled itself: denied, hidden, rate limited, or allowed."""
-    events = await writes.run(
+    events = await store.run(
         lambda session: lifecycle.record_gateway_facts(session, body.events, gateway=principal.name)
     )
     for fact in body.events:

@@ -20,7 +20,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 
 from approvals import errors, lifecycle
-from approvals.api.deps import EngineDep, WritesDep
+from approvals.api.deps import EngineDep, StoreDep
 from approvals.dashboard.routes import DecisionPost, _page, decide_from_form
 from approvals.db import WriteScope
 
@@ -30,7 +30,7 @@ _REQUEST_ID = re.compile(r"[A-Za-z0-9_-]{1,64}\Z")
 
 
 @router.post("/queue/decisions")
-async def decide_selected(request: Request, engine: EngineDep, writes: WritesDep) -> Response:
+async def decide_selected(request: Request, engine: EngineDep, store: StoreDep) -> Response:
     """Approve or reject several requests with one comment (CSRF-checked). Each is its own
     vote under the lifecycle's rules; the ones a rule refuses are listed back with why."""
 
@@ -74,7 +74,7 @@ async def decide_selected(request: Request, engine: EngineDep, writes: WritesDep
             )
 
         # One unit, run in a worker thread: up to MAX_BATCH votes would hold the loop.
-        outcomes = await run_in_threadpool(writes.run_now, decide_all)
+        outcomes = await run_in_threadpool(store.run_now, decide_all)
         # Never looked up: no request has such an id.
         outcomes += [
             lifecycle.Refused(i[:64], "not_found", "no request has this id", 404)

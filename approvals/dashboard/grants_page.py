@@ -7,7 +7,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import RedirectResponse, Response
 
 from approvals import errors, grants
-from approvals.api.deps import EngineDep, WritesDep
+from approvals.api.deps import EngineDep, StoreDep
 from approvals.dashboard.auth import CSRF_HEADER, load_session
 from approvals.dashboard.routes import (
     FragmentPersonDep,
@@ -41,7 +41,7 @@ def grants_fragment(request: Request, engine: EngineDep, person: FragmentPersonD
 
 
 @router.post("/grants/{grant_id}/revoke")
-async def revoke(request: Request, grant_id: str, engine: EngineDep, writes: WritesDep) -> Response:
+async def revoke(request: Request, grant_id: str, engine: EngineDep, store: StoreDep) -> Response:
     """Revoke a grant (CSRF-checked; the same rules as DELETE /api/v1/grants/{id})."""
     signer = _signer(request)
     form = await request.form()
@@ -61,7 +61,7 @@ async def revoke(request: Request, grant_id: str, engine: EngineDep, writes: Wri
         )
 
     try:
-        await writes.run(run)
+        await store.run(run)
     except errors.ServiceError as exc:
         return _page(
             request,

@@ -22,7 +22,7 @@ from sqlalchemy.engine import Engine
 from starlette.datastructures import FormData
 
 from approvals import errors, lifecycle, queries
-from approvals.api.deps import EngineDep, WritesDep
+from approvals.api.deps import EngineDep, StoreDep
 from approvals.api.errors import ApiError, error_body
 from approvals.dashboard import decisions
 from approvals.dashboard.auth import (
@@ -357,9 +357,7 @@ async def decide_from_form(
 
 
 @router.post("/requests/{request_id}/decide")
-async def decide(
-    request: Request, request_id: str, engine: EngineDep, writes: WritesDep
-) -> Response:
+async def decide(request: Request, request_id: str, engine: EngineDep, store: StoreDep) -> Response:
     """Approve or reject from the dashboard (CSRF-checked; same rules as the API)."""
     policy = request.app.state.policy
 
@@ -372,7 +370,7 @@ async def decide(
             arguments=_text(form.get("arguments")) or None,
             seen_hash=_text(form.get("arguments_hash")) or None,
         )
-        return await writes.run(
+        return await store.run(
             lambda scope: decisions.run(
                 scope, choice, request_id=request_id, person=post.person, policy=policy
             )
