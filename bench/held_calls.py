@@ -39,8 +39,9 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT / "tests"))
 import pgserver  # noqa: E402
+from pairs import start_replicas  # noqa: E402
 from rawhttp import RawHttp  # noqa: E402
-from results import command_line, header, load_now, percentile, record  # noqa: E402
+from results import command_line, header, load_now, percentile_ms, record  # noqa: E402
 from support import ServiceProcess  # noqa: E402
 
 HEADING = "10,000 held calls at once (bench/held_calls.py)"
@@ -259,12 +260,8 @@ async def _decide(
 
 
 def run_case(label: str, db_url: str, replicas: int, folder: Path, opts: Any) -> dict[str, Any]:
-    procs: list[ServiceProcess] = []
+    procs = start_replicas(folder, label, replicas, db_url)
     try:
-        for i in range(replicas):
-            proc = ServiceProcess(folder / f"{label}-{i}.db", db_url=db_url, sweep_interval=1.0)
-            proc.start()
-            procs.append(proc)
         urls = [p.url for p in procs]
         auditor = procs[0].token("auditor", "held-watch")
         alice = procs[0].token("approver", "alice")
@@ -364,9 +361,9 @@ def run_case(label: str, db_url: str, replicas: int, folder: Path, opts: Any) ->
         "reached": len(latencies),
         "decided": len(chosen),
         "late": len(late),
-        "p50": percentile(latencies, 0.5) * 1000 if latencies else float("nan"),
-        "p99": percentile(latencies, 0.99) * 1000 if latencies else float("nan"),
-        "post_p99": percentile(took, 0.99) * 1000 if took else float("nan"),
+        "p50": percentile_ms(latencies, 0.5),
+        "p99": percentile_ms(latencies, 0.99),
+        "post_p99": percentile_ms(took, 0.99),
         "decide_errors": decide_errors,
         "waiter_errors": len(errors),
         "error_sample": errors[:3],

@@ -15,7 +15,6 @@ bench/RESULTS.md:
 from __future__ import annotations
 
 import argparse
-import multiprocessing
 import os
 import sys
 import tempfile
@@ -26,9 +25,9 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT / "tests"))
-from results import command_line, header, percentile, record  # noqa: E402
-from store_throughput import _client_process  # noqa: E402
-from support import ServiceProcess, service_policy  # noqa: E402
+from pairs import add_pair_options, drive_pairs, start_replicas  # noqa: E402
+from results import command_line, header, percentile_ms, record  # noqa: E402
+from support import service_policy  # noqa: E402
 from webhook_receiver import WebhookReceiver  # noqa: E402
 
 HEADING = "Decisions with webhooks through the outbox (bench/outbox_decisions.py)"
@@ -50,54 +49,27 @@ def run_case(
             ]
         }
     folder.mkdir(exist_ok=True)
-    proc = ServiceProcess(
-        folder / f"{label.split(',')[-1].strip().replace(' ', '-')}.db",
-        sweep_interval=1.0,
-        policy=policy,
-        env={"BENCH_HOOK_SECRET": SECRET},
-    )
-    proc.start()
+    slug = label.split(",")[-1].strip().replace(" ", "-")
+    procs = start_replicas(folder, slug, 1, policy=policy, env={"BENCH_HOOK_SECRET": SECRET})
     try:
-        gateway = proc.token("gateway", "bench-gw")
-        alice = proc.token("approver", "alice")
-        queue: Any = multiprocessing.Queue()
-        workers = [
-            multiprocessing.Process(
-                target=_client_process,
-                args=(
-                    (w, [proc.url], gateway, alice, opts.concurrency, opts.warmup, opts.seconds),
-                    queue,
-                ),
-            )
-            for w in range(opts.clients)
-        ]
-        for worker in workers:
-            worker.start()
-        results = [queue.get(timeout=opts.warmup + opts.seconds + 120) for _ in workers]
-        for worker in workers:
-            worker.join()
+        figures = drive_pairs(procs, opts)
     finally:
         if receiver is not None:
             receiver.release()
-        proc.stop()
-    done = sum(r[0] for r in results)
-    latencies = [x for r in results for x in r[2]]
+        procs[0].stop()
     return {
         "label": label,
-        "per_second": done / opts.seconds,
-        "errors": sum(r[1] for r in results),
-        "p50": percentile(latencies, 0.5) * 1000 if latencies else float("nan"),
-        "p99": percentile(latencies, 0.99) * 1000 if latencies else float("nan"),
+        "per_second": figures.done / opts.seconds,
+        "errors": figures.errors,
+        "p50": percentile_ms(figures.latencies, 0.5),
+        "p99": percentile_ms(figures.latencies, 0.99),
         "received": len(receiver.received) if receiver is not None else 0,
     }
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--seconds", type=float, default=10.0, help="measured time per case")
-    parser.add_argument("--warmup", type=float, default=2.0)
-    parser.add_argument("--clients", type=int, default=2, help="client processes")
-    parser.add_argument("--concurrency", type=int, default=16, help="pairs in flight per client")
+    add_pair_options(parser)
     parser.add_argument(
         "--rounds", type=int, default=3, help="runs of every case, interleaved (median kept)"
     )

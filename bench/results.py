@@ -19,6 +19,11 @@ def percentile(samples: list[float], fraction: float) -> float:
     return ordered[index]
 
 
+def percentile_ms(samples: list[float], fraction: float) -> float:
+    """`percentile` of samples in seconds, in milliseconds; NaN when nothing was measured."""
+    return percentile(samples, fraction) * 1000 if samples else float("nan")
+
+
 def load_now() -> str:
     """The 1, 5 and 15 minute load averages (other work on the machine shows here)."""
     one, five, fifteen = os.getloadavg()

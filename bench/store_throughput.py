@@ -19,12 +19,9 @@ records them in bench/RESULTS.md:
 from __future__ import annotations
 
 import argparse
-import asyncio
-import multiprocessing
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -33,9 +30,8 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT / "tests"))
 import pgserver  # noqa: E402
-from rawhttp import RawHttp  # noqa: E402
-from results import command_line, header, load_now, percentile, record  # noqa: E402
-from support import ServiceProcess  # noqa: E402
+from pairs import add_pair_options, drive_pairs, start_replicas  # noqa: E402
+from results import command_line, header, load_now, percentile_ms, record  # noqa: E402
 
 HEADING = "Store throughput: create+decide over HTTP (bench/store_throughput.py)"
 TARGET_SQLITE_PER_SECOND = 1000.0
@@ -85,78 +81,6 @@ def check_store(db_url: str) -> dict[str, Any]:
     return counts
 
 
-def _body(worker: int, n: int) -> dict[str, Any]:
-    arguments = {"outputPath": f"/tmp/bench-{worker}-{n}-{time.monotonic_ns()}.spec.ts"}
-    return {
-        "tool": "end_codegen_session",
-        "server": "playwright",
-        "caller": "bench-agent",
-        "arguments": arguments,
-        # The service takes approvers, quorum and timeout from its policy
-        # (tests/support.py service_policy: alice may decide).
-    }
-
-
-async def _client_main(
-    worker: int,
-    urls: list[str],
-    gateway: str,
-    alice: str,
-    concurrency: int,
-    warmup: float,
-    seconds: float,
-) -> tuple[int, int, list[float]]:
-    # One connection per pair in flight and role, like gateways and approvers keep theirs.
-    def pair(url: str) -> tuple[RawHttp, RawHttp]:
-        return RawHttp(f"{url}/api/v1", gateway), RawHttp(f"{url}/api/v1", alice)
-
-    connections = [[pair(url) for url in urls] for _ in range(concurrency)]
-    start = time.monotonic()
-    measure_from = start + warmup
-    stop_at = measure_from + seconds
-    done = errors = 0
-    latencies: list[float] = []
-    counter = 0
-
-    async def loop(slot: int) -> None:
-        nonlocal done, errors, counter
-        n = 0
-        while True:
-            t0 = time.monotonic()
-            if t0 >= stop_at:
-                return
-            counter += 1
-            clients = connections[slot]
-            creator = clients[(slot + counter) % len(clients)][0]
-            decider = clients[(slot + counter + 1) % len(clients)][1]
-            n += 1
-            status, created = await creator.post("/requests", _body(worker * 1000 + slot, n))
-            ok = status == 201
-            if ok:
-                status, _ = await decider.post(
-                    f"/requests/{created['id']}/decisions", {"decision": "approve"}
-                )
-                ok = status == 200
-            t1 = time.monotonic()
-            if t0 >= measure_from and t1 <= stop_at:
-                if ok:
-                    done += 1
-                    latencies.append(t1 - t0)
-                else:
-                    errors += 1
-
-    await asyncio.gather(*(loop(slot) for slot in range(concurrency)))
-    for per_slot in connections:
-        for both in per_slot:
-            for client in both:
-                await client.aclose()
-    return done, errors, latencies
-
-
-def _client_process(args: tuple[Any, ...], out: Any) -> None:
-    out.put(asyncio.run(_client_main(*args)))
-
-
 def run_case(
     label: str,
     db_url: str,
@@ -164,61 +88,28 @@ def run_case(
     folder: Path,
     opts: argparse.Namespace,
 ) -> dict[str, Any]:
-    procs = []
+    procs = start_replicas(folder, label, replicas, db_url)
     try:
-        for i in range(replicas):  # one at a time: the first one migrates
-            proc = ServiceProcess(folder / f"{label}-{i}.db", db_url=db_url, sweep_interval=1.0)
-            proc.start()
-            procs.append(proc)
-        gateway = procs[0].token("gateway", "bench-gw")
-        alice = procs[0].token("approver", "alice")
-        urls = [proc.url for proc in procs]
-        queue: Any = multiprocessing.Queue()
-        workers = [
-            multiprocessing.Process(
-                target=_client_process,
-                args=(
-                    (w, urls, gateway, alice, opts.concurrency, opts.warmup, opts.seconds),
-                    queue,
-                ),
-            )
-            for w in range(opts.clients)
-        ]
-        for worker in workers:
-            worker.start()
-        results = [queue.get(timeout=opts.warmup + opts.seconds + 120) for _ in workers]
-        for worker in workers:
-            worker.join()
+        figures = drive_pairs(procs, opts)
     finally:
         for proc in procs:
             proc.stop()
     stored = check_store(db_url)
-    done = sum(r[0] for r in results)
-    errors = sum(r[1] for r in results)
-    latencies = [x for r in results for x in r[2]]
-    p50, p99 = (
-        (percentile(latencies, 0.5) * 1000, percentile(latencies, 0.99) * 1000)
-        if latencies
-        else (float("nan"), float("nan"))
-    )
     return {
         "label": label,
         "replicas": replicas,
-        "per_second": done / opts.seconds,
-        "done": done,
-        "errors": errors,
-        "p50": p50,
-        "p99": p99,
+        "per_second": figures.done / opts.seconds,
+        "done": figures.done,
+        "errors": figures.errors,
+        "p50": percentile_ms(figures.latencies, 0.5),
+        "p99": percentile_ms(figures.latencies, 0.99),
         "stored": stored,
     }
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--seconds", type=float, default=10.0, help="measured time per case")
-    parser.add_argument("--warmup", type=float, default=2.0)
-    parser.add_argument("--clients", type=int, default=2, help="client processes")
-    parser.add_argument("--concurrency", type=int, default=16, help="pairs in flight per client")
+    add_pair_options(parser)
     parser.add_argument(
         "--cases",
         default="sqlite:1,sqlite:2,postgresql:1,postgresql:2",
