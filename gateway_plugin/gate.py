@@ -119,10 +119,6 @@ class ApprovalGate:
         """The policy in force now, as the gate's feed has it."""
         return self._policy()
 
-    def replace_policy(self, policy: Policy) -> None:
-        """Enforce `policy` from now on instead of the feed (counters are kept)."""
-        self._policy = lambda: policy
-
     async def caller_name(self) -> str:
         """The caller identity: --agent, else the gateway token's name (asked once)."""
         if self._agent is None:

@@ -205,10 +205,6 @@ class Policy:
         """Whether the tool is removed from `tools/list` (and denied)."""
         return self._resolve(server, tool).fallback.hidden
 
-    def filter_tools(self, names: Iterable[str], server: str | None = None) -> list[str]:
-        """The names that are not hidden, in their order."""
-        return [name for name in names if not self.is_hidden(name, server)]
-
     def reads_arguments(self, tool: str, server: str | None = None) -> bool:
         """Whether the decision for `tool` depends on the call's arguments (it has rules)."""
         return bool(self._resolve(server, tool).rules)
@@ -318,25 +314,6 @@ class Policy:
 
         entry = self._entries[pattern.key]
         header = (call, *self._match_lines(pattern, server, tool))
-        rules = []
-        for rule in entry.rules:
-            evaluation = Evaluation(
-                action=rule.action,
-                tool=tool,
-                server=server,
-                matched_key=entry.key,
-                rule_index=rule.index,
-                reason=rule.reason if rule.reason is not None else entry.reason,
-                approval=rule.approval,
-                limits=entry.limits,
-                redact=entry.redact,
-                audit=entry.audit,
-                message=rule.message if rule.message is not None else entry.message,
-            )
-            lines = [*header, f"rule {rule.index} matched: {rule.describe()}"]
-            if rule.index:
-                lines.append(f"rules before it (0-{rule.index - 1}) did not match")
-            rules.append((rule.conditions, _with_trace(evaluation, lines)))
         fallback = Evaluation(
             action=entry.action,
             tool=tool,
@@ -349,6 +326,22 @@ class Policy:
             audit=entry.audit,
             message=entry.message,
         )
+        rules = []
+        for rule in entry.rules:
+            # A rule's own reason and message win over the entry's; its approval always does.
+            evaluation = fallback.model_copy(
+                update={
+                    "action": rule.action,
+                    "rule_index": rule.index,
+                    "reason": rule.reason if rule.reason is not None else entry.reason,
+                    "approval": rule.approval,
+                    "message": rule.message if rule.message is not None else entry.message,
+                }
+            )
+            lines = [*header, f"rule {rule.index} matched: {rule.describe()}"]
+            if rule.index:
+                lines.append(f"rules before it (0-{rule.index - 1}) did not match")
+            rules.append((rule.conditions, _with_trace(evaluation, lines)))
         fallback = _with_trace(fallback, [*header, _fallback_line(entry)])
         return _Resolved(entry=entry, header=header, rules=tuple(rules), fallback=fallback)
 

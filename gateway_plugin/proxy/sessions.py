@@ -140,11 +140,6 @@ class SessionUpstreams:
                 self._entries.clear()
                 tg.cancel_scope.cancel()
 
-    @property
-    def open_sessions(self) -> int:
-        """How many upstream sessions are open or opening."""
-        return len(self._entries)
-
     # -- server.UpstreamRouter ---------------------------------------------------
 
     async def upstream_for(self, ctx: _Ctx) -> ClientSession:

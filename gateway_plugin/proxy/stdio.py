@@ -19,11 +19,14 @@ import argparse
 import logging
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
 from functools import partial
+from typing import TYPE_CHECKING
 
 import anyio
-import mcp_types
+from mcp.client.session import ClientSession
 from mcp.client.stdio import StdioServerParameters
 from mcp.server.extension import Extension
 from mcp.server.stdio import stdio_server
@@ -33,10 +36,14 @@ from gateway_plugin.proxy.fastpath import FastPath
 from gateway_plugin.proxy.pipes import threaded_stdio
 from gateway_plugin.proxy.raw_lines import RawLineRelay
 from gateway_plugin.proxy.relay import UpstreamRelay, open_upstream_session
-from gateway_plugin.proxy.server import build_proxy_server, gateway_version
+from gateway_plugin.proxy.server import ProxyServer, ToolFilter, build_proxy_server, gateway_version
 from gateway_plugin.proxy.sessions import UpstreamTransport, describe
 from gateway_plugin.proxy.upstream import UpstreamStartError, spawn_upstream
 from gateway_plugin.upstream_env import upstream_environment
+
+if TYPE_CHECKING:
+    from mcp.client._transport import ReadStream, WriteStream
+    from mcp.shared.message import SessionMessage
 
 __all__ = ["main", "run_stdio_proxy"]
 
@@ -51,7 +58,7 @@ async def run_stdio_proxy(
     extensions: Sequence[Extension],
     *,
     name: str = "signoff-gateway",
-    visible_tool_filter: Callable[[list[mcp_types.Tool]], list[mcp_types.Tool]] | None = None,
+    visible_tool_filter: ToolFilter | None = None,
     forward_roots: bool = False,
     what: str = "",
 ) -> None:
@@ -60,22 +67,20 @@ async def run_stdio_proxy(
     `upstream` is a command to spawn (with the fast path), or a transport such
     as `transports.streamable_http_transport(url)`; `what` names it in errors.
     """
-    handshake_done = anyio.Event()
+    proxy = _Proxy(
+        extensions, name, visible_tool_filter, UpstreamRelay(forward_roots=forward_roots)
+    )
     try:
         if isinstance(upstream, StdioServerParameters):
             what = repr(upstream.command)
-            await _serve(
-                upstream, extensions, name, visible_tool_filter, forward_roots, handshake_done
-            )
+            await _serve(upstream, proxy)
         else:
             what = what or "upstream"
-            await _serve_transport(
-                upstream, extensions, name, visible_tool_filter, forward_roots, handshake_done
-            )
+            await _serve_transport(upstream, proxy)
     except UpstreamStartError:
         raise
     except Exception as exc:
-        if handshake_done.is_set():
+        if proxy.handshake_done.is_set():
             raise
         raise UpstreamStartError(
             f"the upstream server {what} ended before completing the MCP "
@@ -83,26 +88,43 @@ async def run_stdio_proxy(
         ) from exc
 
 
-async def _serve_transport(
-    connect: UpstreamTransport,
-    extensions: Sequence[Extension],
-    name: str,
-    visible_tool_filter: Callable[[list[mcp_types.Tool]], list[mcp_types.Tool]] | None,
-    forward_roots: bool,
-    handshake_done: anyio.Event,
-) -> None:
-    """The agent on stdio, the upstream over another transport (no fast path: no raw lines)."""
-    relay = UpstreamRelay(forward_roots=forward_roots)
-    async with (
-        connect() as (read, write),
-        open_upstream_session(
-            read, write, relay, client_name=name, client_version=gateway_version()
-        ) as session,
-    ):
-        handshake_done.set()
-        server = build_proxy_server(
-            session, extensions, name=name, visible_tool_filter=visible_tool_filter, relay=relay
+@dataclass(frozen=True)
+class _Proxy:
+    """What both upstream kinds share: the agent-facing server's make-up and the relay."""
+
+    extensions: Sequence[Extension]
+    name: str
+    visible_tool_filter: ToolFilter | None
+    relay: UpstreamRelay
+    # Set once the upstream answered `initialize`: a failure before it is a start failure.
+    handshake_done: anyio.Event = field(default_factory=anyio.Event)
+
+    def session(
+        self,
+        read: ReadStream[SessionMessage | Exception],
+        write: WriteStream[SessionMessage],
+    ) -> AbstractAsyncContextManager[ClientSession]:
+        return open_upstream_session(
+            read, write, self.relay, client_name=self.name, client_version=gateway_version()
         )
+
+    def server(self, session: ClientSession, run_state: ProxyRunState | None = None) -> ProxyServer:
+        """The agent-facing server, once `session` has answered the handshake."""
+        self.handshake_done.set()
+        return build_proxy_server(
+            session,
+            self.extensions,
+            name=self.name,
+            visible_tool_filter=self.visible_tool_filter,
+            relay=self.relay,
+            run_state=run_state,
+        )
+
+
+async def _serve_transport(connect: UpstreamTransport, proxy: _Proxy) -> None:
+    """The agent on stdio, the upstream over another transport (no fast path: no raw lines)."""
+    async with connect() as (read, write), proxy.session(read, write) as session:
+        server = proxy.server(session)
         async with (
             threaded_stdio() as pipes,
             stdio_server(*pipes) as (agent_read, agent_write),  # type: ignore[arg-type]
@@ -110,37 +132,15 @@ async def _serve_transport(
             await server.run(agent_read, agent_write, server.create_initialization_options())
 
 
-async def _serve(
-    upstream: StdioServerParameters,
-    extensions: Sequence[Extension],
-    name: str,
-    visible_tool_filter: Callable[[list[mcp_types.Tool]], list[mcp_types.Tool]] | None,
-    forward_roots: bool,
-    handshake_done: anyio.Event,
-) -> None:
-    relay = UpstreamRelay(forward_roots=forward_roots)
+async def _serve(upstream: StdioServerParameters, proxy: _Proxy) -> None:
     run_state = ProxyRunState()
     wire = RawLineRelay()
-    fast = FastPath(extensions, wire, session=f"connection:{run_state.run_id}")
+    fast = FastPath(proxy.extensions, wire, session=f"connection:{run_state.run_id}")
     async with (
         spawn_upstream(upstream, tap=wire) as child,
-        open_upstream_session(
-            child.read_stream,
-            child.write_stream,
-            relay,
-            client_name=name,
-            client_version=gateway_version(),
-        ) as session,
+        proxy.session(child.read_stream, child.write_stream) as session,
     ):
-        handshake_done.set()
-        server = build_proxy_server(
-            session,
-            extensions,
-            name=name,
-            visible_tool_filter=visible_tool_filter,
-            relay=relay,
-            run_state=run_state,
-        )
+        server = proxy.server(session, run_state)
         upstream_died = False
         async with (
             threaded_stdio() as (agent_lines, agent_out),

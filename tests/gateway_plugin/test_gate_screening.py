@@ -51,8 +51,10 @@ def test_rules_limits_and_auditing_each_need_the_full_screen() -> None:
 
 
 def test_a_reloaded_policy_is_asked_again() -> None:
-    gate = gate_for(ALLOW_ALL)
+    # The gate asks its feed on every call, as hosts that reload the policy rely on.
+    current = [parse_policy(ALLOW_ALL)]
+    gate = ApprovalGate(lambda: current[0], None)  # type: ignore[arg-type]
     assert gate.allows_outright("echo")
-    gate.replace_policy(parse_policy({"version": "1", "default": "deny", "tools": {}}))
+    current[0] = parse_policy({"version": "1", "default": "deny", "tools": {}})
     assert not gate.allows_outright("echo")
     assert isinstance(SignoffExtension(gate).screen_tool_call("echo", {}, "s"), Deny)
