@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from results import command_line, header, record  # noqa: E402
+from results import command_line, header, publish  # noqa: E402
 
 from approvals import migrate  # noqa: E402
 from approvals.audit.chain import HASHED_FIELDS, compute_hash  # noqa: E402
@@ -285,9 +285,7 @@ def main() -> int:
         f"| `signoff audit verify` (reference, no target) | {verify_s:.2f} | "
         f"{verify_mb:.0f} | - | {out.decode().strip()} |\n"
     )
-    if not args.no_record:
-        record(HEADING, body)
-    print(body)
+    publish(HEADING, body, args.no_record)
     if args.keep is None:
         shutil.rmtree(folder, ignore_errors=True)
     ok = verdict(api_s, api_mb) == verdict(cli_s, max(cli_mb, cli_service_mb)) == "PASS"

@@ -31,7 +31,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT / "tests"))
-from results import command_line, header, percentile, record  # noqa: E402
+from results import command_line, header, percentile, publish  # noqa: E402
 from support import ServiceProcess  # noqa: E402
 
 HEADING = "Dashboard fan-out (bench/dashboard_fanout.py)"
@@ -140,9 +140,7 @@ def main(argv: list[str] | None = None) -> int:
             f"Target p99 <= {TARGET_P99_MS:g} ms: {verdict}.\n"
         )
     )
-    print(body)
-    if not options.no_record:
-        record(HEADING, body)
+    publish(HEADING, body, options.no_record)
     return 0
 
 

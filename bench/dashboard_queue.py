@@ -30,7 +30,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT / "tests"))
 from browser import chromium, sign_in  # noqa: E402
-from results import command_line, header, percentile, record  # noqa: E402
+from results import command_line, header, percentile, publish  # noqa: E402
 from support import ServiceProcess, held_call_body  # noqa: E402
 
 HEADING = "Dashboard queue with 500 pending (bench/dashboard_queue.py)"
@@ -158,9 +158,7 @@ def main(argv: list[str] | None = None) -> int:
             f"Target new request max <= {TARGET_LIVE_MS:g} ms: {'PASS' if live_ok else 'FAIL'}.\n"
         )
     )
-    print(body)
-    if not options.no_record:
-        record(HEADING, body)
+    publish(HEADING, body, options.no_record)
     return 0 if first_ok and live_ok else 1
 
 

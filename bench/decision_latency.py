@@ -42,7 +42,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT / "tests"))
 from netproxy import NoWebsocketProxy  # noqa: E402
-from results import command_line, header, percentile, record  # noqa: E402
+from results import command_line, header, percentile, publish  # noqa: E402
 from support import ServiceProcess  # noqa: E402
 
 EVERYTHING = ROOT / "tests" / "mcp_servers" / "node_modules" / ".bin" / "mcp-server-everything"
@@ -198,9 +198,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{TARGET_P99_MS:g} ms: {verdict} ({push_p99:.1f} ms).\n"
         )
     )
-    print(body)
-    if not options.no_record:
-        record(HEADING, body)
+    publish(HEADING, body, options.no_record)
     return 0
 
 

@@ -29,7 +29,7 @@ from mcp.client.stdio import stdio_client
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from policy_eval import generate_policy  # noqa: E402
-from results import command_line, header, percentile, record  # noqa: E402
+from results import command_line, header, percentile, publish  # noqa: E402
 
 from gateway_plugin.policy import parse_policy  # noqa: E402
 
@@ -162,9 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{verdict[1]}).\n\n"
         f"Gateway resident memory after the run: {outcome['rss']:.1f} MiB.\n"
     )
-    print(body)
-    if not options.no_record:
-        record(HEADING, body)
+    publish(HEADING, body, options.no_record)
     return 0
 
 

@@ -41,7 +41,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 import pgserver  # noqa: E402
 from pairs import start_replicas  # noqa: E402
 from rawhttp import RawHttp  # noqa: E402
-from results import command_line, header, load_now, percentile_ms, record  # noqa: E402
+from results import command_line, header, load_now, percentile_ms, publish  # noqa: E402
 from support import ServiceProcess  # noqa: E402
 
 HEADING = "10,000 held calls at once (bench/held_calls.py)"
@@ -462,9 +462,7 @@ def main() -> int:
         + "\n".join(table)
         + "\n"
     )
-    print(body)
-    if not opts.no_record:
-        record(HEADING, body)
+    publish(HEADING, body, opts.no_record)
     return 0
 
 

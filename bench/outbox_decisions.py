@@ -26,7 +26,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT / "tests"))
 from pairs import add_pair_options, drive_pairs, start_replicas  # noqa: E402
-from results import command_line, header, percentile_ms, record  # noqa: E402
+from results import command_line, header, percentile_ms, publish  # noqa: E402
 from support import service_policy  # noqa: E402
 from webhook_receiver import WebhookReceiver  # noqa: E402
 
@@ -130,9 +130,7 @@ def main() -> int:
         "- a pair: `POST /requests` then `POST /requests/{id}/decisions` (approve); with a "
         "webhook each pair writes two outbox rows in its transactions\n\n" + "\n".join(table) + "\n"
     )
-    print(body)
-    if not opts.no_record:
-        record(HEADING, body)
+    publish(HEADING, body, opts.no_record)
     return 0
 
 

@@ -73,6 +73,13 @@ def record(heading: str, body: str) -> None:
     RESULTS.write_text(text.rstrip("\n") + f"\n\n{marker}\n\n{body.rstrip()}\n")
 
 
+def publish(heading: str, body: str, no_record: bool) -> None:
+    """Print the section and, unless the run said --no-record, `record` it."""
+    print(body)
+    if not no_record:
+        record(heading, body)
+
+
 def command_line() -> str:
     """How this benchmark was invoked, as a copy-pasteable command."""
     script = Path(sys.argv[0])

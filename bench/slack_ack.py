@@ -29,7 +29,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT / "tests"))
-from results import command_line, header, percentile, record  # noqa: E402
+from results import command_line, header, percentile, publish  # noqa: E402
 from slack_standin import SlackStandin  # noqa: E402
 from slack_support import (  # noqa: E402
     block_action,
@@ -154,9 +154,7 @@ def main() -> int:
         f"- all clicks sent in {figures['sent']:.2f} s; every request approved after "
         f"{figures['decided']:.2f} s; every card updated after {figures['updated']:.2f} s\n"
     )
-    print(body)
-    if not args.no_record:
-        record(HEADING, body)
+    publish(HEADING, body, args.no_record)
     return 0 if verdict == "meets" else 1
 
 

@@ -31,7 +31,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT / "tests"))
 import pgserver  # noqa: E402
 from pairs import add_pair_options, drive_pairs, start_replicas  # noqa: E402
-from results import command_line, header, load_now, percentile_ms, record  # noqa: E402
+from results import command_line, header, load_now, percentile_ms, publish  # noqa: E402
 
 HEADING = "Store throughput: create+decide over HTTP (bench/store_throughput.py)"
 TARGET_SQLITE_PER_SECOND = 1000.0
@@ -209,9 +209,7 @@ def main() -> int:
         + "\n".join(verdicts)
         + f"\n\nLoad average after the cases: {load_now()}.\n"
     )
-    print(body)
-    if not opts.no_record:
-        record(HEADING, body)
+    publish(HEADING, body, opts.no_record)
     return 0
 
 

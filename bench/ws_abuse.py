@@ -44,7 +44,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT / "tests"))
 from rawhttp import RawHttp  # noqa: E402
-from results import command_line, header, percentile, record  # noqa: E402
+from results import command_line, header, percentile, publish  # noqa: E402
 from support import ServiceProcess, held_call_body  # noqa: E402
 from ws_abusers import abuse  # noqa: E402
 
@@ -323,9 +323,7 @@ def main(argv: list[str] | None = None) -> int:
     options = parser.parse_args(argv)
 
     body = report(options, run(options), load_line)
-    print(body)
-    if not options.no_record:
-        record(HEADING, body)
+    publish(HEADING, body, options.no_record)
     return 0
 
 
