@@ -39,7 +39,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT / "tests"))
 import pgserver  # noqa: E402
-from pairs import start_replicas  # noqa: E402
+from pairs import running_services  # noqa: E402
 from rawhttp import RawHttp  # noqa: E402
 from results import command_line, header, load_now, percentile_ms, publish  # noqa: E402
 from support import ServiceProcess  # noqa: E402
@@ -260,8 +260,7 @@ async def _decide(
 
 
 def run_case(label: str, db_url: str, replicas: int, folder: Path, opts: Any) -> dict[str, Any]:
-    procs = start_replicas(folder, label, replicas, db_url)
-    try:
+    with running_services(folder, label, replicas, db_url) as procs:
         urls = [p.url for p in procs]
         auditor = procs[0].token("auditor", "held-watch")
         alice = procs[0].token("approver", "alice")
@@ -339,9 +338,6 @@ def run_case(label: str, db_url: str, replicas: int, folder: Path, opts: Any) ->
         for worker in workers:
             worker.join(timeout=30)
         rss = [_rss_mb(pid) for pid in pids]
-    finally:
-        for proc in procs:
-            proc.stop()
     heard: dict[str, float] = {}
     errors: list[str] = []
     for result in results:

@@ -25,7 +25,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT / "tests"))
-from pairs import add_pair_options, drive_pairs, start_replicas  # noqa: E402
+from pairs import add_pair_options, drive_pairs, running_services  # noqa: E402
 from results import command_line, header, percentile_ms, publish  # noqa: E402
 from support import service_policy  # noqa: E402
 from webhook_receiver import WebhookReceiver  # noqa: E402
@@ -50,13 +50,13 @@ def run_case(
         }
     folder.mkdir(exist_ok=True)
     slug = label.split(",")[-1].strip().replace(" ", "-")
-    procs = start_replicas(folder, slug, 1, policy=policy, env={"BENCH_HOOK_SECRET": SECRET})
+    env = {"BENCH_HOOK_SECRET": SECRET}
     try:
-        figures = drive_pairs(procs, opts)
+        with running_services(folder, slug, 1, policy=policy, env=env) as procs:
+            figures = drive_pairs(procs, opts)
     finally:
         if receiver is not None:
             receiver.release()
-        procs[0].stop()
     return {
         "label": label,
         "per_second": figures.done / opts.seconds,

@@ -8,6 +8,8 @@ import argparse
 import asyncio
 import multiprocessing
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,24 +28,24 @@ class PairFigures:
     latencies: list[float]
 
 
-def start_replicas(
-    folder: Path, label: str, replicas: int, db_url: str | None = None, **options: Any
-) -> list[ServiceProcess]:
-    """`replicas` services on one database, started one at a time: the first one migrates.
-    On a failure the ones already started are stopped before it propagates."""
+@contextmanager
+def running_services(
+    folder: Path, label: str, count: int, db_url: str | None = None, **options: Any
+) -> Iterator[list[ServiceProcess]]:
+    """`count` services on one database, started one at a time (the first one migrates);
+    every one started is stopped on leaving."""
     procs: list[ServiceProcess] = []
     try:
-        for i in range(replicas):
+        for i in range(count):
             proc = ServiceProcess(
                 folder / f"{label}-{i}.db", db_url=db_url, sweep_interval=1.0, **options
             )
             proc.start()
             procs.append(proc)
-    except BaseException:
+        yield procs
+    finally:
         for proc in procs:
             proc.stop()
-        raise
-    return procs
 
 
 def _body(worker: int, n: int) -> dict[str, Any]:

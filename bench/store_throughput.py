@@ -30,7 +30,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT / "tests"))
 import pgserver  # noqa: E402
-from pairs import add_pair_options, drive_pairs, start_replicas  # noqa: E402
+from pairs import add_pair_options, drive_pairs, running_services  # noqa: E402
 from results import command_line, header, load_now, percentile_ms, publish  # noqa: E402
 
 HEADING = "Store throughput: create+decide over HTTP (bench/store_throughput.py)"
@@ -88,12 +88,8 @@ def run_case(
     folder: Path,
     opts: argparse.Namespace,
 ) -> dict[str, Any]:
-    procs = start_replicas(folder, label, replicas, db_url)
-    try:
+    with running_services(folder, label, replicas, db_url) as procs:
         figures = drive_pairs(procs, opts)
-    finally:
-        for proc in procs:
-            proc.stop()
     stored = check_store(db_url)
     return {
         "label": label,
