@@ -121,12 +121,10 @@ async def test_a_local_file_that_disagrees_is_reported_and_the_service_wins(
         assert "still none" in await echo(session)
 
 
-def test_without_the_service_or_a_policy_file_the_gateway_does_not_start(
-    token: str, everything_command: list[str]
-) -> None:
-    down = f"http://127.0.0.1:{free_port()}"
+def refused_start(service_url: str, token: str, command: list[str]) -> str:
+    """Start `signoff gateway` with no --policy; it must refuse (exit 2, one stderr line)."""
     result = subprocess.run(
-        [SIGNOFF, "gateway", "--service", down, "--token", token, "--", *everything_command],
+        [SIGNOFF, "gateway", "--service", service_url, "--token", token, "--", *command],
         capture_output=True,
         text=True,
         stdin=subprocess.DEVNULL,
@@ -134,6 +132,14 @@ def test_without_the_service_or_a_policy_file_the_gateway_does_not_start(
     )
     assert result.returncode == 2
     [line] = result.stderr.splitlines()
+    return line
+
+
+def test_without_the_service_or_a_policy_file_the_gateway_does_not_start(
+    token: str, everything_command: list[str]
+) -> None:
+    down = f"http://127.0.0.1:{free_port()}"
+    line = refused_start(down, token, everything_command)
     assert line.startswith("signoff: no policy to enforce: could not reach the approval service")
     assert down in line and "fail closed" in line
 
@@ -145,24 +151,7 @@ async def test_a_service_without_a_policy_gives_way_to_the_local_file(
     bare.start()
     try:
         token = bare.token("gateway", "gw-bare")
-        result = subprocess.run(
-            [
-                SIGNOFF,
-                "gateway",
-                "--service",
-                bare.url,
-                "--token",
-                token,
-                "--",
-                *everything_command,
-            ],
-            capture_output=True,
-            text=True,
-            stdin=subprocess.DEVNULL,
-            timeout=60,
-        )
-        assert result.returncode == 2
-        [line] = result.stderr.splitlines()
+        line = refused_start(bare.url, token, everything_command)
         assert f"the approval service at {bare.url} has no policy" in line
         local, log = write_policy(NO_ECHO, "local.json"), tmp_path / "gateway.log"
         async with gateway(
