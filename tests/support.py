@@ -12,6 +12,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -178,6 +180,22 @@ async def pending_request(approver: httpx.Client, agent: str, tool: str) -> dict
             if mine:
                 return dict(mine[0])
             await anyio.sleep(0.05)
+
+
+@asynccontextmanager
+async def calling(
+    agent: Any, tool: str, arguments: dict[str, Any]
+) -> AsyncIterator[list[types.CallToolResult]]:
+    """The agent calls `tool` in the background while the block runs (a held call waits
+    there); the list yielded receives its result, and leaving waits for it."""
+    results: list[types.CallToolResult] = []
+
+    async def call() -> None:
+        results.append(await agent.call_tool(tool, arguments))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(call)
+        yield results
 
 
 def requests_of(approver: httpx.Client, agent: str, tool: str) -> list[dict[str, Any]]:

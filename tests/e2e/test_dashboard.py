@@ -24,6 +24,7 @@ from playwright.async_api import expect
 from support import (
     ROOT,
     ServiceProcess,
+    calling,
     free_port,
     held_call_body,
     pending_request,
@@ -81,13 +82,7 @@ async def test_a_held_call_appears_in_two_pages_and_approve_in_one_resumes_it(
         alice = await sign_in(browser, service, tokens["alice"])
         bob = await sign_in(browser, service, tokens["bob"])
         session_id = await start_codegen(agent, out_dir, prefix="Dash")
-        results: list[types.CallToolResult] = []
-
-        async def call_end() -> None:
-            results.append(await agent.call_tool(END, {"sessionId": session_id}))
-
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(call_end)
+        async with calling(agent, END, {"sessionId": session_id}) as results:
             selector = f"li.item[data-caller='{agent_name}']"
             seen: list[float] = []
 
@@ -135,13 +130,7 @@ async def test_reject_with_a_comment_returns_the_comment_to_the_agent(
     async with chromium() as browser, open_gateway(policy(), agent_name) as agent:
         bob = await sign_in(browser, service, tokens["bob"])
         session_id = await start_codegen(agent, tmp_path / "out", prefix="Dash")
-        results: list[types.CallToolResult] = []
-
-        async def call_end() -> None:
-            results.append(await agent.call_tool(END, {"sessionId": session_id}))
-
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(call_end)
+        async with calling(agent, END, {"sessionId": session_id}) as results:
             request = await pending_request(api["bob"], agent_name, END)
             mine = item(bob, request["id"])
             await mine.get_by_label("Comment").fill("write it under e2e/ instead")

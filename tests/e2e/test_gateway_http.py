@@ -21,12 +21,19 @@ from typing import Any
 import anyio
 import httpx
 import httpx2
-import mcp_types as types
 import pytest
 from mcp import Client, ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
 from mcp.client.streamable_http import streamable_http_client
-from support import ROOT, free_port, mcp_server_command, pending_request, text_of, wait_for_port
+from support import (
+    ROOT,
+    calling,
+    free_port,
+    mcp_server_command,
+    pending_request,
+    text_of,
+    wait_for_port,
+)
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(90)]
 
@@ -155,22 +162,13 @@ async def test_the_caller_is_the_agent_token_name_and_cannot_approve_itself(
     alice = service.client(service.token("approver", "alice"))
     bob = service.client(service.token("approver", "bob"))
     with gateway() as url:
-        async with agent(url, agent_token) as session:
-            results: list[types.CallToolResult] = []
-
-            async def call() -> None:
-                results.append(await session.call_tool(HELD, {}))
-
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(call)
-                request = await pending_request(bob, "alice", HELD)
-                own = alice.post(
-                    f"/requests/{request['id']}/decisions", json={"decision": "approve"}
-                )
-                assert own.status_code == 403
-                assert own.json()["error"]["code"] == "not_allowed_to_decide"
-                ok = bob.post(f"/requests/{request['id']}/decisions", json={"decision": "approve"})
-                assert ok.status_code == 200, ok.text
+        async with agent(url, agent_token) as session, calling(session, HELD, {}) as results:
+            request = await pending_request(bob, "alice", HELD)
+            own = alice.post(f"/requests/{request['id']}/decisions", json={"decision": "approve"})
+            assert own.status_code == 403
+            assert own.json()["error"]["code"] == "not_allowed_to_decide"
+            ok = bob.post(f"/requests/{request['id']}/decisions", json={"decision": "approve"})
+            assert ok.status_code == 200, ok.text
     [result] = results
     assert not result.is_error, text_of(result)
     assert text_of(result) == "This is a simple text response for testing."

@@ -10,9 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import mcp_types as types
 import pytest
-from support import ServiceProcess, pending_request, requests_of, start_codegen, text_of
+from support import ServiceProcess, calling, pending_request, requests_of, start_codegen, text_of
 
 pytestmark = pytest.mark.anyio
 
@@ -32,13 +31,7 @@ async def test_alice_approves_and_the_real_server_writes_its_test_file(
     out_dir = tmp_path / "generated"
     async with open_gateway(policy(), agent_name) as agent:
         session_id = await start_codegen(agent, out_dir)
-        results: list[types.CallToolResult] = []
-
-        async def call_end() -> None:
-            results.append(await agent.call_tool(END, {"sessionId": session_id}))
-
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(call_end)
+        async with calling(agent, END, {"sessionId": session_id}) as results:
             request = await pending_request(alice, agent_name, END)
             assert request["arguments"] == {"sessionId": session_id}
             assert request["approver_group"] == "qa-leads"
@@ -64,13 +57,7 @@ async def test_bob_rejects_with_a_comment_and_the_agent_reads_it(
     out_dir = tmp_path / "generated"
     async with open_gateway(policy(), agent_name) as agent:
         session_id = await start_codegen(agent, out_dir)
-        async with anyio.create_task_group() as tg:
-            results: list[types.CallToolResult] = []
-
-            async def call_end() -> None:
-                results.append(await agent.call_tool(END, {"sessionId": session_id}))
-
-            tg.start_soon(call_end)
+        async with calling(agent, END, {"sessionId": session_id}) as results:
             request = await pending_request(bob, agent_name, END)
             bob.post(
                 f"/requests/{request['id']}/decisions",

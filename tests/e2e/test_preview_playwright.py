@@ -7,9 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import mcp_types as types
 import pytest
-from support import pending_request, start_codegen, text_of
+from support import calling, pending_request, start_codegen, text_of
 
 from gateway_plugin.policy import canonical_arguments_hash
 
@@ -28,13 +27,7 @@ async def test_alice_reads_the_codegen_session_before_she_approves(
     out_dir = tmp_path / "generated"
     async with open_gateway(policy(preview=_preview()), agent_name) as agent:
         session_id = await start_codegen(agent, out_dir, prefix="Previewed")
-        results: list[types.CallToolResult] = []
-
-        async def call_end() -> None:
-            results.append(await agent.call_tool(END, {"sessionId": session_id}))
-
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(call_end)
+        async with calling(agent, END, {"sessionId": session_id}) as results:
             request = await pending_request(alice, agent_name, END)
             preview = request["preview"]
             assert preview["status"] == "ok", preview
@@ -57,13 +50,7 @@ async def test_a_failed_preview_is_shown_as_failed_and_the_call_still_waits_for_
     held = policy(preview=_preview("no-such-{sessionId}"))
     async with open_gateway(held, agent_name) as agent:
         session_id = await start_codegen(agent, out_dir)
-        results: list[types.CallToolResult] = []
-
-        async def call_end() -> None:
-            results.append(await agent.call_tool(END, {"sessionId": session_id}))
-
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(call_end)
+        async with calling(agent, END, {"sessionId": session_id}) as results:
             request = await pending_request(bob, agent_name, END)
             assert request["status"] == "pending"
             preview = request["preview"]

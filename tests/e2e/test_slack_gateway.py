@@ -14,7 +14,6 @@ from typing import Any
 
 import anyio
 import httpx
-import mcp_types as types
 import pytest
 from slack_standin import SlackStandin
 from slack_support import (
@@ -28,7 +27,14 @@ from slack_support import (
     slack_env,
     write_service_policy,
 )
-from support import ServiceProcess, dashboard_sign_in, pending_request, start_codegen, text_of
+from support import (
+    ServiceProcess,
+    calling,
+    dashboard_sign_in,
+    pending_request,
+    start_codegen,
+    text_of,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -98,13 +104,7 @@ async def test_a_signed_approve_click_resumes_the_held_call_and_updates_the_card
     out_dir = tmp_path / "generated"
     async with open_gateway(policy(), agent_name) as agent:
         session_id = await start_codegen(agent, out_dir)
-        results: list[types.CallToolResult] = []
-
-        async def call_end() -> None:
-            results.append(await agent.call_tool(END, {"sessionId": session_id}))
-
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(call_end)
+        async with calling(agent, END, {"sessionId": session_id}) as results:
             request = await pending_request(alice, agent_name, END)
             card = await wait_card(standin, request["id"])
             assert card["channel"] == CHANNEL
@@ -161,13 +161,7 @@ async def test_a_non_member_is_refused_in_slack_and_a_dashboard_decision_updates
 ) -> None:
     async with open_gateway(policy(), agent_name) as agent:
         session_id = await start_codegen(agent, tmp_path / "generated")
-        results: list[types.CallToolResult] = []
-
-        async def call_end() -> None:
-            results.append(await agent.call_tool(END, {"sessionId": session_id}))
-
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(call_end)
+        async with calling(agent, END, {"sessionId": session_id}) as results:
             request = await pending_request(alice, agent_name, END)
             card = await wait_card(standin, request["id"])
 
