@@ -25,7 +25,6 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable
-from dataclasses import dataclass
 
 import anyio
 import httpx
@@ -34,18 +33,13 @@ from mcp.server.auth.provider import AccessToken
 from starlette.authentication import AuthCredentials
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from gateway_plugin.service_client import ServiceUnavailable
+from gateway_plugin.service_client import ServiceClient, ServiceRefused, ServiceUnavailable
+from gateway_plugin.wire import Identity
 
-__all__ = ["AgentAuthMiddleware", "AgentIdentity", "ServiceAgentAuth"]
+__all__ = ["AgentAuthMiddleware", "ServiceAgentAuth"]
 
 DEFAULT_TTL_SECONDS = 60.0
 NEGATIVE_TTL_SECONDS = 5.0
-
-
-@dataclass(frozen=True)
-class AgentIdentity:
-    name: str
-    role: str
 
 
 def _digest(token: str) -> str:
@@ -64,19 +58,20 @@ class ServiceAgentAuth:
         negative_ttl: float = NEGATIVE_TTL_SECONDS,
         http: httpx.AsyncClient | None = None,
     ) -> None:
-        self.service_url = service_url.rstrip("/")
         self.roles = frozenset(roles)
         self._ttl = ttl
         self._negative_ttl = negative_ttl
-        self._http = http or httpx.AsyncClient(
-            base_url=self.service_url, timeout=httpx.Timeout(10.0, connect=5.0)
+        # No token of its own: each question carries the agent's.
+        http = http or httpx.AsyncClient(
+            base_url=service_url.rstrip("/"), timeout=httpx.Timeout(10.0, connect=5.0)
         )
-        self._cache: dict[str, tuple[float, AgentIdentity | None]] = {}
+        self._service = ServiceClient(service_url, "", http=http)
+        self._cache: dict[str, tuple[float, Identity | None]] = {}
 
     async def aclose(self) -> None:
-        await self._http.aclose()
+        await self._service.aclose()
 
-    async def identify(self, token: str) -> AgentIdentity | None:
+    async def identify(self, token: str) -> Identity | None:
         """The identity of `token` (whatever its role), or None when the service does not
         know it; `admits` says whether that identity may act as an agent."""
         key = _digest(token)
@@ -91,31 +86,13 @@ class ServiceAgentAuth:
         self._cache[key] = (now + ttl, identity)
         return identity
 
-    async def _ask(self, token: str) -> AgentIdentity | None:
+    async def _ask(self, token: str) -> Identity | None:
         try:
-            response = await self._http.get(
-                "/api/v1/whoami", headers={"Authorization": f"Bearer {token}"}
-            )
-        except httpx.HTTPError as exc:
-            raise ServiceUnavailable(
-                f"could not reach the approval service at {self.service_url} ({type(exc).__name__})"
-            ) from exc
-        if response.status_code >= 500:
-            raise ServiceUnavailable(
-                f"the approval service at {self.service_url} failed (HTTP {response.status_code})"
-            )
-        if response.status_code != 200:
+            return await self._service.whoami(token)
+        except ServiceRefused:
             return None
-        try:
-            body = response.json()
-            identity = AgentIdentity(name=str(body["name"]), role=str(body["role"]))
-        except (ValueError, KeyError, TypeError) as exc:
-            raise ServiceUnavailable(
-                f"the approval service at {self.service_url} sent an unexpected answer"
-            ) from exc
-        return identity
 
-    def admits(self, identity: AgentIdentity) -> bool:
+    def admits(self, identity: Identity) -> bool:
         """Whether a token of this identity's role may act as an agent."""
         return identity.role in self.roles
 

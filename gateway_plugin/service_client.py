@@ -142,9 +142,15 @@ class ServiceClient:
                 f"({type(exc).__name__})"
             ) from exc
 
-    async def whoami(self) -> Identity:
-        """The name and role of this gateway's token."""
-        return Identity.model_validate(await self._call("GET", "/whoami"))
+    async def whoami(self, token: str | None = None) -> Identity:
+        """The name and role of this gateway's token, or of `token` (an agent's)."""
+        headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
+        try:
+            return Identity.model_validate(await self._call("GET", "/whoami", headers=headers))
+        except ValidationError as exc:
+            raise ServiceUnavailable(
+                f"the approval service at {self.base_url} sent an unexpected answer"
+            ) from exc
 
     async def policy(self, known_version: str | None = None) -> ServicePolicy | None:
         """The policy the service enforces; None while it is still `known_version` (304).
