@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
+import httpx
 from slack_standin import BOT_TOKEN, TEAM, SlackStandin
 
 SIGNING_SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
@@ -190,3 +191,14 @@ def view_submission(
         "is_enterprise_install": False,
         "enterprise": None,
     }
+
+
+def settled(alice: httpx.Client, request_id: str) -> dict[str, Any]:
+    """The request once it is no longer pending (a click decides in the background), or as
+    it stands after 10 s."""
+    deadline = time.monotonic() + 10
+    while True:
+        fetched = dict(alice.get(f"/requests/{request_id}").json())
+        if fetched["status"] != "pending" or time.monotonic() > deadline:
+            return fetched
+        time.sleep(0.05)

@@ -10,19 +10,10 @@ from typing import Any
 
 import httpx
 from slack_standin import SlackStandin
-from slack_support import action_ids, block_action, card_text, form_body, view_submission
+from slack_support import action_ids, block_action, card_text, form_body, settled, view_submission
 from support import ServiceProcess
 
 Click = Callable[..., httpx.Response]
-
-
-def _settled(alice: httpx.Client, request_id: str) -> dict[str, Any]:
-    deadline = time.monotonic() + 10
-    while True:
-        fetched = dict(alice.get(f"/requests/{request_id}").json())
-        if fetched["status"] != "pending" or time.monotonic() > deadline:
-            return fetched
-        time.sleep(0.05)
 
 
 def _edit_modal(standin: SlackStandin, click: Click, user: str, request: dict[str, Any]) -> Any:
@@ -50,7 +41,7 @@ def test_bob_edits_the_session_id_in_a_modal_and_approves(
         view_submission("U0BOB", view, '{"sessionId": "staging-42"}', block="edited_arguments")
     )
     assert answer.status_code == 200 and answer.content == b""
-    decided = _settled(alice, request["id"])
+    decided = settled(alice, request["id"])
     assert decided["status"] == "approved" and decided["edited_by"] == "bob"
     assert decided["approved_arguments"] == {"sessionId": "staging-42"}
     assert decided["arguments"] == {"sessionId": "prod-42"}

@@ -19,6 +19,7 @@ from slack_support import (
     block_action,
     card_text,
     form_body,
+    settled,
     signed_headers,
     view_submission,
 )
@@ -37,15 +38,6 @@ def ephemeral_to(standin: SlackStandin, user: str, since: float) -> list[str]:
         for c in standin.calls_of("chat.postEphemeral")
         if c.params.get("user") == user and c.at >= since
     ]
-
-
-def settled(alice: httpx.Client, request_id: str) -> dict[str, Any]:
-    deadline = time.monotonic() + 10
-    while True:
-        fetched = dict(alice.get(f"/requests/{request_id}").json())
-        if fetched["status"] != "pending" or time.monotonic() > deadline:
-            return fetched
-        time.sleep(0.05)
 
 
 def test_approve_click_decides_as_the_mapped_approver_and_updates_the_card(

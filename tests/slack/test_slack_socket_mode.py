@@ -6,7 +6,6 @@ The stand-in answers `apps.connections.open` with its own websocket URL, says
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -14,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 from slack_standin import APP_TOKEN, SlackStandin
-from slack_support import block_action, card_text, slack_env, view_submission
+from slack_support import block_action, card_text, settled, slack_env, view_submission
 from support import ServiceProcess
 
 
@@ -33,15 +32,6 @@ def service(
 
 def acked(standin: SlackStandin, envelope_id: str) -> bool:
     return any(ack.get("envelope_id") == envelope_id for ack in list(standin.acks))
-
-
-def settled(alice: httpx.Client, request_id: str) -> dict[str, Any]:
-    deadline = time.monotonic() + 10
-    while True:
-        fetched = dict(alice.get(f"/requests/{request_id}").json())
-        if fetched["status"] != "pending" or time.monotonic() > deadline:
-            return fetched
-        time.sleep(0.05)
 
 
 def test_the_service_connects_and_clicks_over_socket_mode_decide(

@@ -15,7 +15,7 @@ import anyio
 import httpx
 import pytest
 from slack_standin import SlackStandin
-from slack_support import CHANNEL, block_action
+from slack_support import CHANNEL, block_action, settled
 from support import DashboardSession, ServiceProcess, dashboard_sign_in
 from ws_support import subscribe
 
@@ -34,15 +34,6 @@ def bob(service: ServiceProcess) -> Iterator[DashboardSession]:
 def _database(service: ServiceProcess) -> str:
     assert service.db_url.startswith("sqlite:///")
     return service.db_url.removeprefix("sqlite:///")
-
-
-def _settled(alice: httpx.Client, request_id: str) -> dict[str, Any]:
-    deadline = time.monotonic() + 10
-    while True:
-        fetched = dict(alice.get(f"/requests/{request_id}").json())
-        if fetched["status"] != "pending" or time.monotonic() > deadline:
-            return fetched
-        time.sleep(0.05)
 
 
 @pytest.mark.parametrize("round_", range(3))
@@ -87,7 +78,7 @@ def test_api_dashboard_and_slack_race_to_decide_and_one_wins(
 
     assert answers["slack"] == 200  # Slack is acknowledged at once; the vote follows
     assert {answers["api"], answers["dashboard"]} <= {200, 409}
-    decided = _settled(alice, request["id"])
+    decided = settled(alice, request["id"])
     time.sleep(0.5)  # room for a late vote to land, which it must not
     decided = dict(alice.get(f"/requests/{request['id']}").json())
     winners = [c for c in ("api", "dashboard") if answers[c] == 200]
